@@ -1,0 +1,28 @@
+"""connsim: neural-network pruning as graph connectivity.
+
+Count what is really left of a pruned network: effective (input-to-output connected) weights next
+to the direct (nonzero) ones, at channel or exact position level.
+
+Examples
+--------
+>>> import connsim
+>>> arch = connsim.get_arch("lenet-300-100")
+>>> arch.total_params
+266200
+"""
+
+from .architectures import ArchBuilder, Architecture, Node, from_dict, load_arch
+from .effective import Connectivity, connectivity, effective_masks
+from .graph import Block, LayeredGraph, build_graph, chain, effective_edges, reachability
+from .masks import check_masks, ones_masks
+from .measures import LayerMeasure, Measurement, measure, resolve_density, summarize
+from .zoo import get_arch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchBuilder", "Architecture", "Block", "Connectivity", "LayerMeasure", "LayeredGraph",
+    "Measurement", "Node", "build_graph", "chain", "check_masks", "connectivity", "effective_edges",
+    "effective_masks", "from_dict", "get_arch", "load_arch", "measure", "ones_masks",
+    "reachability", "resolve_density", "summarize",
+]

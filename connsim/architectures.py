@@ -1,0 +1,465 @@
+"""Architectures as data: a DAG of nodes that drives the graph, the quotas, the theory and the trainer.
+
+An :class:`Architecture` is an ordered tuple of :class:`Node` objects in topological order. Node
+``0`` is the input; the last node is the output (the logits). Every node names the nodes it reads
+(``inputs``) and carries its output shape: ``(C, H, W)`` for spatial nodes, ``(n,)`` for vectors.
+
+Node operations
+---------------
+``input``    the network input.
+``dense``    fully connected layer, weight ``(out, in)`` (prunable).
+``conv``     2-D convolution, weight ``(out, in, kh, kw)``, with stride and zero padding (prunable).
+``pool``     average or max pooling over a window (``mode`` 'avg' or 'max'); global average pooling is
+             a pool whose window is the whole feature map.
+``flatten``  ``(C, H, W) -> (C*H*W,)`` in PyTorch order: unit index = c*H*W + h*W + w.
+``add``      elementwise sum of two or more nodes of equal shape (residual connections).
+
+``batchnorm`` and ``relu`` flags describe what follows a node in the trainable model; they do not
+change connectivity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+OPS = ("input", "dense", "conv", "pool", "flatten", "add")
+PRUNABLE_OPS = ("dense", "conv")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of an architecture DAG (see the module docstring for the operations)."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    shape: tuple[int, ...]
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    mode: str = ""
+    bias: bool = False
+    batchnorm: bool = False
+    relu: bool = False
+
+    @property
+    def prunable(self) -> bool:
+        return self.op in PRUNABLE_OPS
+
+    @property
+    def channels(self) -> int:
+        """Number of channels (spatial nodes) or units (vector nodes)."""
+        return self.shape[0]
+
+    @property
+    def size(self) -> int:
+        """Number of scalar positions in the node's output."""
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An immutable, validated network description.
+
+    Use :func:`connsim.get_arch` for the built-in zoo, :func:`load_arch` for a spec file, or
+    :class:`ArchBuilder` in code.
+    """
+
+    name: str
+    nodes: tuple[Node, ...]
+    _index: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", {n.name: i for i, n in enumerate(self.nodes)})
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self.nodes[self._index[name]]
+        except KeyError:
+            raise KeyError(
+                f"architecture {self.name!r} has no node {name!r}; nodes are {list(self._index)}"
+            ) from None
+
+    def index(self, name: str) -> int:
+        return self._index[name]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.nodes[0].shape
+
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    @property
+    def layers(self) -> tuple[Node, ...]:
+        """The prunable layers (dense and conv), in topological order."""
+        return tuple(n for n in self.nodes if n.prunable)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.layers)
+
+    def weight_shape(self, layer: str | Node) -> tuple[int, ...]:
+        """Weight shape of a prunable layer in PyTorch layout."""
+        node = self[layer] if isinstance(layer, str) else layer
+        src = self[node.inputs[0]]
+        if node.op == "dense":
+            return (node.channels, src.size)
+        if node.op == "conv":
+            return (node.channels, src.channels, *node.kernel)
+        raise ValueError(f"node {node.name!r} ({node.op}) has no prunable weight")
+
+    def n_params(self, layer: str | Node) -> int:
+        return math.prod(self.weight_shape(layer))
+
+    @property
+    def total_params(self) -> int:
+        """Number of prunable weights N (biases and BatchNorm are not counted)."""
+        return sum(self.n_params(n) for n in self.layers)
+
+    @property
+    def is_chain(self) -> bool:
+        """True when every node reads exactly the node before it (no skip connections)."""
+        return all(
+            n.inputs == (self.nodes[i - 1].name,) for i, n in enumerate(self.nodes) if i > 0
+        )
+
+    def summary(self) -> list[dict]:
+        """One row per prunable layer: name, kind, weight shape (PyTorch layout), params."""
+        return [
+            {
+                "name": n.name,
+                "kind": n.op,
+                "shape": list(self.weight_shape(n)),
+                "params": self.n_params(n),
+            }
+            for n in self.layers
+        ]
+
+    def to_dict(self) -> dict:
+        """Spec-file form (the inverse of :func:`from_dict`)."""
+        layers = []
+        for n in self.nodes[1:]:
+            d = {"name": n.name, "type": n.op, "inputs": list(n.inputs)}
+            if n.op in ("dense", "conv"):
+                d["out"] = n.channels
+                d["bias"] = n.bias
+                d["batchnorm"] = n.batchnorm
+                d["relu"] = n.relu
+            if n.op in ("conv", "pool"):
+                d["kernel"] = list(n.kernel)
+                d["stride"] = list(n.stride)
+            if n.op == "conv":
+                d["padding"] = list(n.padding)
+            if n.op == "pool":
+                d["mode"] = n.mode
+            if n.op == "add":
+                d["relu"] = n.relu
+            layers.append(d)
+        return {"name": self.name, "input": list(self.input_shape), "layers": layers}
+
+
+def _pair(value, what: str) -> tuple[int, int]:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        a, b = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer or a pair of integers, got {value!r}") from None
+    return a, b
+
+
+class ArchBuilder:
+    """Build an :class:`Architecture` layer by layer, computing and checking every shape.
+
+    Each method appends a node that reads the previous node unless ``src`` (a node name, or a
+    list of names for :meth:`add`) says otherwise, and returns the new node's name.
+
+    Examples
+    --------
+    >>> b = ArchBuilder("tiny", (1, 8, 8))
+    >>> c = b.conv(4, 3, padding=1)
+    >>> _ = b.pool("max", 2)
+    >>> _ = b.flatten()
+    >>> _ = b.dense(10)
+    >>> b.build().total_params
+    676
+    """
+
+    def __init__(self, name: str, input_shape: Sequence[int]):
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) not in (1, 3) or any(s <= 0 for s in shape):
+            raise ValueError(
+                f"input_shape must be (n,) or (C, H, W) with positive sizes, got {tuple(input_shape)}"
+            )
+        self.name = name
+        self._nodes: list[Node] = [Node("input", "input", (), shape)]
+        self._names = {"input"}
+        self._counts: dict[str, int] = {}
+
+    @property
+    def last(self) -> Node:
+        """The most recently added node."""
+        return self._nodes[-1]
+
+    def _new_name(self, op: str, name: str | None) -> str:
+        if name is None:
+            self._counts[op] = self._counts.get(op, 0) + 1
+            name = f"{op}{self._counts[op]}"
+            while name in self._names:
+                self._counts[op] += 1
+                name = f"{op}{self._counts[op]}"
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"layer names must be non-empty strings, got {name!r}")
+        if name in self._names:
+            raise ValueError(f"duplicate layer name {name!r}: every node needs a unique name")
+        return name
+
+    def _src(self, src: str | None) -> Node:
+        if src is None:
+            return self._nodes[-1]
+        for n in self._nodes:
+            if n.name == src:
+                return n
+        raise ValueError(
+            f"unknown input node {src!r}; it must be defined earlier (known: {sorted(self._names)})"
+        )
+
+    def _append(self, node: Node) -> str:
+        self._nodes.append(node)
+        self._names.add(node.name)
+        return node.name
+
+    def dense(self, out: int, *, src=None, name=None, bias=True, batchnorm=False, relu=False):
+        """Fully connected layer with ``out`` units; its input must be a vector (use flatten)."""
+        s = self._src(src)
+        name = self._new_name("dense", name)
+        if len(s.shape) != 1:
+            raise ValueError(
+                f"dense layer {name!r} reads {s.name!r} of shape {s.shape}; insert a flatten first"
+            )
+        if int(out) <= 0:
+            raise ValueError(f"layer {name!r}: out must be a positive number of units, got {out}")
+        return self._append(
+            Node(name, "dense", (s.name,), (int(out),), bias=bias, batchnorm=batchnorm, relu=relu)
+        )
+
+    def conv(
+        self, out, kernel, *, stride=1, padding=0, src=None, name=None, bias=False,
+        batchnorm=False, relu=False,
+    ):
+        """2-D convolution; ``padding`` is an int, a pair, 'valid' or 'same' (odd kernels)."""
+        s = self._src(src)
+        name = self._new_name("conv", name)
+        if len(s.shape) != 3:
+            raise ValueError(f"conv layer {name!r} needs a (C, H, W) input, {s.name!r} is {s.shape}")
+        k = _pair(kernel, f"layer {name!r}: kernel")
+        st = _pair(stride, f"layer {name!r}: stride")
+        if padding == "valid":
+            pad = (0, 0)
+        elif padding == "same":
+            if k[0] % 2 == 0 or k[1] % 2 == 0:
+                raise ValueError(f"layer {name!r}: padding 'same' needs an odd kernel, got {k}")
+            pad = (k[0] // 2, k[1] // 2)
+        else:
+            pad = _pair(padding, f"layer {name!r}: padding")
+        if int(out) <= 0 or min(k) <= 0 or min(st) <= 0 or min(pad) < 0:
+            raise ValueError(
+                f"layer {name!r}: out, kernel and stride must be positive and padding >= 0"
+            )
+        _, h, w = s.shape
+        ho = (h + 2 * pad[0] - k[0]) // st[0] + 1
+        wo = (w + 2 * pad[1] - k[1]) // st[1] + 1
+        if ho <= 0 or wo <= 0:
+            raise ValueError(
+                f"layer {name!r}: a {k} kernel does not fit the {h}x{w} input with padding {pad}"
+            )
+        return self._append(
+            Node(name, "conv", (s.name,), (int(out), ho, wo), k, st, pad, bias=bias,
+                 batchnorm=batchnorm, relu=relu)
+        )
+
+    def pool(self, mode, kernel=2, *, stride=None, src=None, name=None):
+        """Average ('avg') or max ('max') pooling, no padding; stride defaults to the kernel."""
+        s = self._src(src)
+        name = self._new_name("pool", name)
+        if mode not in ("avg", "max"):
+            raise ValueError(f"layer {name!r}: pool mode must be 'avg' or 'max', got {mode!r}")
+        if len(s.shape) != 3:
+            raise ValueError(f"pool layer {name!r} needs a (C, H, W) input, {s.name!r} is {s.shape}")
+        k = _pair(kernel, f"layer {name!r}: kernel")
+        st = k if stride is None else _pair(stride, f"layer {name!r}: stride")
+        c, h, w = s.shape
+        ho, wo = (h - k[0]) // st[0] + 1, (w - k[1]) // st[1] + 1
+        if min(k) <= 0 or min(st) <= 0 or ho <= 0 or wo <= 0:
+            raise ValueError(f"layer {name!r}: pooling window {k} does not fit the {h}x{w} input")
+        return self._append(Node(name, "pool", (s.name,), (c, ho, wo), k, st, mode=mode))
+
+    def global_pool(self, *, src=None, name=None):
+        """Global average pooling: a pool whose window is the whole feature map."""
+        s = self._src(src)
+        if len(s.shape) != 3:
+            raise ValueError(f"global pooling needs a (C, H, W) input, {s.name!r} is {s.shape}")
+        return self.pool("avg", s.shape[1:], src=src, name=name)
+
+    def flatten(self, *, src=None, name=None):
+        s = self._src(src)
+        name = self._new_name("flatten", name)
+        return self._append(Node(name, "flatten", (s.name,), (s.size,)))
+
+    def add(self, srcs: Sequence[str], *, name=None, relu=False):
+        """Elementwise sum of nodes of equal shape (a residual connection)."""
+        nodes = [self._src(x) for x in srcs]
+        name = self._new_name("add", name)
+        if len(nodes) < 2:
+            raise ValueError(f"add node {name!r} needs at least two inputs")
+        shapes = {n.shape for n in nodes}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"add node {name!r}: inputs have different shapes "
+                f"{ {n.name: n.shape for n in nodes} }"
+            )
+        return self._append(
+            Node(name, "add", tuple(n.name for n in nodes), nodes[0].shape, relu=relu)
+        )
+
+    def build(self) -> Architecture:
+        if len(self._nodes) < 2 or not any(n.prunable for n in self._nodes):
+            raise ValueError(f"architecture {self.name!r} has no prunable (dense or conv) layer")
+        used = {i for n in self._nodes for i in n.inputs}
+        dangling = [n.name for n in self._nodes[:-1] if n.name not in used]
+        if dangling:
+            raise ValueError(
+                f"architecture {self.name!r}: nodes {dangling} feed nothing; only the last node "
+                "may be an output"
+            )
+        return Architecture(self.name, tuple(self._nodes))
+
+
+_SPEC_KEYS = {
+    "dense": {"out", "bias", "batchnorm", "relu"},
+    "conv": {"out", "kernel", "stride", "padding", "bias", "batchnorm", "relu"},
+    "pool": {"mode", "kernel", "stride"},
+    "global_pool": set(),
+    "flatten": set(),
+    "add": {"relu"},
+}
+
+
+def from_dict(spec: Mapping) -> Architecture:
+    """Build an architecture from its spec-file form.
+
+    The form is ``{"name": str, "input": [C, H, W] or [n], "layers": [layer, ...]}`` where each
+    layer has ``type`` (dense, conv, pool, global_pool, flatten, add), an optional ``name``, an
+    optional ``input`` (a node name; default: the previous layer) or, for ``add``, ``inputs``
+    (a list of node names), and the type's own keys: dense ``out``; conv ``out, kernel, stride,
+    padding``; pool ``mode, kernel, stride``; dense/conv ``bias, batchnorm, relu``; add ``relu``.
+    """
+    if not isinstance(spec, Mapping) or "input" not in spec or "layers" not in spec:
+        raise ValueError("an architecture spec needs the keys 'input' (shape) and 'layers' (a list)")
+    b = ArchBuilder(str(spec.get("name", "custom")), spec["input"])
+    for k, layer in enumerate(spec["layers"]):
+        layer = dict(layer)
+        kind = layer.pop("type", None)
+        where = f"layer {k} ({layer.get('name', 'unnamed')})"
+        if kind not in _SPEC_KEYS:
+            raise ValueError(f"{where}: type must be one of {sorted(_SPEC_KEYS)}, got {kind!r}")
+        name = layer.pop("name", None)
+        inputs = layer.pop("inputs", None)
+        src = layer.pop("input", None)
+        if inputs is not None and kind != "add":
+            if len(inputs) != 1:
+                raise ValueError(f"{where}: only 'add' layers take several inputs")
+            src = inputs[0]
+        unknown = set(layer) - _SPEC_KEYS[kind]
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown keys {sorted(unknown)} for type {kind!r}; "
+                f"allowed: {sorted(_SPEC_KEYS[kind])}"
+            )
+        if kind == "add":
+            if inputs is None:
+                raise ValueError(f"{where}: an 'add' layer needs 'inputs', a list of node names")
+            b.add(inputs, name=name, **layer)
+        elif kind == "dense":
+            b.dense(layer.pop("out", None) or 0, src=src, name=name, **layer)
+        elif kind == "conv":
+            b.conv(layer.pop("out", 0), layer.pop("kernel", 3), src=src, name=name, **layer)
+        elif kind == "pool":
+            b.pool(layer.pop("mode", "max"), layer.pop("kernel", 2), src=src, name=name, **layer)
+        elif kind == "global_pool":
+            b.global_pool(src=src, name=name)
+        else:
+            b.flatten(src=src, name=name)
+    return b.build()
+
+
+def load_arch(path: str | os.PathLike) -> Architecture:
+    """Read an architecture spec file (``.toml`` or ``.json``); see :func:`from_dict`.
+
+    Examples
+    --------
+    A TOML spec of a small residual net::
+
+        name = "tiny-res"
+        input = [3, 8, 8]
+        [[layers]]
+        name = "stem"
+        type = "conv"
+        out = 4
+        kernel = 3
+        padding = 1
+        [[layers]]
+        name = "c1"
+        type = "conv"
+        out = 4
+        kernel = 3
+        padding = 1
+        [[layers]]
+        type = "add"
+        inputs = ["stem", "c1"]
+        [[layers]]
+        type = "global_pool"
+        [[layers]]
+        type = "flatten"
+        [[layers]]
+        type = "dense"
+        out = 10
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise FileNotFoundError(f"cannot read architecture spec {path!r}: {e.strerror}") from None
+    try:
+        if path.endswith(".toml"):
+            import tomllib
+
+            spec = tomllib.loads(raw.decode("utf-8"))
+        elif path.endswith(".json"):
+            spec = json.loads(raw.decode("utf-8"))
+        else:
+            raise ValueError(f"architecture spec {path!r} must end in .toml or .json")
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        if isinstance(e, ValueError) and "must end in" in str(e):
+            raise
+        raise ValueError(f"architecture spec {path!r} is not valid: {e}") from None
+    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    return from_dict(spec)
+
+
+def parse_shape(text: str | Iterable[int]) -> tuple[int, ...]:
+    """Parse an input shape given as '3,32,32', '3x32x32' or a sequence of ints."""
+    if isinstance(text, str):
+        parts = text.replace("x", ",").replace("×", ",").split(",")
+        try:
+            return tuple(int(p) for p in parts if p.strip())
+        except ValueError:
+            raise ValueError(f"input shape must look like '3,32,32' or '784', got {text!r}") from None
+    return tuple(int(p) for p in text)

@@ -1,0 +1,194 @@
+"""Direct and effective density, sparsity and compression, per layer and in total.
+
+density d = kept / total; sparsity s = 1 - d; compression c = 1 / d (infinite when d = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .architectures import Architecture
+from .effective import Connectivity, connectivity
+
+
+def resolve_density(density=None, sparsity=None, compression=None) -> float:
+    """Turn exactly one of density, sparsity or compression into a density in [0, 1].
+
+    Examples
+    --------
+    >>> resolve_density(compression=100)
+    0.01
+    >>> resolve_density(sparsity=0.9)
+    0.09999999999999998
+    """
+    given = {k: v for k, v in (("density", density), ("sparsity", sparsity),
+                               ("compression", compression)) if v is not None}
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of density, sparsity or compression "
+            f"(got {sorted(given) if given else 'none'})"
+        )
+    (kind, value), = given.items()
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{kind} is NaN")
+    if kind == "compression":
+        if value < 1:
+            raise ValueError(f"compression must be >= 1 (1 = dense), got {value}")
+        return 1.0 / value
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{kind} must lie in [0, 1], got {value}")
+    return value if kind == "density" else 1.0 - value
+
+
+def compression_of(density: float) -> float:
+    """1 / density, or ``inf`` when the density is 0."""
+    return math.inf if density == 0 else 1.0 / density
+
+
+@dataclass(frozen=True)
+class LayerMeasure:
+    """One prunable layer: weights, kept and effective counts, active input and output units."""
+
+    name: str
+    kind: str
+    shape: tuple
+    params: int
+    kept: int
+    effective: int
+    units_in: int
+    units_out: int
+    active_in: int
+    active_out: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.params
+
+    @property
+    def effective_density(self) -> float:
+        return self.effective / self.params
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Direct and effective sparsity of a pruned network (see :func:`measure`)."""
+
+    arch: str
+    level: str
+    params: int
+    kept: int
+    effective: int
+    disconnected: bool
+    removable_units: int
+    hidden_units: int
+    layers: tuple[LayerMeasure, ...]
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.params
+
+    @property
+    def effective_density(self) -> float:
+        return self.effective / self.params
+
+    @property
+    def compression(self) -> float:
+        return compression_of(self.density)
+
+    @property
+    def effective_compression(self) -> float:
+        return compression_of(self.effective_density)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form; ``effective.compression`` is ``None`` when disconnected."""
+
+        def block(kept, density, comp):
+            return {"kept": kept, "density": density,
+                    "sparsity": 1.0 - density,
+                    "compression": None if math.isinf(comp) else comp}
+
+        return {
+            "arch": self.arch,
+            "level": self.level,
+            "params": self.params,
+            "direct": block(self.kept, self.density, self.compression),
+            "effective": block(self.effective, self.effective_density,
+                               self.effective_compression),
+            "disconnected": self.disconnected,
+            "removable_units": self.removable_units,
+            "hidden_units": self.hidden_units,
+            "layers": [
+                {
+                    "name": m.name, "kind": m.kind, "shape": list(m.shape), "params": m.params,
+                    "kept": m.kept, "effective": m.effective, "density": m.density,
+                    "effective_density": m.effective_density,
+                    "units_in": m.units_in, "units_out": m.units_out,
+                    "active_in": m.active_in, "active_out": m.active_out,
+                }
+                for m in self.layers
+            ],
+        }
+
+
+def summarize(conn: Connectivity) -> Measurement:
+    """The counts of a :class:`~connsim.effective.Connectivity` result."""
+    arch, masks = conn.arch, conn.masks
+    layers = []
+    for node in arch.layers:
+        src = node.inputs[0]
+        act_in, act_out = conn.active(src), conn.active(node.name)
+        layers.append(LayerMeasure(
+            name=node.name, kind=node.op, shape=arch.weight_shape(node),
+            params=arch.n_params(node), kept=int(np.count_nonzero(masks[node.name])),
+            effective=int(np.count_nonzero(conn.effective[node.name])),
+            units_in=act_in.size, units_out=act_out.size,
+            active_in=int(act_in.sum()), active_out=int(act_out.sum()),
+        ))
+    hidden = [m for m in layers if m.name != arch.output.name]
+    return Measurement(
+        arch=arch.name, level=conn.level, params=arch.total_params,
+        kept=sum(m.kept for m in layers), effective=sum(m.effective for m in layers),
+        disconnected=conn.disconnected,
+        removable_units=sum(m.units_out - m.active_out for m in hidden),
+        hidden_units=sum(m.units_out for m in hidden),
+        layers=tuple(layers),
+    )
+
+
+def measure(
+    arch: Architecture, masks: Mapping, *, level: str = "channel", layout: str = "torch"
+) -> Measurement:
+    """Direct and effective density/compression of a pruned network, per layer and in total.
+
+    Parameters
+    ----------
+    arch : Architecture
+    masks : mapping of str to array_like
+        Binary masks keyed by layer name.
+    level : {'channel', 'position'}
+        See :func:`connsim.effective.connectivity`.
+    layout : {'torch', 'keras'}
+        Layout of the given masks.
+
+    Returns
+    -------
+    Measurement
+        Totals, a disconnected flag, the hidden units that can be removed outright (inactive
+        outputs of every prunable layer but the last; channels for convs) and one
+        :class:`LayerMeasure` per layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:2-2-1")
+    >>> m = measure(arch, {"fc1": np.array([[1, 1], [0, 1]]), "fc2": np.array([[1, 0]])})
+    >>> m.kept, m.effective, m.removable_units
+    (4, 3, 1)
+    """
+    return summarize(connectivity(arch, masks, level=level, layout=layout))

@@ -1,0 +1,195 @@
+"""The built-in architecture zoo (SPEC section 3) and the name registry :func:`get_arch`.
+
+Defaults follow the reference papers' setups: LeNet-300-100 on MNIST, LeNet-5, VGG-11/13/16 and the
+CIFAR ResNets on CIFAR-10, VGG-19 on CIFAR-100, ResNet-18 on Tiny ImageNet (3x64x64, 200 classes).
+Hidden dense/conv layers are followed by BatchNorm and ReLU (the Connectivity Matters models);
+residual blocks are conv-BN-ReLU-conv-BN, added to the shortcut, then ReLU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+from .architectures import Architecture, ArchBuilder, load_arch
+
+_VGG = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+         512, 512, 512, 512, "M"],
+}
+_CIFAR_RESNET_BLOCKS = {20: 3, 32: 5, 56: 9}
+
+# name -> (default input shape, default classes)
+_DEFAULTS = {
+    "lenet-300-100": ((784,), 10),
+    "lenet-5": ((3, 32, 32), 10),
+    "vgg-11": ((3, 32, 32), 10),
+    "vgg-13": ((3, 32, 32), 10),
+    "vgg-16": ((3, 32, 32), 10),
+    "vgg-19": ((3, 32, 32), 100),
+    "resnet-18": ((3, 64, 64), 200),
+    "resnet-20": ((3, 32, 32), 10),
+    "resnet-32": ((3, 32, 32), 10),
+    "resnet-56": ((3, 32, 32), 10),
+}
+
+ZOO = tuple(_DEFAULTS) + ("mlp:W0-W1-...-WL",)
+
+
+def _maybe_flatten(b: ArchBuilder, input_shape) -> None:
+    if len(input_shape) == 3:
+        b.flatten(name="flatten")
+
+
+def mlp(widths: Sequence[int], input_shape=None, name=None) -> Architecture:
+    """Dense chain ``widths[0] -> widths[1] -> ... -> widths[-1]`` with ReLU between layers.
+
+    ``input_shape`` may be a ``(C, H, W)`` shape whose size equals ``widths[0]``; the input is
+    then flattened first.
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or min(widths) <= 0:
+        raise ValueError(f"an MLP needs at least two positive widths, got {widths}")
+    shape = tuple(input_shape) if input_shape is not None else (widths[0],)
+    if math.prod(shape) != widths[0]:
+        raise ValueError(f"input shape {shape} has {math.prod(shape)} units, not {widths[0]}")
+    b = ArchBuilder(name or "mlp:" + "-".join(map(str, widths)), shape)
+    _maybe_flatten(b, shape)
+    for k, w in enumerate(widths[1:], 1):
+        b.dense(w, name=f"fc{k}", relu=k < len(widths) - 1)
+    return b.build()
+
+
+def lenet_300_100(input_shape=(784,), classes=10) -> Architecture:
+    b = ArchBuilder("lenet-300-100", input_shape)
+    _maybe_flatten(b, input_shape)
+    b.dense(300, name="fc1", batchnorm=True, relu=True)
+    b.dense(100, name="fc2", batchnorm=True, relu=True)
+    b.dense(classes, name="fc3")
+    return b.build()
+
+
+def lenet_5(input_shape=(3, 32, 32), classes=10) -> Architecture:
+    b = ArchBuilder("lenet-5", input_shape)
+    b.conv(6, 5, name="conv1", bias=True, batchnorm=True, relu=True)
+    b.pool("avg", 2, name="pool1")
+    b.conv(16, 5, name="conv2", bias=True, batchnorm=True, relu=True)
+    b.pool("avg", 2, name="pool2")
+    b.flatten(name="flatten")
+    b.dense(120, name="fc1", batchnorm=True, relu=True)
+    b.dense(84, name="fc2", batchnorm=True, relu=True)
+    b.dense(classes, name="fc3")
+    return b.build()
+
+
+def vgg(depth: int, input_shape=(3, 32, 32), classes=10) -> Architecture:
+    """CIFAR VGG: 3x3 'same' convs with BN and ReLU, 2x2 max pools, one dense classifier."""
+    b = ArchBuilder(f"vgg-{depth}", input_shape)
+    k = 0
+    for item in _VGG[depth]:
+        if item == "M":
+            b.pool("max", 2)
+        else:
+            k += 1
+            b.conv(item, 3, padding=1, name=f"conv{k}", batchnorm=True, relu=True)
+    if b.last.shape[1:] != (1, 1):
+        b.global_pool(name="gap")
+    b.flatten(name="flatten")
+    b.dense(classes, name="fc")
+    return b.build()
+
+
+def _basic_block(b: ArchBuilder, prefix: str, width: int, stride: int) -> None:
+    x = b.last
+    b.conv(width, 3, stride=stride, padding=1, name=f"{prefix}.conv1", batchnorm=True, relu=True)
+    b.conv(width, 3, padding=1, name=f"{prefix}.conv2", batchnorm=True)
+    if stride != 1 or x.channels != width:
+        short = b.conv(width, 1, stride=stride, src=x.name, name=f"{prefix}.shortcut",
+                       batchnorm=True)
+    else:
+        short = x.name
+    b.add([f"{prefix}.conv2", short], name=f"{prefix}.add", relu=True)
+
+
+def resnet(depth: int, input_shape=None, classes=None) -> Architecture:
+    """ResNet-18 (SPEC: 3x3 stride-1 stem, no max-pool) or the CIFAR ResNet-20/32/56."""
+    name = f"resnet-{depth}"
+    shape, n_cls = _DEFAULTS[name]
+    input_shape = input_shape or shape
+    classes = classes or n_cls
+    b = ArchBuilder(name, input_shape)
+    if depth == 18:
+        b.conv(64, 3, padding=1, name="conv1", batchnorm=True, relu=True)
+        widths, strides = [64, 64, 128, 128, 256, 256, 512, 512], [1, 1, 2, 1, 2, 1, 2, 1]
+        per_stage = 2
+    else:
+        b.conv(16, 3, padding=1, name="conv1", batchnorm=True, relu=True)
+        n = _CIFAR_RESNET_BLOCKS[depth]
+        widths = [16] * n + [32] * n + [64] * n
+        strides = [1] * n + ([2] + [1] * (n - 1)) * 2
+        per_stage = n
+    for k, (w, s) in enumerate(zip(widths, strides, strict=True)):
+        _basic_block(b, f"layer{k // per_stage + 1}.{k % per_stage}", w, s)
+    b.global_pool(name="gap")
+    b.flatten(name="flatten")
+    b.dense(classes, name="fc")
+    return b.build()
+
+
+def get_arch(name: str, input_shape=None, classes: int | None = None) -> Architecture:
+    """Return a zoo architecture by name, or read a spec file when ``name`` is a path.
+
+    Parameters
+    ----------
+    name : str
+        One of ``lenet-300-100, lenet-5, vgg-11, vgg-13, vgg-16, vgg-19, resnet-18, resnet-20,
+        resnet-32, resnet-56``, an MLP as ``mlp:784-300-100-10``, or a path to a ``.toml`` /
+        ``.json`` spec file (see :func:`connsim.architectures.load_arch`).
+    input_shape : sequence of int, optional
+        ``(C, H, W)`` or ``(n,)``; defaults to the reference setup of the architecture.
+    classes : int, optional
+        Number of output units; defaults to the reference setup.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid ones) or shapes that do not fit.
+
+    Examples
+    --------
+    >>> get_arch("vgg-19", classes=100).total_params
+    20070080
+    >>> get_arch("mlp:784-300-100-10").total_params
+    266200
+    """
+    key = name.strip().lower()
+    if key.endswith((".toml", ".json")) or os.path.sep in key:
+        if input_shape is not None or classes is not None:
+            raise ValueError("input_shape and classes cannot override a spec file; edit the file")
+        return load_arch(name)
+    if key.startswith("mlp:"):
+        try:
+            widths = [int(w) for w in key[4:].split("-")]
+        except ValueError:
+            raise ValueError(f"MLP names look like 'mlp:784-300-100-10', got {name!r}") from None
+        if classes is not None:
+            widths[-1] = int(classes)
+        return mlp(widths, input_shape, name=key if classes is None else None)
+    if key not in _DEFAULTS:
+        raise ValueError(f"unknown architecture {name!r}; valid names: {', '.join(ZOO)}")
+    shape, n_cls = _DEFAULTS[key]
+    shape = tuple(input_shape) if input_shape is not None else shape
+    classes = int(classes) if classes is not None else n_cls
+    if classes <= 0:
+        raise ValueError(f"classes must be a positive integer, got {classes}")
+    if key == "lenet-300-100":
+        return lenet_300_100(shape, classes)
+    if key == "lenet-5":
+        return lenet_5(shape, classes)
+    if key.startswith("vgg-"):
+        return vgg(int(key[4:]), shape, classes)
+    return resnet(int(key[7:]), shape, classes)

@@ -14,6 +14,7 @@ Examples
 from .architectures import ArchBuilder, Architecture, Node, from_dict, load_arch
 from .effective import Connectivity, connectivity, effective_masks
 from .graph import Block, LayeredGraph, build_graph, chain, effective_edges, reachability
+from .maskio import load_masks, save_masks
 from .masks import check_masks, ones_masks
 from .measures import LayerMeasure, Measurement, measure, resolve_density, summarize
 from .zoo import get_arch
@@ -23,6 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ArchBuilder", "Architecture", "Block", "Connectivity", "LayerMeasure", "LayeredGraph",
     "Measurement", "Node", "build_graph", "chain", "check_masks", "connectivity", "effective_edges",
-    "effective_masks", "from_dict", "get_arch", "load_arch", "measure", "ones_masks",
-    "reachability", "resolve_density", "summarize",
+    "effective_masks", "from_dict", "get_arch", "load_arch", "load_masks", "measure", "ones_masks",
+    "reachability", "resolve_density", "save_masks", "summarize",
 ]

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from .architectures import Architecture, ArchBuilder, load_arch
+from .architectures import ArchBuilder, Architecture, load_arch
 
 _VGG = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],

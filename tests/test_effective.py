@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connsim import ArchBuilder, connectivity, effective_masks, get_arch, measure, ones_masks
+from tests.conftest import conv_archs, random_masks
+from tests.naive import synflow_effective
+
+densities = st.floats(0.05, 0.9)
+seeds = st.integers(0, 2**32 - 1)
+
+
+def assert_masks_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@given(conv_archs(), densities, seeds)
+def test_position_level_equals_linearised_gradient_pattern(arch, d, seed):
+    masks = random_masks(arch, d, seed)
+    assert_masks_equal(effective_masks(arch, masks, level="position"),
+                       synflow_effective(arch, masks, seed))
+
+
+@given(conv_archs(padded=False), densities, seeds)
+def test_levels_agree_on_unpadded_convs(arch, d, seed):
+    masks = random_masks(arch, d, seed)
+    ch = connectivity(arch, masks, level="channel")
+    pos = connectivity(arch, masks, level="position")
+    assert_masks_equal(ch.effective, pos.effective)
+    for node in arch.nodes:
+        np.testing.assert_array_equal(ch.active(node.name)[: pos.active(node.name).size],
+                                      pos.active(node.name))
+
+
+@given(st.lists(st.integers(1, 8), min_size=2, max_size=5), densities, seeds)
+def test_levels_agree_on_mlps(widths, d, seed):
+    arch = get_arch("mlp:" + "-".join(map(str, widths)))
+    masks = random_masks(arch, d, seed)
+    assert_masks_equal(effective_masks(arch, masks, level="channel"),
+                       effective_masks(arch, masks, level="position"))
+    assert_masks_equal(effective_masks(arch, masks), synflow_effective(arch, masks, seed))
+
+
+@given(conv_archs(), densities, seeds, st.sampled_from(["channel", "position"]))
+def test_effective_properties(arch, d, seed, level):
+    masks = random_masks(arch, d, seed)
+    eff = effective_masks(arch, masks, level=level)
+    for k in masks:  # effective is a subset of direct
+        assert not (eff[k] & ~masks[k]).any()
+    assert_masks_equal(effective_masks(arch, eff, level=level), eff)  # idempotent
+    if level == "position":  # position level refines the channel level
+        ch = effective_masks(arch, masks, level="channel")
+        for k in masks:
+            assert not (eff[k] & ~ch[k]).any()
+
+
+@given(conv_archs(), densities, seeds, st.data())
+def test_removing_a_weight_never_adds_effective_weights(arch, d, seed, data):
+    masks = random_masks(arch, d, seed)
+    kept = [(k, idx) for k in masks for idx in zip(*np.nonzero(masks[k]), strict=True)]
+    if not kept:
+        return
+    layer, idx = data.draw(st.sampled_from(kept))
+    fewer = {k: v.copy() for k, v in masks.items()}
+    fewer[layer][idx] = False
+    for level in ("channel", "position"):
+        before = effective_masks(arch, masks, level=level)
+        after = effective_masks(arch, fewer, level=level)
+        for k in masks:
+            assert not (after[k] & ~before[k]).any()
+
+
+def test_padding_only_weight_is_channel_effective_but_not_position_effective():
+    b = ArchBuilder("pad", (1, 1, 1))
+    b.conv(1, 3, padding=1, name="c")
+    b.flatten()
+    b.dense(1, name="fc")
+    arch = b.build()
+    masks = {"c": np.zeros((1, 1, 3, 3), bool), "fc": np.ones((1, 1), bool)}
+    masks["c"][0, 0, 0, 0] = True  # reads only zero padding of the 1x1 map
+    assert measure(arch, masks, level="channel").effective == 2
+    pos = measure(arch, masks, level="position")
+    assert pos.effective == 0 and pos.disconnected
+    masks["c"][0, 0, 1, 1] = True  # the centre tap reads the pixel
+    eff = effective_masks(arch, masks, level="position")["c"]
+    assert eff[0, 0, 1, 1] and not eff[0, 0, 0, 0]
+
+
+def test_bias_only_unit_is_not_reachable():
+    arch = get_arch("mlp:2-2-1")
+    masks = {"fc1": np.array([[1, 1], [0, 0]]), "fc2": np.array([[1, 1]])}
+    c = connectivity(arch, masks)
+    assert c.forward["fc1"].tolist() == [True, False]
+    assert c.effective["fc2"].tolist() == [[True, False]]
+    m = measure(arch, masks)
+    assert (m.kept, m.effective, m.removable_units, m.hidden_units) == (4, 3, 1, 2)
+
+
+def test_dense_network_is_fully_effective_and_disconnection():
+    arch = get_arch("lenet-5")
+    for level in ("channel", "position"):
+        m = measure(arch, ones_masks(arch), level=level)
+        assert m.effective == m.kept == arch.total_params
+        assert m.effective_compression == 1.0 and not m.disconnected
+    masks = ones_masks(arch)
+    masks["fc2"][:] = False
+    m = measure(arch, masks)
+    assert m.disconnected and m.effective == 0
+    assert m.to_dict()["effective"]["compression"] is None
+    assert m.to_dict()["direct"]["compression"] == pytest.approx(arch.total_params / m.kept)
+
+
+def test_residual_shortcut_keeps_network_connected():
+    arch = get_arch("resnet-20")
+    masks = ones_masks(arch)
+    for name in masks:
+        if name.startswith("layer1.") and name.endswith("conv2"):
+            masks[name][:] = False  # identity shortcuts carry the signal past the dead convs
+    for level in ("channel", "position"):
+        c = connectivity(arch, masks, level=level)
+        assert not c.disconnected
+        assert not c.effective["layer1.0.conv1"].any()  # feeds only a dead conv2
+        assert c.effective["layer2.0.conv1"].all()
+
+
+@pytest.mark.slow
+def test_vgg19_position_level_at_high_compression_is_sparser():
+    arch = get_arch("vgg-19")
+    masks = random_masks(arch, 0.002, 0)
+    ch = measure(arch, masks, level="channel")
+    pos = measure(arch, masks, level="position")
+    assert pos.effective <= ch.effective <= ch.kept
+
+
+def test_level_and_layout_validation():
+    arch = get_arch("mlp:3-2")
+    with pytest.raises(ValueError, match="level"):
+        connectivity(arch, ones_masks(arch), level="pixel")
+    keras = {"fc1": np.ones((3, 2))}
+    assert measure(arch, keras, layout="keras").kept == 6
+    with pytest.raises(ValueError, match="layout='keras'"):
+        measure(arch, keras)

@@ -89,19 +89,48 @@ def _channel_level(arch: Architecture, masks: dict) -> Connectivity:
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 
-def _kept(mask: np.ndarray, by: int):
-    """Kept conv weights grouped by output (``by=0``) or input (``by=1``) channel: pointer array
-    and the three other coordinates."""
-    order = (0, 1, 2, 3) if by == 0 else (1, 0, 2, 3)
-    a, b, ky, kx = np.nonzero(mask.transpose(order))
-    ptr = np.zeros(mask.shape[by] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(a, minlength=mask.shape[by]), out=ptr[1:])
-    return ptr, b.astype(np.int64), ky.astype(np.int64), kx.astype(np.int64)
+@dataclass(frozen=True)
+class _KeptConv:
+    """Kept entries of one conv mask: flat indices, coordinates, and two groupings."""
+
+    flat: np.ndarray  # flat index into the mask, ascending (so grouped by output channel)
+    co: np.ndarray
+    ci: np.ndarray
+    ky: np.ndarray
+    kx: np.ndarray
+    out_ptr: np.ndarray  # entries of output channel o: out_ptr[o]:out_ptr[o + 1]
+    in_order: np.ndarray  # permutation grouping the entries by input channel
+    in_ptr: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> _KeptConv:
+        n_out, n_in, kh, kw = mask.shape
+        flat = np.flatnonzero(mask)
+        co, rest = np.divmod(flat, n_in * kh * kw)
+        ci, k = np.divmod(rest, kh * kw)
+        ky, kx = np.divmod(k, kw)
+        # a stable sort on a narrow integer type is a radix sort: O(kept)
+        narrow = ci.astype(np.int16 if n_in < 2**15 else np.int64)
+        in_order = np.argsort(narrow, kind="stable")
+        return cls(flat, co, ci, ky, kx, _pointers(co, n_out), in_order, _pointers(ci, n_in))
+
+    def by_output(self):
+        return self.out_ptr, self.ci, self.ky, self.kx
+
+    def by_input(self):
+        o = self.in_order
+        return self.in_ptr, self.co[o], self.ky[o], self.kx[o]
+
+
+def _pointers(group: np.ndarray, n: int) -> np.ndarray:
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(group, minlength=n), out=ptr[1:])
+    return ptr
 
 
 def _position_level(arch: Architecture, masks: dict) -> Connectivity:
     fwd = {arch.nodes[0].name: np.ones(arch.input_shape, dtype=bool)}
-    csr, kept_out = {}, {}
+    csr, kept = {}, {}
     for node in arch.nodes[1:]:
         x = fwd[node.inputs[0]]
         out = np.zeros(node.shape, dtype=bool)
@@ -109,8 +138,8 @@ def _position_level(arch: Architecture, masks: dict) -> Connectivity:
             csr[node.name] = dense_to_csr(masks[node.name].T)
             _kernels.push_reach(csr[node.name].indptr, csr[node.name].indices, x, out)
         elif node.op == "conv":
-            kept_out[node.name] = _kept(masks[node.name], 0)
-            _kernels.conv_push(*kept_out[node.name], x, *node.stride, *node.padding, out)
+            kept[node.name] = _KeptConv.of(masks[node.name])
+            _kernels.conv_push(*kept[node.name].by_output(), x, *node.stride, *node.padding, out)
         elif node.op == "pool":
             _kernels.pool_push(x, *node.kernel, *node.stride, out)
         elif node.op == "flatten":
@@ -128,8 +157,8 @@ def _position_level(arch: Architecture, masks: dict) -> Connectivity:
         if node.op == "dense":
             _kernels.pull_reach(csr[node.name].indptr, csr[node.name].indices, y, bwd[src])
         elif node.op == "conv":
-            kept_in = _kept(masks[node.name], 1)
-            _kernels.conv_pull(*kept_in, y, *node.stride, *node.padding, bwd[src])
+            _kernels.conv_pull(*kept[node.name].by_input(), y, *node.stride, *node.padding,
+                               bwd[src])
         elif node.op == "pool":
             _kernels.pool_pull(y, *node.kernel, *node.stride, bwd[src])
         elif node.op == "flatten":
@@ -146,14 +175,12 @@ def _position_level(arch: Architecture, masks: dict) -> Connectivity:
                 mask & fwd[src][None, :] & bwd[node.name].reshape(-1)[:, None]
             )
         else:
-            ptr, ci, ky, kx = kept_out[node.name]
-            hit = np.empty(ci.size, dtype=bool)
-            _kernels.conv_effective(
-                ptr, ci, ky, kx, fwd[src], bwd[node.name], *node.stride, *node.padding, hit
-            )
+            kc = kept[node.name]
+            hit = np.empty(kc.flat.size, dtype=bool)
+            _kernels.conv_effective(*kc.by_output(), fwd[src], bwd[node.name], *node.stride,
+                                    *node.padding, hit)
             eff = np.zeros(mask.shape, dtype=bool)
-            co = np.repeat(np.arange(mask.shape[0]), np.diff(ptr))
-            eff[co[hit], ci[hit], ky[hit], kx[hit]] = True
+            eff.reshape(-1)[kc.flat[hit]] = True
             effective[node.name] = eff
     return Connectivity(arch, "position", masks, fwd, bwd, effective)
 

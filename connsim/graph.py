@@ -160,11 +160,13 @@ def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np
         forward, backward = reachability(graph)
     out = []
     for b in graph.blocks:
-        eff = np.empty(b.adj.nnz, dtype=bool)
-        dst_bwd = backward[b.dst]
-        _kernels.edge_effective(
-            *_csr_arrays(b.adj), forward[b.src], dst_bwd, bool(dst_bwd.all()), eff
-        )
+        src_fwd, dst_bwd = forward[b.src], backward[b.dst]
+        dst_all = bool(dst_bwd.all())
+        if dst_all and src_fwd.all():  # the whole block is effective: a memset, not a loop
+            eff = np.ones(b.adj.nnz, dtype=bool)
+        else:
+            eff = np.empty(b.adj.nnz, dtype=bool)
+            _kernels.edge_effective(*_csr_arrays(b.adj), src_fwd, dst_bwd, dst_all, eff)
         out.append(eff)
     return out
 
@@ -178,6 +180,18 @@ def dense_to_csr(a: np.ndarray) -> sp.csr_array:
     return sp.csr_array(
         (np.ones(cols.size, dtype=bool), cols.astype(idx, copy=False), indptr), shape=a.shape
     )
+
+
+def kernel_edges(mask: np.ndarray) -> np.ndarray:
+    """``(out, in)`` boolean: is any entry of kernel ``(o, i)`` of a conv mask kept?
+
+    Marks the kernels of the kept entries (one flat nonzero pass), which is several times faster
+    than a reduction over the kernel axes on sparse masks.
+    """
+    out_ch, in_ch, kh, kw = mask.shape
+    edges = np.zeros(out_ch * in_ch, dtype=bool)
+    edges[np.flatnonzero(mask) // (kh * kw)] = True
+    return edges.reshape(out_ch, in_ch)
 
 
 def _identity(n: int) -> sp.csr_array:
@@ -221,7 +235,7 @@ def _build_graph(arch: Architecture, masks: dict) -> LayeredGraph:
             if node.op == "dense":
                 adj = dense_to_csr(masks[node.name].T)
             elif node.op == "conv":
-                adj = dense_to_csr(masks[node.name].any(axis=(2, 3)).T)
+                adj = dense_to_csr(kernel_edges(masks[node.name]).T)
             elif node.op == "flatten":
                 src = arch.nodes[s]
                 adj = _expand(src.channels, src.size // src.channels)

@@ -1,0 +1,352 @@
+"""Layerwise quota rules: (architecture, global density D) -> per-layer densities d_l.
+
+Every rule satisfies sum_l n_l d_l = D N (n_l prunable weights of layer l, N = sum n_l) and
+0 <= d_l <= 1, or raises :class:`InfeasibleQuota` naming the layer and the feasible range. Integer
+kept counts (:func:`kept_counts`) sum to round(D N) exactly. Formulas and sources are in
+``docs/quotas.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .architectures import Architecture
+
+
+class InfeasibleQuota(ValueError):
+    """A quota rule cannot reach the requested density with every d_l in [0, 1]."""
+
+
+def _params(arch: Architecture) -> np.ndarray:
+    return np.array([arch.n_params(n) for n in arch.layers], dtype=np.float64)
+
+
+def _check_density(density: float) -> float:
+    density = float(density)
+    if not 0.0 <= density <= 1.0 or math.isnan(density):
+        raise ValueError(f"density must lie in [0, 1], got {density}")
+    return density
+
+
+def uniform(arch: Architecture, density: float) -> np.ndarray:
+    """d_l = D for every layer."""
+    return np.full(len(arch.layers), _check_density(density))
+
+
+def uniform_plus(arch: Architecture, density: float) -> np.ndarray:
+    """First layer dense, the rest uniform, but the last layer keeps at least 20 %.
+
+    When the uniform density of layers 2..L falls below 0.2, the last layer is held at 0.2 and the
+    remaining budget is spread evenly over the middle layers (Gale et al. 2019; the name is from
+    LAMP, Lee et al. 2021). Feasible down to density (n_1 + 0.2 n_L) / N.
+    """
+    density = _check_density(density)
+    n = _params(arch)
+    names = arch.layer_names
+    budget = density * n.sum()
+    if len(n) < 2:
+        raise InfeasibleQuota("uniform+ needs at least two prunable layers")
+    floor = n[0] + 0.2 * n[-1]
+    if budget < floor - 1e-9 * n.sum():
+        raise InfeasibleQuota(
+            f"uniform+ keeps layer {names[0]!r} dense and layer {names[-1]!r} at >= 20 %, which "
+            f"needs density >= {floor / n.sum():.6g} (compression <= {n.sum() / floor:.6g}) on "
+            f"{arch.name}; asked for density {density:.6g} (compression "
+            f"{_inv(density):.6g})"
+        )
+    d = np.empty_like(n)
+    d[0] = 1.0
+    rest = (budget - n[0]) / n[1:].sum()
+    if rest >= 0.2 or len(n) == 2:
+        d[1:] = rest
+    else:
+        d[-1] = 0.2
+        d[1:-1] = (budget - n[0] - 0.2 * n[-1]) / n[1:-1].sum()
+    return np.clip(d, 0.0, 1.0)  # only rounding noise is clipped; feasibility was checked
+
+
+def _inv(d: float) -> float:
+    return math.inf if d == 0 else 1.0 / d
+
+
+def _er_raw(arch: Architecture, with_kernel: bool) -> np.ndarray:
+    """Unscaled Erdos-Renyi(-Kernel) densities: sum of shape dims / product of shape dims."""
+    out = []
+    for node in arch.layers:
+        shape = arch.weight_shape(node)
+        dims = shape if with_kernel else shape[:2]
+        out.append(sum(dims) / math.prod(dims))
+    return np.array(out)
+
+
+def _scaled_saturating(raw: np.ndarray, n: np.ndarray, density: float) -> np.ndarray:
+    """d_l = min(1, k raw_l) with k solved exactly; saturated layers are made dense and k is
+    re-solved over the rest until no layer exceeds 1 (RigL's procedure)."""
+    budget = density * n.sum()
+    dense = np.zeros(len(n), dtype=bool)
+    while True:
+        free = ~dense
+        rest = budget - n[dense].sum()
+        denom = (raw[free] * n[free]).sum()
+        k = rest / denom if denom > 0 else 0.0
+        d = np.where(dense, 1.0, k * raw)
+        over = free & (d > 1.0)
+        if not over.any():
+            return np.clip(d, 0.0, 1.0)
+        dense |= over
+
+
+def er(arch: Architecture, density: float) -> np.ndarray:
+    """Erdos-Renyi (Mocanu et al. 2018): d_l proportional to (fan_in + fan_out)/(fan_in fan_out),
+    with channel counts for convs; saturated layers are made dense and the scale re-solved."""
+    return _scaled_saturating(_er_raw(arch, False), _params(arch), _check_density(density))
+
+
+def erk(arch: Architecture, density: float) -> np.ndarray:
+    """Erdos-Renyi-Kernel (Evci et al. 2020, RigL): d_l = k (sum of shape dims)/(product of shape
+    dims), kernel dims included; layers that would exceed 1 are made dense and k re-solved."""
+    return _scaled_saturating(_er_raw(arch, True), _params(arch), _check_density(density))
+
+
+def erk_redistribute(arch: Architecture, density: float) -> np.ndarray:
+    """ERK as in the Connectivity Matters code: one k for all layers, then, walking from the last
+    layer to the first, each layer's overflow above 1 is pushed into the previous layer in list
+    order. Infeasible when the overflow reaches the first layer."""
+    density = _check_density(density)
+    n = _params(arch)
+    raw = _er_raw(arch, True)
+    kept = density * n.sum() / (raw * n).sum() * raw * n
+    for k in range(len(n) - 1, 0, -1):
+        if kept[k] > n[k]:
+            kept[k - 1] += kept[k] - n[k]
+            kept[k] = n[k]
+    if kept[0] > n[0] * (1 + 1e-12):
+        limit = _erk_redistribute_limit(raw, n)
+        raise InfeasibleQuota(
+            f"erk-redistribute pushes overflow into layer {arch.layer_names[0]!r}, which has no "
+            f"previous layer: on {arch.name} it needs density <= {limit:.6g} (compression >= "
+            f"{_inv(limit):.6g}); asked for density {density:.6g}. Use rule 'erk' instead."
+        )
+    return np.clip(kept / n, 0.0, 1.0)
+
+
+def _erk_redistribute_limit(raw: np.ndarray, n: np.ndarray) -> float:
+    """Largest density at which erk-redistribute is feasible (bisection on the overflow test)."""
+    def feasible(dens):
+        kept = dens * n.sum() / (raw * n).sum() * raw * n
+        for k in range(len(n) - 1, 0, -1):
+            if kept[k] > n[k]:
+                kept[k - 1] += kept[k] - n[k]
+                kept[k] = n[k]
+        return kept[0] <= n[0]
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
+    return lo
+
+
+def igq_force(n: np.ndarray, density: float) -> float:
+    """The common piston force F >= 0 with sum n_l / (1 + F n_l) = D N to within one weight."""
+    target = density * n.sum()
+    if target >= n.sum():
+        return 0.0
+    if target <= 0:
+        return math.inf
+
+    def kept(f):
+        return (n / (1.0 + f * n)).sum()
+
+    lo, hi = 0.0, 1.0
+    while kept(hi) > target:
+        hi *= 2.0
+    # bisection in the log domain of F: monotone, robust for densities down to 1e-9
+    for _ in range(200):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
+        if kept(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+        if abs(kept(hi) - target) < 0.25 or hi - lo <= 1e-15 * hi:
+            break
+    return hi
+
+
+def igq(arch: Architecture, density: float) -> np.ndarray:
+    """Ideal-gas quotas: d_l = 1 / (1 + F n_l), one force F for all layers.
+
+    Each layer is a gas cylinder of length n_l and cross-section 1/n_l; all pistons are pushed by
+    the same force F, and Boyle's law gives kept weights n_l / (1 + F n_l). F is found by a
+    monotone root-find. Always feasible; as D -> 0 every layer keeps about 1/F weights.
+    """
+    n = _params(arch)
+    f = igq_force(n, _check_density(density))
+    return np.zeros_like(n) if math.isinf(f) else 1.0 / (1.0 + f * n)
+
+
+RULES: dict[str, Callable] = {
+    "uniform": uniform,
+    "uniform+": uniform_plus,
+    "er": er,
+    "erk": erk,
+    "erk-redistribute": erk_redistribute,
+    "igq": igq,
+}
+ALL_RULES = tuple(RULES) + ("induced", "custom")
+
+
+def kept_counts(params: Sequence[int], densities: Sequence[float], total: int) -> np.ndarray:
+    """Integer kept counts close to ``densities * params`` that sum to ``total`` exactly.
+
+    Floors first, then the largest fractional remainders get one more weight (or the smallest lose
+    one), never leaving [0, n_l].
+    """
+    n = np.asarray(params, dtype=np.int64)
+    x = np.clip(np.asarray(densities, dtype=np.float64), 0.0, 1.0) * n
+    k = np.minimum(np.floor(x + 1e-9).astype(np.int64), n)
+    total = int(total)
+    if not 0 <= total <= n.sum():
+        raise ValueError(f"total {total} outside [0, {n.sum()}]")
+    frac = x - k
+    order = np.lexsort((np.arange(len(n)), -frac))  # largest remainder first, ties by layer
+    while k.sum() != total:
+        step = 1 if k.sum() < total else -1
+        candidates = [i for i in (order if step == 1 else order[::-1])
+                      if (k[i] < n[i] if step == 1 else k[i] > 0)]
+        for i in candidates[: abs(total - k.sum())]:
+            k[i] += step
+    return k
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per-layer densities and exact integer kept counts of a quota rule at one global density."""
+
+    arch: str
+    rule: str
+    density: float
+    names: tuple[str, ...]
+    params: np.ndarray
+    densities: np.ndarray
+    kept: np.ndarray
+    force: float | None = None
+
+    @property
+    def achieved_density(self) -> float:
+        return int(self.kept.sum()) / int(self.params.sum())
+
+    def as_dict(self) -> dict:
+        """Layer name -> density of the integer counts."""
+        return {n: int(k) / int(p) for n, k, p in zip(self.names, self.kept, self.params,
+                                                      strict=True)}
+
+    def to_dict(self) -> dict:
+        return {
+            "arch": self.arch, "rule": self.rule, "density": self.density,
+            "force": self.force,
+            "layers": [{"name": n, "params": int(p), "density": int(k) / int(p), "kept": int(k)}
+                       for n, p, k in zip(self.names, self.params, self.kept, strict=True)],
+        }
+
+
+def quota(arch: Architecture, rule: str | Callable, density: float | None = None, *,
+          masks: Mapping | None = None, densities=None) -> Quota:
+    """Per-layer densities and kept counts of a quota rule.
+
+    Parameters
+    ----------
+    arch : Architecture
+    rule : str or callable
+        One of ``uniform, uniform+, er, erk, erk-redistribute, igq, induced, custom``, or a function
+        ``(arch, density) -> densities`` (treated like ``custom``).
+    density : float, optional
+        Global density D. Optional for ``induced`` and ``custom``, whose densities imply it.
+    masks : mapping, optional
+        For ``induced``: masks whose per-layer densities are copied (layerwise shuffling).
+    densities : sequence or mapping, optional
+        For ``custom``: one density per layer (list in layer order, or dict by name).
+
+    Returns
+    -------
+    Quota
+
+    Raises
+    ------
+    InfeasibleQuota
+        When the rule cannot reach ``density`` (the message names the layer and the feasible range).
+    ValueError
+        For an unknown rule (the message lists the valid ones) or inconsistent inputs.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> q = quota(get_arch("lenet-300-100"), "igq", 0.01)
+    >>> q.densities.round(4).tolist(), float(f"{q.force:.3g}")
+    ([0.0046, 0.0351, 0.5219], 0.000916)
+    >>> int(q.kept.sum())
+    2662
+    """
+    n = _params(arch)
+    force = None
+    if callable(rule):
+        name, d = getattr(rule, "__name__", "custom"), rule(arch, _check_density(density))
+    elif rule == "induced":
+        if masks is None:
+            raise ValueError("rule 'induced' copies the per-layer densities of masks: pass masks")
+        from .masks import check_masks
+
+        canon = check_masks(arch, masks)
+        name, d = rule, np.array([canon[k].mean() for k in arch.layer_names])
+    elif rule == "custom":
+        if densities is None:
+            raise ValueError("rule 'custom' needs densities (one per layer, or a dict by name)")
+        name, d = rule, _custom_densities(arch, densities)
+    elif rule in RULES:
+        if density is None:
+            raise ValueError(f"rule {rule!r} needs a global density")
+        name, d = rule, RULES[rule](arch, _check_density(density))
+        if rule == "igq":
+            force = igq_force(n, density)
+    else:
+        raise ValueError(f"unknown quota rule {rule!r}; valid rules: {', '.join(ALL_RULES)}")
+    d = np.asarray(d, dtype=np.float64)
+    if d.shape != n.shape or np.isnan(d).any():
+        raise ValueError(f"rule {name!r} returned {d!r}; expected {len(n)} densities")
+    bad = np.flatnonzero((d < 0) | (d > 1))
+    if bad.size:
+        raise InfeasibleQuota(
+            f"rule {name!r} gives layer {arch.layer_names[bad[0]]!r} density {d[bad[0]]:.6g}, "
+            "outside [0, 1]"
+        )
+    implied = float((d * n).sum() / n.sum())
+    if density is None:
+        density = implied
+    elif abs(implied - density) * n.sum() > 1.0:
+        raise ValueError(
+            f"rule {name!r} keeps {implied * n.sum():.1f} weights, but density {density:.6g} "
+            f"asks for {density * n.sum():.1f}; the rule implies density {implied:.6g}"
+        )
+    kept = kept_counts(n.astype(np.int64), d, round(density * n.sum()))
+    return Quota(arch.name, name, float(density), arch.layer_names, n.astype(np.int64), d, kept,
+                 force)
+
+
+def _custom_densities(arch: Architecture, densities) -> np.ndarray:
+    names = arch.layer_names
+    if isinstance(densities, Mapping):
+        missing = [k for k in names if k not in densities]
+        unknown = [k for k in densities if k not in names]
+        if missing or unknown:
+            raise ValueError(f"custom densities: missing layers {missing}, unknown {unknown}; "
+                             f"expected {list(names)}")
+        return np.array([float(densities[k]) for k in names])
+    d = np.asarray(densities, dtype=np.float64)
+    if d.shape != (len(names),):
+        raise ValueError(f"custom densities need one value per layer ({len(names)}: "
+                         f"{list(names)}), got {d.shape[0] if d.ndim == 1 else d.shape}")
+    return d

@@ -17,11 +17,18 @@ from .graph import Block, LayeredGraph, build_graph, chain, effective_edges, rea
 from .maskio import load_masks, save_masks
 from .masks import check_masks, ones_masks
 from .measures import LayerMeasure, Measurement, measure, resolve_density, summarize
+from .orders import GlobalOrder, LayerwiseOrder, keep_ranks, topk_masks
+from .quotas import ALL_RULES, InfeasibleQuota, Quota, kept_counts, quota
+from .sampling import random_masks, random_order
+from .targeting import TargetResult, target_effective
 from .zoo import get_arch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_RULES", "GlobalOrder", "InfeasibleQuota", "LayerwiseOrder", "Quota", "TargetResult",
+    "keep_ranks", "kept_counts", "quota", "random_masks", "random_order", "target_effective",
+    "topk_masks",
     "ArchBuilder", "Architecture", "Block", "Connectivity", "LayerMeasure", "LayeredGraph",
     "Measurement", "Node", "build_graph", "chain", "check_masks", "connectivity", "effective_edges",
     "effective_masks", "from_dict", "get_arch", "load_arch", "load_masks", "measure", "ones_masks",

@@ -108,6 +108,115 @@ def cmd_measure(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------- quotas / prune
+
+
+def _add_target_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--density", type=float, help="global fraction of weights kept, in [0, 1]")
+    g.add_argument("--sparsity", type=float, help="global fraction of weights removed, in [0, 1]")
+    g.add_argument("--compression", type=float, help="total / kept weights, >= 1")
+
+
+def _target(args) -> float | None:
+    from .measures import resolve_density
+
+    given = [args.density, args.sparsity, args.compression]
+    if all(v is None for v in given):
+        return None
+    return resolve_density(args.density, args.sparsity, args.compression)
+
+
+def _rule_kwargs(args, arch) -> dict:
+    kw = {}
+    if args.rule == "induced":
+        if not args.masks:
+            raise ValueError("--rule induced needs --masks FILE (the masks whose per-layer "
+                             "densities are copied)")
+        from .maskio import load_masks
+
+        kw["masks"] = load_masks(args.masks, arch, layout=args.layout)
+    elif args.rule == "custom":
+        if not args.densities:
+            raise ValueError("--rule custom needs --densities d1,d2,... (one per layer)")
+        kw["densities"] = [float(x) for x in args.densities.split(",")]
+    return kw
+
+
+def cmd_quotas(args) -> int:
+    from .quotas import quota
+
+    arch = _arch(args)
+    q = quota(arch, args.rule, _target(args), **_rule_kwargs(args, arch))
+    rows = [[lay["name"], lay["params"], lay["density"], lay["kept"]]
+            for lay in q.to_dict()["layers"]]
+    text = table(rows, ["layer", "params", "density", "kept"])
+    text += (f"\n\n{arch.name}, rule {q.rule}: global density {_fmt(q.density)} "
+             f"(compression {_fmt(1 / q.density if q.density else math.inf)}), "
+             f"{int(q.kept.sum()):,} of {int(q.params.sum()):,} weights kept")
+    if q.force is not None:
+        text += f"; piston force F = {q.force:.6g}"
+    _emit(args, q.to_dict(), text)
+    return 0
+
+
+def _progress(label: str, enabled: bool):
+    """A one-line progress indicator on stderr for interactive terminals."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def show(probes, lo, hi):
+        print(f"\r{label}: probe {probes}, kept in [{lo:,}, {hi:,})", end="", file=sys.stderr,
+              flush=True)
+    return show
+
+
+def cmd_prune(args) -> int:
+    from .maskio import save_masks
+    from .measures import measure
+    from .quotas import quota
+    from .sampling import random_masks, random_order
+    from .targeting import target_effective
+
+    arch = _arch(args)
+    density = _target(args)
+    if density is None and (args.target == "effective" or args.rule not in ("induced", "custom")):
+        raise ValueError("give one of --density, --sparsity or --compression (only "
+                         "--rule induced/custom with --target direct imply it)")
+    kw = _rule_kwargs(args, arch)
+    probes = None
+    if args.target == "effective":
+        if args.rule in ("induced", "custom"):
+            raise ValueError("--target effective needs a rule that works at any density "
+                             "(not induced or custom)")
+        order = random_order(arch, args.rule, rng=args.seed)
+        show = _progress("effective targeting", not args.json)
+        res = target_effective(arch, order, density, level=args.level, progress=show)
+        if show:
+            print(file=sys.stderr)
+        masks, m, probes = res.masks, res.measurement, res.probes
+    else:
+        q = quota(arch, args.rule, density, **kw)
+        density = q.density
+        masks = random_masks(arch, q, model=args.mask_model, rng=args.seed)
+        m = measure(arch, masks, level=args.level)
+    save_masks(args.out, masks)
+    obj = m.to_dict()
+    obj.update({"method": args.method, "rule": args.rule, "target": args.target,
+                "requested_density": density, "seed": args.seed, "out": args.out})
+    if probes is not None:
+        obj["probes"] = probes
+    eff_c = "inf (disconnected)" if m.disconnected else _fmt(m.effective_compression)
+    text = (f"{arch.name}: {args.method} pruning, rule {args.rule}, {args.target} target "
+            f"{_fmt(density)}\n"
+            f"  direct:    density {_fmt(m.density)}, compression {_fmt(m.compression)}\n"
+            f"  effective: density {_fmt(m.effective_density)}, compression {eff_c}\n"
+            + (f"  probes:    {probes}\n" if probes is not None else "")
+            + f"  wrote {args.out}")
+    _emit(args, obj, text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -156,6 +265,65 @@ def build_parser() -> argparse.ArgumentParser:
                         "([kh,kw,]in,out)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_measure)
+
+    from .quotas import ALL_RULES
+
+    rules_help = ("layerwise quota rule: " + ", ".join(ALL_RULES)
+                  + " (formulas in docs/quotas.md)")
+    p = sub.add_parser(
+        "quotas", help="per-layer densities of a quota rule at a global density",
+        description=(
+            "Per-layer densities and exact kept counts of a layerwise quota rule. Counts sum to "
+            "round(D*N) exactly. An infeasible request (uniform+ beyond its limit, "
+            "erk-redistribute at high density) exits with status 2 and says the feasible range."
+        ),
+        epilog=("Examples: connsim quotas --arch lenet-300-100 --rule igq --compression 100; "
+                "connsim quotas --arch vgg-16 --rule erk --sparsity 0.99 --json. "
+                + EPILOG_TARGET + " induced/custom imply the density."),
+    )
+    _add_arch_args(p)
+    p.add_argument("--rule", required=True, choices=ALL_RULES, metavar="RULE", help=rules_help)
+    _add_target_args(p, required=False)
+    p.add_argument("--masks", help="for --rule induced: masks file whose densities are copied")
+    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
+                   help="layout of --masks")
+    p.add_argument("--densities", help="for --rule custom: comma-separated densities per layer")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_quotas)
+
+    p = sub.add_parser(
+        "prune", help="prune an architecture and write its masks",
+        description=(
+            "Prune and write the masks (.npz keyed by layer name, ready for 'connsim measure'). "
+            "With --target direct the requested density is the direct density; with "
+            "--target effective the network is pruned along a nested order until its "
+            "effective density reaches the target (bisection; one effective-mask pass per probe)."
+        ),
+        epilog=("Example: connsim prune --arch lenet-300-100 --method random --rule igq "
+                "--compression 100 --target effective --seed 0 --out masks.npz. "
+                + EPILOG_TARGET),
+    )
+    _add_arch_args(p)
+    p.add_argument("--method", default="random", choices=("random",),
+                   help="pruning method (default: random)")
+    p.add_argument("--rule", default="uniform", choices=ALL_RULES, metavar="RULE",
+                   help=rules_help + "; default uniform")
+    _add_target_args(p, required=False)
+    p.add_argument("--target", choices=("direct", "effective"), default="direct",
+                   help="which density the request fixes (default: direct)")
+    p.add_argument("--mask-model", choices=("exact", "bernoulli", "nested"), default="exact",
+                   help="random masks with exact per-layer counts (default), independent "
+                        "Bernoulli weights, or nested priorities")
+    p.add_argument("--level", choices=("channel", "position"), default="channel",
+                   help="level of the effective masks (default: channel)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--masks", help="for --rule induced: masks file whose densities are copied")
+    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
+                   help="layout of --masks")
+    p.add_argument("--densities", help="for --rule custom: comma-separated densities per layer")
+    p.add_argument("--out", required=True, help="output masks file (.npz or .safetensors)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 

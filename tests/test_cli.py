@@ -69,3 +69,50 @@ def test_help(argv):
     out = subprocess.run([sys.executable, "-m", "connsim", *argv], capture_output=True,
                          text=True, check=True).stdout
     assert "usage: connsim" in out
+
+
+def test_quotas_json_and_infeasible(capsys):
+    code, out, _ = run(capsys, "quotas", "--arch", "lenet-300-100", "--rule", "igq",
+                       "--compression", "100", "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["rule"] == "igq" and obj["force"] == pytest.approx(9.16e-4, rel=1e-3)
+    assert sum(lay["kept"] for lay in obj["layers"]) == 2662
+    assert set(obj["layers"][0]) == {"name", "params", "density", "kept"}
+    code, out, _ = run(capsys, "quotas", "--arch", "lenet-5", "--rule", "uniform", "--sparsity",
+                       "0.9", "--json")
+    assert json.loads(out)["force"] is None
+    code, out, err = run(capsys, "quotas", "--arch", "lenet-5", "--rule", "uniform+",
+                         "--compression", "100")
+    assert code == 2 and "compression <= 99.95" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "quotas", "--arch", "lenet-5", "--rule", "custom")
+    assert code == 2 and "--densities" in err
+    code, out, _ = run(capsys, "quotas", "--arch", "mlp:4-3-2", "--rule", "custom",
+                       "--densities", "0.5,1", "--json")
+    assert [lay["kept"] for lay in json.loads(out)["layers"]] == [6, 6]
+
+
+def test_prune_then_measure_roundtrip(tmp_path, capsys):
+    out_path = str(tmp_path / "m.npz")
+    code, out, _ = run(capsys, "prune", "--arch", "lenet-300-100", "--rule", "igq",
+                       "--compression", "100", "--seed", "1", "--out", out_path, "--json")
+    pruned = json.loads(out)
+    assert code == 0 and pruned["direct"]["kept"] == 2662 and "probes" not in pruned
+    code, out, _ = run(capsys, "measure", out_path, "--arch", "lenet-300-100", "--json")
+    assert json.loads(out)["effective"] == pruned["effective"]
+    code, out, _ = run(capsys, "prune", "--arch", "lenet-300-100", "--compression", "100",
+                       "--target", "effective", "--out", out_path, "--json")
+    eff = json.loads(out)
+    assert eff["effective"]["density"] <= 0.01 and eff["probes"] >= 10
+    assert eff["direct"]["density"] > 0.01
+    # layerwise shuffling: random masks with the per-layer densities of the effective masks
+    code, out, _ = run(capsys, "prune", "--arch", "lenet-300-100", "--rule", "induced",
+                       "--masks", out_path, "--out", str(tmp_path / "shuffled.npz"), "--json")
+    shuffled = json.loads(out)
+    assert code == 0 and shuffled["direct"]["kept"] == eff["direct"]["kept"]
+    assert [lay["kept"] for lay in shuffled["layers"]] == [lay["kept"] for lay in eff["layers"]]
+
+
+def test_prune_requires_a_target(tmp_path, capsys):
+    code, _, err = run(capsys, "prune", "--arch", "lenet-5", "--out", str(tmp_path / "x.npz"))
+    assert code == 2 and "--density" in err
+    assert not (tmp_path / "x.npz").exists()

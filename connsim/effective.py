@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
-from .architectures import Architecture, Node
+from .architectures import Architecture
 from .graph import _build_graph, dense_to_csr, reachability
 from .masks import check_masks
 
@@ -66,26 +66,23 @@ class Connectivity:
         return both
 
 
-def _layer_axes(node: Node, vec: np.ndarray, axis: int) -> np.ndarray:
-    """Broadcast a per-unit vector along ``axis`` (0 = out, 1 = in) of the layer's weight."""
-    shape = [1, 1] + ([1, 1] if node.op == "conv" else [])
-    shape[axis] = vec.shape[0]
-    return vec.reshape(shape)
-
-
 def _channel_level(arch: Architecture, masks: dict) -> Connectivity:
-    graph = _build_graph(arch, masks)
+    flat = {n.name: np.flatnonzero(masks[n.name]) for n in arch.layers if n.op == "conv"}
+    graph = _build_graph(arch, masks, flat)
     fwd, bwd = reachability(graph)
     forward = {n.name: fwd[k] for k, n in enumerate(arch.nodes)}
     backward = {n.name: bwd[k] for k, n in enumerate(arch.nodes)}
     effective = {}
     for node in arch.layers:
-        src = node.inputs[0]
-        effective[node.name] = (
-            masks[node.name]
-            & _layer_axes(node, forward[src], 1)
-            & _layer_axes(node, backward[node.name], 0)
-        )
+        mask, src_fwd, dst_bwd = masks[node.name], forward[node.inputs[0]], backward[node.name]
+        if node.op == "dense":
+            effective[node.name] = mask & src_fwd[None, :] & dst_bwd[:, None]
+        else:  # scatter the kept entries whose kernel joins a reached and a co-reached channel
+            n_in, k = mask.shape[1], mask.shape[2] * mask.shape[3]
+            pair = flat[node.name] // k
+            eff = np.zeros(mask.shape, dtype=bool)
+            eff.reshape(-1)[flat[node.name][src_fwd[pair % n_in] & dst_bwd[pair // n_in]]] = True
+            effective[node.name] = eff
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 

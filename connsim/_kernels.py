@@ -9,6 +9,8 @@ number of threads.
 """
 
 
+import numpy as np
+
 from ._config import njit, pnjit, prange
 
 # ---------------------------------------------------------------- graph (CSR) kernels
@@ -170,3 +172,98 @@ def pool_pull(bwd_out, kh, kw, sh, sw, bwd_in):
                     for dy in range(kh):
                         for dx in range(kw):
                             bwd_in[c, y * sh + dy, x * sw + dx] = True
+
+
+# ---------------------------------------------------------------- Monte Carlo kernels
+
+
+@njit
+def sample_distinct(n, k):
+    """``k`` distinct integers drawn uniformly from ``range(n)`` (in no particular order).
+
+    Sequential draws with rejection of repeats, tracked in a bitmap: every k-subset is equally
+    likely, and the expected number of draws is at most ``n ln 2 < 1.4 k`` for ``k <= n/2``. For
+    ``k > n/2`` the complement is drawn and the rest returned.
+    """
+    seen = np.zeros(n, dtype=np.bool_)
+    m = k if 2 * k <= n else n - k
+    picked = np.empty(m, dtype=np.int64)
+    c = 0
+    while c < m:
+        r = np.random.randint(0, n)  # noqa: NPY002 - Numba kernels use the legacy API
+        if not seen[r]:
+            seen[r] = True
+            picked[c] = r
+            c += 1
+    if m == k:
+        return picked
+    return np.flatnonzero(~seen).astype(np.int64)
+
+
+@pnjit
+def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_nsrc, l_k, l_nw, l_d, l_kept,
+               e_kind, e_src, e_dst, e_layer, eff, disc, active):
+    """Channel-level Monte Carlo over random masks, one sample per ``prange`` iteration.
+
+    Sample ``s`` seeds its own stream with ``seeds[s]``. Layer ``l`` joins group ``l_src`` to group
+    ``l_dst``; a kept weight at flat position ``p`` lies on group edge ``g = p // l_k`` from source
+    node ``g % l_nsrc`` to destination node ``g // l_nsrc``. Edges ``e_*`` (sorted by destination)
+    are layers (kind 0) or node-to-node identities (kind 1). Writes per-layer effective counts,
+    the disconnected flag and the active nodes of each layer's destination group.
+    """
+    n_layers = l_src.shape[0]
+    n_groups = offsets.shape[0] - 1
+    for s in prange(seeds.shape[0]):
+        np.random.seed(seeds[s])  # noqa: NPY002 - per-thread stream, seeded per sample
+        pos = []  # kept flat positions of each layer
+        for lay in range(n_layers):
+            k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
+            pos.append(sample_distinct(l_nw[lay], k))
+        fwd = np.zeros(offsets[-1], dtype=np.bool_)
+        bwd = np.zeros(offsets[-1], dtype=np.bool_)
+        fwd[offsets[0]:offsets[1]] = True
+        bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
+        for e in range(e_kind.shape[0]):
+            a, b = offsets[e_src[e]], offsets[e_dst[e]]
+            if e_kind[e] == 1:
+                for j in range(offsets[e_dst[e] + 1] - b):
+                    if fwd[a + j]:
+                        fwd[b + j] = True
+            else:
+                lay = e_layer[e]
+                for p in pos[lay]:
+                    g = p // l_k[lay]
+                    if fwd[a + g % l_nsrc[lay]]:
+                        fwd[b + g // l_nsrc[lay]] = True
+        for e in range(e_kind.shape[0] - 1, -1, -1):
+            a, b = offsets[e_src[e]], offsets[e_dst[e]]
+            if e_kind[e] == 1:
+                for j in range(offsets[e_dst[e] + 1] - b):
+                    if bwd[b + j]:
+                        bwd[a + j] = True
+            else:
+                lay = e_layer[e]
+                for p in pos[lay]:
+                    g = p // l_k[lay]
+                    if bwd[b + g // l_nsrc[lay]]:
+                        bwd[a + g % l_nsrc[lay]] = True
+        for lay in range(n_layers):
+            a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
+            c = 0
+            for p in pos[lay]:
+                g = p // l_k[lay]
+                if fwd[a + g % l_nsrc[lay]] and bwd[b + g // l_nsrc[lay]]:
+                    c += 1
+            eff[s, lay] = c
+            act = 0
+            for j in range(b, offsets[l_dst[lay] + 1]):
+                if fwd[j] and bwd[j]:
+                    act += 1
+            active[s, lay] = act
+        last = offsets[n_groups - 1]
+        hit = False
+        for j in range(last, offsets[n_groups]):
+            if fwd[j]:
+                hit = True
+                break
+        disc[s] = not hit

@@ -8,6 +8,8 @@ import json
 import math
 import sys
 
+import numpy as np
+
 from .architectures import parse_shape
 from .zoo import ZOO, get_arch
 
@@ -217,6 +219,158 @@ def cmd_prune(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------- predict
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on interactive terminals."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True):
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def step(self, note: str = "") -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            fill = int(width * self.done / max(1, self.total))
+            print(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
+                  f"{note:<20}", end="", file=sys.stderr, flush=True)
+            if self.done == self.total:
+                print(file=sys.stderr)
+
+
+def _targets(args) -> list[float]:
+    from .measures import resolve_density
+
+    if args.density is not None:
+        return [resolve_density(density=x) for x in args.density]
+    if args.sparsity is not None:
+        return [resolve_density(sparsity=x) for x in args.sparsity]
+    return [resolve_density(compression=x) for x in args.compression]
+
+
+def _predict_rule(arch, rule, densities, args, progress):
+    """Theory (and Monte Carlo) for one rule at each density; infeasible points are reported."""
+    from .montecarlo import monte_carlo
+    from .quotas import InfeasibleQuota, quota
+    from .theory import predict
+
+    results, preds = [], []
+    for k, d in enumerate(densities):
+        try:
+            q = quota(arch, rule, d)
+        except InfeasibleQuota as e:
+            results.append({"compression": 1 / d if d else None, "direct_density": d,
+                            "infeasible": str(e)})
+            preds.append(None)
+            progress.step(f"{rule} skipped")
+            continue
+        p = predict(arch, q)
+        row = p.to_dict()
+        row["mc"] = None
+        if args.samples:
+            mc = monte_carlo(arch, q, samples=args.samples, mask_model=args.mask_model,
+                             rng=np.random.SeedSequence([args.seed, k]))
+            row["mc"] = mc.to_dict()
+        results.append(row)
+        preds.append(p)
+        progress.step(f"{rule} c={1 / d:.3g}" if d else rule)
+    return results, preds
+
+
+def cmd_predict(args) -> int:
+    from .quotas import ALL_RULES
+
+    arch = _arch(args)
+    rules = [r.strip() for r in args.rule.split(",") if r.strip()]
+    bad = [r for r in rules if r not in ALL_RULES or r in ("induced", "custom")]
+    if bad:
+        raise ValueError(f"unknown or unsupported rule(s) {bad} for predict; use any of "
+                         + ", ".join(r for r in ALL_RULES if r not in ("induced", "custom")))
+    densities = _targets(args)
+    progress = Progress("predict", len(rules) * len(densities), enabled=not args.json)
+    by_rule = {}
+    for rule in rules:
+        results, _ = _predict_rule(arch, rule, densities, args, progress)
+        by_rule[rule] = results
+    approximate = not arch.is_chain
+    objs = [{"arch": arch.name, "rule": r, "approximate": approximate, "results": res}
+            for r, res in by_rule.items()]
+    if args.plot:
+        _prediction_plot(arch, rules, densities, by_rule, args, approximate)
+    if args.json:
+        print(json.dumps(objs[0] if len(objs) == 1 else {"arch": arch.name, "rules": objs}))
+        return 0
+    head = ["compression", "eff.compression", "P(disconnected)", "E[effective]"]
+    if args.samples:
+        head += ["MC effective", "MC stderr", "MC P(disc)"]
+    for rule, results in by_rule.items():
+        rows = []
+        for r in results:
+            if "infeasible" in r:
+                rows.append([r["compression"], "infeasible", "-", "-"] + ["-"] * (len(head) - 4))
+                continue
+            row = [r["compression"], r["effective_compression"] or math.inf, r["p_disconnected"],
+                   r["expected_effective_params"]]
+            if args.samples:
+                mc = r["mc"]
+                row += [mc["mean_effective_params"], mc["stderr"], mc["p_disconnected"]]
+            rows.append(row)
+        label = "approximate theory (DAG)" if approximate else "exact theory"
+        print(f"{arch.name}, rule {rule} - {label} for Bernoulli masks"
+              + (f"; Monte Carlo: {args.samples} {args.mask_model} samples" if args.samples
+                 else ""))
+        print(table(rows, head) + "\n")
+    if args.plot:
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _prediction_plot(arch, rules, densities, by_rule, args, approximate):
+    from .plots import save_prediction_figure
+    from .quotas import InfeasibleQuota, quota
+    from .theory import predict
+
+    lo = min(1 / d for d in densities if d) if any(densities) else 1.0
+    hi = max(1 / d for d in densities if d) if any(densities) else 10.0
+    grid = np.geomspace(max(1.0, lo / 2), hi * 2, 60)
+    curves, active = {}, {}
+    requested = sorted(1 / d for d in densities if d) or [1.0]
+    at = requested[len(requested) // 2]  # a requested point for the active-units panel
+    for rule in rules:
+        xs, ys, ps = [], [], []
+        for c in grid:
+            try:
+                p = predict(arch, quota(arch, rule, 1 / c))
+            except InfeasibleQuota:
+                continue
+            xs.append(c)
+            ys.append(p.effective_compression)
+            ps.append(p.p_disconnected)
+        curve = {"compression": xs, "effective_compression": ys, "p_disconnected": ps}
+        feasible = [r for r in by_rule[rule] if "infeasible" not in r]
+        if args.samples and feasible:
+            n = arch.total_params
+            curve["mc_compression"] = [r["compression"] for r in feasible]
+            means = np.array([r["mc"]["mean_effective_params"] for r in feasible])
+            se = np.array([r["mc"]["stderr"] for r in feasible])
+            with np.errstate(divide="ignore"):
+                curve["mc_effective_compression"] = list(n / means)
+                curve["mc_lo"] = list(n / (means + 2 * se))
+                curve["mc_hi"] = list(np.where(means - 2 * se > 0, n / (means - 2 * se), np.inf))
+            curve["mc_p_disconnected"] = [r["mc"]["p_disconnected"] for r in feasible]
+            curve["mc_p_ci"] = [r["mc"]["p_disconnected_ci95"] for r in feasible]
+        curves[rule] = curve
+        try:
+            p = predict(arch, quota(arch, rule, 1 / at))
+            active[rule] = list(p.expected_active / p.group_sizes[list(p.layer_groups)])
+        except InfeasibleQuota:
+            pass
+    save_prediction_figure(args.plot, arch.name, curves, list(arch.layer_names), active, at,
+                           approximate)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -324,6 +478,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output masks file (.npz or .safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "predict", help="theory of random pruning: effective compression, P(disconnected)",
+        description=(
+            "Predict, before training, what random pruning under a quota rule does to a network: "
+            "expected effective weights and compression, P(disconnected), expected active units. "
+            "The theory is for Bernoulli masks (each weight kept independently with its layer's "
+            "density) and is exact for chains (MLPs, LeNets, VGGs); for DAGs (ResNets) it is a "
+            "documented approximation and is labelled so. --samples adds a Monte Carlo check "
+            "(Bernoulli or exact-count masks) with standard errors."
+        ),
+        epilog=("Example: connsim predict --arch vgg-19 --rule uniform,erk,igq --compression 10 "
+                "100 1000 10000 --samples 100 --plot fig.png. " + EPILOG_TARGET
+                + " Several values give several points. --json prints one object per rule "
+                "({arch, rule, approximate, results}) or, for several rules, {arch, rules: [...]}."),
+    )
+    _add_arch_args(p)
+    p.add_argument("--rule", default="uniform",
+                   help="quota rule, or several separated by commas (default: uniform)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--density", type=float, nargs="+", help="global densities")
+    g.add_argument("--sparsity", type=float, nargs="+", help="global sparsities")
+    g.add_argument("--compression", type=float, nargs="+", help="direct compressions")
+    p.add_argument("--samples", type=int, default=0,
+                   help="Monte Carlo samples per point (default 0: theory only)")
+    p.add_argument("--mask-model", choices=("bernoulli", "exact"), default="bernoulli",
+                   help="Monte Carlo mask model (the theory is always Bernoulli)")
+    p.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default: 0)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write a figure: effective vs direct compression, P(disconnected), "
+                        "active units (needs the plot extra)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

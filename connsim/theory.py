@@ -1,0 +1,347 @@
+"""Exact expected disconnection of random pruning (SPEC 7).
+
+Under Bernoulli masks (every weight of layer l kept independently with probability d_l) the
+channel-level group edge of a layer is present independently with probability
+``q_l = 1 - (1 - d_l)^k_l`` (``k_l = kh*kw`` for a conv, ``A`` for the dense layer after a flatten of
+``A`` positions, 1 for a plain dense layer). Given ``R_{l-1} = r`` forward-reachable nodes, the nodes
+of group l are reachable independently with probability ``1 - (1 - q_l)^r``, so
+``R_l | r ~ Binomial(n_l, 1 - (1 - q_l)^r)``. Propagating the full pmf of ``R_l`` is exact on chains;
+backward co-reachability ``C_l`` is the same recursion from the output. Edge presence, source
+reachability (layers before) and target co-reachability (layers after) are independent, so
+
+    E[effective weights of layer l] = n_l^w d_l P(source reachable) P(target co-reachable).
+
+DAGs (residual nets): where two branches meet (an add, or a node feeding several consumers) the
+reachable sets of the branches are treated as independent, exchangeable random subsets, and the
+pmf of their union is the hypergeometric convolution of the branch pmfs. This ignores the
+correlation between branches that share ancestors; its error is measured against Monte Carlo in
+``docs/theory.md``. Chains never use it, so chain results are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammaln
+
+from .architectures import Architecture
+from .quotas import Quota, quota
+
+TINY = 1e-300  # pmf entries below this contribute nothing representable
+
+
+@dataclass(frozen=True)
+class TheoryLayer:
+    """A prunable layer of the theory graph: group edge probability from ``k`` weights each."""
+
+    name: str
+    src: int
+    dst: int
+    k: int  # weights per group edge
+    params: int
+
+
+@dataclass(frozen=True)
+class TheoryGraph:
+    """Channel-level groups of an architecture (node order kept) and how they connect.
+
+    ``sizes[g]`` is the number of channels/units of group ``g`` (a flatten keeps its channels);
+    ``identity`` lists ``(src, dst)`` pairs joined node-to-node (pooling, flatten, adds).
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    layers: tuple[TheoryLayer, ...]
+    identity: tuple[tuple[int, int], ...]
+
+    @property
+    def is_chain(self) -> bool:
+        ins = [0] * len(self.sizes)
+        outs = [0] * len(self.sizes)
+        for s, d in [(lay.src, lay.dst) for lay in self.layers] + list(self.identity):
+            outs[s] += 1
+            ins[d] += 1
+        return all(x <= 1 for x in ins + outs)
+
+    @classmethod
+    def of(cls, arch: Architecture) -> TheoryGraph:
+        index = {n.name: k for k, n in enumerate(arch.nodes)}
+        sizes, layers, identity = [], [], []
+        for k, node in enumerate(arch.nodes):
+            if node.op == "flatten":
+                sizes.append(arch[node.inputs[0]].channels)
+            else:
+                sizes.append(node.channels)
+            for src in node.inputs:
+                s = index[src]
+                if node.op == "conv":
+                    layers.append(TheoryLayer(node.name, s, k, node.kernel[0] * node.kernel[1],
+                                              arch.n_params(node)))
+                elif node.op == "dense":
+                    src_node = arch.nodes[s]
+                    per = src_node.size // sizes[s] if src_node.op == "flatten" else 1
+                    layers.append(TheoryLayer(node.name, s, k, per, arch.n_params(node)))
+                else:
+                    identity.append((s, k))
+        return cls(tuple(n.name for n in arch.nodes), tuple(sizes), tuple(layers),
+                   tuple(identity))
+
+
+# ---------------------------------------------------------------------------- pmf algebra
+
+
+def _log_binom_coef(n: int) -> np.ndarray:
+    s = np.arange(n + 1)
+    return gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
+
+
+def transition(pmf: np.ndarray, n_dst: int, q: float) -> np.ndarray:
+    """pmf of the reached count of a group of ``n_dst`` nodes, each joined to each of ``r``
+    reached source nodes independently with probability ``q``, with ``r ~ pmf``.
+
+    Exact: ``sum_r pmf[r] Binomial(n_dst, 1 - (1 - q)^r)``, computed in log space; source counts
+    with probability below 1e-300 are skipped (their contribution is not representable).
+    """
+    out = np.zeros(n_dst + 1)
+    rows = np.flatnonzero(pmf > TINY)
+    if rows.size == 0:
+        return out
+    if q <= 0.0:
+        out[0] = pmf.sum()
+        return out
+    zero = rows == 0
+    if zero.any():
+        out[0] += pmf[0]
+        rows = rows[~zero]
+    if rows.size == 0:
+        return out
+    s = np.arange(n_dst + 1)
+    if q >= 1.0:
+        out[n_dst] += pmf[rows].sum()
+        return out
+    log_miss = rows * math.log1p(-q)  # log (1 - q)^r: probability a node is not reached
+    log_hit = np.log(-np.expm1(log_miss))
+    logp = (_log_binom_coef(n_dst)[None, :] + s[None, :] * log_hit[:, None]
+            + (n_dst - s)[None, :] * log_miss[:, None])
+    out += np.exp(logp).T @ pmf[rows]
+    return out
+
+
+def union(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """pmf of ``|A u B|`` for independent exchangeable random subsets of ``n`` nodes with
+    ``|A| ~ pa`` and ``|B| ~ pb``.
+
+    Given ``|A| = a`` and ``|B| = b``, the number ``x`` of nodes of ``B`` outside ``A`` is
+    hypergeometric: ``C(n - a, x) C(a, b - x) / C(n, b)``, and ``|A u B| = a + x``. Sizes whose
+    probability is below 1e-17 of the largest are skipped (relative error below 1e-14).
+    """
+    n = pa.size - 1
+    out = np.zeros(n + 1)
+    ra = np.flatnonzero(pa > 1e-17 * pa.max()) if pa.max() > 0 else np.array([], int)
+    rb = np.flatnonzero(pb > 1e-17 * pb.max()) if pb.max() > 0 else np.array([], int)
+    if ra.size == 0 or rb.size == 0:
+        return out
+    lf = gammaln(np.arange(n + 1) + 1.0)  # log k!
+    b = rb[:, None]
+    log_cnb = lf[n] - lf[b] - lf[n - b]
+    wb = pb[rb][:, None]
+    for a in ra:
+        x = np.arange(n - a + 1)[None, :]
+        inside = b - x
+        ok = (inside >= 0) & (inside <= a)
+        ins = np.where(ok, inside, 0)
+        logh = (lf[n - a] - lf[x] - lf[n - a - x] + lf[a] - lf[ins] - lf[a - ins] - log_cnb)
+        w = np.where(ok, np.exp(np.where(ok, logh, 0.0)), 0.0)
+        out[a:] += pa[a] * (wb * w).sum(axis=0)
+    return out
+
+
+def _point(n: int, at: int) -> np.ndarray:
+    p = np.zeros(n + 1)
+    p[at] = 1.0
+    return p
+
+
+def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> list[np.ndarray]:
+    """Per group, the pmf of the number of forward-reachable (or co-reachable) nodes."""
+    g = len(graph.sizes)
+    edges = [(lay.src, lay.dst, q[lay.name]) for lay in graph.layers]
+    edges += [(s, d, None) for s, d in graph.identity]
+    pmf: list[np.ndarray | None] = [None] * g
+    start = 0 if forward else g - 1
+    pmf[start] = _point(graph.sizes[start], graph.sizes[start])
+    order = range(1, g) if forward else range(g - 2, -1, -1)
+    for node in order:
+        parts = []
+        for s, d, qe in edges:
+            src, dst = (s, d) if forward else (d, s)
+            if dst != node:
+                continue
+            if qe is None:  # identity: the same node set
+                parts.append(pmf[src])
+            else:
+                parts.append(transition(pmf[src], graph.sizes[dst], qe))
+        if not parts:  # nothing feeds it: no node is reached
+            pmf[node] = _point(graph.sizes[node], 0)
+            continue
+        acc = parts[0]
+        for extra in parts[1:]:
+            acc = union(acc, extra)
+        pmf[node] = acc
+    return pmf
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Theory for Bernoulli masks with given per-layer densities (see the module docstring).
+
+    ``exact`` is True for chains; for DAGs the numbers use the branch-independence approximation.
+    """
+
+    arch: str
+    names: tuple[str, ...]
+    params: np.ndarray
+    densities: np.ndarray
+    expected_effective: np.ndarray  # per layer
+    p_reach: np.ndarray  # per group (architecture node)
+    p_coreach: np.ndarray
+    group_names: tuple[str, ...]
+    group_sizes: np.ndarray
+    p_disconnected: float
+    exact: bool
+    layer_groups: tuple[int, ...]  # output group of each layer
+    expected_paths: float  # prod n_l * prod q_l on chains (about 1 near collapse); nan for DAGs
+
+    @property
+    def direct_density(self) -> float:
+        return float((self.densities * self.params).sum() / self.params.sum())
+
+    @property
+    def expected_effective_params(self) -> float:
+        return float(self.expected_effective.sum())
+
+    @property
+    def effective_density(self) -> float:
+        return self.expected_effective_params / float(self.params.sum())
+
+    @property
+    def effective_compression(self) -> float:
+        e = self.effective_density
+        return math.inf if e <= 0 else 1.0 / e
+
+    @property
+    def compression(self) -> float:
+        d = self.direct_density
+        return math.inf if d <= 0 else 1.0 / d
+
+    @property
+    def expected_active(self) -> np.ndarray:
+        """Expected active units of each prunable layer's output group."""
+        g = np.array(self.layer_groups)
+        return self.group_sizes[g] * self.p_reach[g] * self.p_coreach[g]
+
+    def to_dict(self) -> dict:
+        eff_c = self.effective_compression
+        return {
+            "compression": self.compression,
+            "direct_density": self.direct_density,
+            "expected_effective_params": self.expected_effective_params,
+            "effective_density": self.effective_density,
+            "effective_compression": None if math.isinf(eff_c) else eff_c,
+            "p_disconnected": self.p_disconnected,
+            "active_units": [float(x) for x in self.expected_active],
+            "exact": self.exact,
+            "layers": [{"name": n, "params": int(p), "density": float(d),
+                        "expected_effective": float(e)}
+                       for n, p, d, e in zip(self.names, self.params, self.densities,
+                                             self.expected_effective, strict=True)],
+        }
+
+
+def predict(arch: Architecture, densities) -> Prediction:
+    """Expected effective weights, P(disconnected) and active units of random Bernoulli pruning.
+
+    Parameters
+    ----------
+    arch : Architecture
+    densities : Quota or sequence of float
+        Per-layer densities d_l (a :class:`connsim.quotas.Quota` or one value per layer).
+
+    Returns
+    -------
+    Prediction
+        Exact for chains (MLPs, LeNets, VGGs), the documented approximation for DAGs.
+
+    Notes
+    -----
+    Cost: one (support of R_{l-1}) x (n_l + 1) binomial table per layer and direction; source
+    counts whose probability is below 1e-300 are skipped. Stable for any width in the zoo and any
+    density down to 1e-6 (log-space binomials, ``log1p``/``expm1`` for the hit probabilities).
+
+    Examples
+    --------
+    >>> from connsim import get_arch, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> p = predict(arch, quota(arch, "uniform", 0.01))
+    >>> round(p.effective_compression), p.p_disconnected < 1e-6
+    (1056, True)
+    """
+    if isinstance(densities, Quota):
+        densities = densities.densities
+    d = np.asarray(densities, dtype=np.float64)
+    names = arch.layer_names
+    if d.shape != (len(names),) or np.isnan(d).any() or (d < 0).any() or (d > 1).any():
+        raise ValueError(f"densities must be {len(names)} values in [0, 1] (one per layer "
+                         f"{list(names)}), got {densities!r}")
+    graph = TheoryGraph.of(arch)
+    by_name = dict(zip(names, d, strict=True))
+    q = {lay.name: float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) if by_name[lay.name] < 1
+         else 1.0 for lay in graph.layers}
+    fwd = _propagate(graph, q, forward=True)
+    bwd = _propagate(graph, q, forward=False)
+    sizes = np.array(graph.sizes, dtype=np.float64)
+    mean = np.array([(p * np.arange(p.size)).sum() for p in fwd]) / sizes
+    cmean = np.array([(p * np.arange(p.size)).sum() for p in bwd]) / sizes
+    params = np.array([arch.n_params(n) for n in names], dtype=np.int64)
+    eff = {lay.name: lay.params * by_name[lay.name] * mean[lay.src] * cmean[lay.dst]
+           for lay in graph.layers}
+    exact = graph.is_chain
+    paths = (float(np.prod(sizes[[0] + [lay.dst for lay in graph.layers]])
+                   * np.prod(list(q.values()))) if exact else math.nan)
+    return Prediction(
+        arch=arch.name, names=names, params=params, densities=d,
+        expected_effective=np.array([eff[n] for n in names]),
+        p_reach=np.clip(mean, 0, 1), p_coreach=np.clip(cmean, 0, 1),
+        group_names=graph.names, group_sizes=sizes.astype(np.int64),
+        p_disconnected=float(min(1.0, max(0.0, fwd[-1][0]))), exact=exact,
+        layer_groups=tuple(graph.names.index(n) for n in names), expected_paths=paths,
+    )
+
+
+def predict_rule(arch: Architecture, rule, density: float, **rule_kw) -> Prediction:
+    """:func:`predict` for the densities of a quota rule at global density ``density``."""
+    return predict(arch, quota(arch, rule, density, **rule_kw))
+
+
+def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: float = 1.0,
+                                   hi: float = 1e8, tol: float = 1e-3, **rule_kw) -> float:
+    """Direct compression at which P(disconnected) = 1/2 for a quota rule (bisection in log
+    compression; P(disconnected) rises with compression). ``inf`` if it stays below 1/2 up to
+    ``hi``; ``nan`` if the rule is infeasible there."""
+    def p(c):
+        return predict_rule(arch, rule, 1.0 / c, **rule_kw).p_disconnected
+
+    if p(hi) < 0.5:
+        return math.inf
+    if p(lo) >= 0.5:
+        return lo
+    a, b = math.log(lo), math.log(hi)
+    while b - a > tol:
+        m = 0.5 * (a + b)
+        a, b = (m, b) if p(math.exp(m)) < 0.5 else (a, m)
+    return math.exp(0.5 * (a + b))

@@ -1,0 +1,116 @@
+"""Monte Carlo against the exact theory. Tolerances: |mc - theory| <= K standard errors with
+K = 4 (a two-sided 4-sigma band: about 6e-5 false alarms per comparison), plus half a weight for
+runs whose samples are all identical (standard error 0). Seeds are fixed."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+
+from connsim import get_arch, quota
+from connsim.montecarlo import monte_carlo, wilson_interval
+from connsim.theory import predict
+
+K = 4.0
+
+
+def check_agreement(arch, rule, c, samples, seed, mask_model="bernoulli"):
+    q = quota(arch, rule, 1 / c)
+    p = predict(arch, q)
+    mc = monte_carlo(arch, q, samples=samples, rng=seed, mask_model=mask_model)
+    assert abs(mc.mean_effective_params - p.expected_effective_params) <= K * mc.stderr + 0.5, (
+        c, mc.mean_effective_params, p.expected_effective_params, mc.stderr)
+    pd = p.p_disconnected
+    se = math.sqrt(pd * (1 - pd) / samples)
+    assert abs(mc.p_disconnected - pd) <= K * se + 1.0 / samples, (c, mc.p_disconnected, pd)
+    return p, mc
+
+
+@pytest.mark.kernel_heavy
+@pytest.mark.parametrize("c", [10, 100, 300, 1000, 10_000])
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5"])
+def test_theory_matches_monte_carlo(name, c):
+    check_agreement(get_arch(name), "uniform", c, samples=2000, seed=c)
+
+
+@pytest.mark.kernel_heavy
+@pytest.mark.parametrize("rule", ["erk", "igq"])
+def test_theory_matches_monte_carlo_other_rules(rule):
+    for c in (30, 300, 3000):
+        check_agreement(get_arch("lenet-5"), rule, c, samples=2000, seed=7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("c", "samples"), [(10, 60), (100, 300), (1000, 2000), (10_000, 2000)])
+def test_theory_matches_monte_carlo_vgg19(c, samples):
+    check_agreement(get_arch("vgg-19"), "uniform", c, samples=samples, seed=1)
+
+
+@pytest.mark.kernel_heavy
+def test_channel_kernel_matches_position_engine_on_unpadded_net():
+    # LeNet-5 has valid convs, so both levels coincide; the kernel samples positions itself while
+    # the position path draws full masks with NumPy: the two must agree statistically.
+    arch = get_arch("lenet-5")
+    q = quota(arch, "uniform", 1 / 100)
+    a = monte_carlo(arch, q, samples=3000, rng=1)
+    b = monte_carlo(arch, q, samples=400, rng=2, level="position")
+    se = math.hypot(a.stderr, b.stderr)
+    assert abs(a.mean_effective_params - b.mean_effective_params) <= K * se
+
+
+def test_exact_model_and_extremes():
+    arch = get_arch("lenet-5")
+    full = monte_carlo(arch, quota(arch, "uniform", 1.0), samples=5, mask_model="exact", rng=0)
+    assert (full.total_effective == arch.total_params).all() and not full.disconnected.any()
+    empty = monte_carlo(arch, quota(arch, "uniform", 0.0), samples=5, rng=0)
+    assert empty.disconnected.all() and (empty.total_effective == 0).all()
+    # exact counts: every sample keeps exactly the quota (effective <= kept, equality when dense)
+    q = quota(arch, "uniform", 0.5)
+    ex = monte_carlo(arch, q, samples=50, mask_model="exact", rng=0, level="position")
+    assert (ex.total_effective <= q.kept.sum()).all()
+
+
+@pytest.mark.kernel_heavy
+def test_same_seed_same_result_on_any_thread_count():
+    arch = get_arch("lenet-300-100")
+    q = quota(arch, "uniform", 1 / 300)
+    before = numba.get_num_threads()
+    try:
+        runs = []
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            runs.append(monte_carlo(arch, q, samples=300, rng=5))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(runs[0].effective, runs[1].effective)
+    np.testing.assert_array_equal(runs[0].disconnected, runs[1].disconnected)
+    other = monte_carlo(arch, q, samples=300, rng=6)
+    assert (other.effective != runs[0].effective).any()
+
+
+@pytest.mark.kernel_heavy
+def test_dag_theory_error_is_small_at_moderate_compression():
+    # the branch-independence approximation for residual nets (docs/theory.md): within 2 % of
+    # Monte Carlo at compression 30, where disconnection is negligible
+    arch = get_arch("resnet-20")
+    q = quota(arch, "uniform", 1 / 30)
+    p = predict(arch, q)
+    mc = monte_carlo(arch, q, samples=1000, rng=3)
+    assert abs(p.expected_effective_params / mc.mean_effective_params - 1) < 0.02
+
+
+def test_result_summary_and_validation():
+    arch = get_arch("lenet-5")
+    q = quota(arch, "uniform", 0.01)
+    mc = monte_carlo(arch, q, samples=100, rng=0)
+    d = mc.to_dict()
+    assert d["samples"] == 100 and len(d["mean_active_units"]) == 5
+    lo, hi = d["p_disconnected_ci95"]
+    assert lo <= d["p_disconnected"] <= hi
+    assert wilson_interval(0, 100)[0] == 0.0
+    assert wilson_interval(100, 100)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="mask_model"):
+        monte_carlo(arch, q, mask_model="poisson")
+    with pytest.raises(ValueError, match="samples"):
+        monte_carlo(arch, q, samples=0)

@@ -1,0 +1,144 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connsim import ArchBuilder, from_dict, get_arch, quota
+from connsim.theory import half_disconnection_compression, predict, transition
+from tests.naive import synflow_effective
+
+
+def tiny_archs():
+    b = ArchBuilder("conv-flatten", (1, 2, 2))  # flatten of A = 4 positions before the dense
+    b.conv(1, 1, name="c")
+    b.flatten()
+    b.dense(2, name="fc")
+    yield b.build()
+    b = ArchBuilder("conv-k2", (1, 2, 2))  # kernel groups of 4 weights
+    b.conv(2, 2, name="c")
+    b.flatten()
+    b.dense(1, name="fc")
+    yield b.build()
+    yield get_arch("mlp:2-3-2")
+    yield get_arch("mlp:1-2-2-1")
+
+
+def enumerate_masks(arch, densities):
+    """Exact expectations over all 2^N masks, each weighed by its Bernoulli probability."""
+    shapes = [arch.weight_shape(n) for n in arch.layers]
+    sizes = [math.prod(s) for s in shapes]
+    exp_eff = np.zeros(len(shapes))
+    exp_active = np.zeros(len(shapes))
+    p_disc = 0.0
+    for bits in itertools.product([False, True], repeat=sum(sizes)):
+        bits = np.array(bits)
+        masks, prob, start = {}, 1.0, 0
+        for name, shape, size, d in zip(arch.layer_names, shapes, sizes, densities, strict=True):
+            m = bits[start:start + size]
+            start += size
+            prob *= d ** m.sum() * (1 - d) ** (size - m.sum())
+            masks[name] = m.reshape(shape)
+        eff = synflow_effective(arch, masks, rng=0)
+        counts = np.array([eff[n].sum() for n in arch.layer_names])
+        exp_eff += prob * counts
+        # a layer's output unit/channel is active iff some effective weight enters it
+        exp_active += prob * np.array([eff[n].reshape(eff[n].shape[0], -1).any(axis=1).sum()
+                                       for n in arch.layer_names])
+        p_disc += prob * (counts.sum() == 0)
+    return exp_eff, exp_active, p_disc
+
+
+@pytest.mark.parametrize("arch", list(tiny_archs()), ids=lambda a: a.name)
+def test_theory_equals_exhaustive_enumeration(arch):
+    rng = np.random.default_rng(len(arch.layer_names))
+    for _ in range(2):
+        d = rng.uniform(0.1, 0.9, len(arch.layers))
+        exp_eff, exp_active, p_disc = enumerate_masks(arch, d)
+        p = predict(arch, d)
+        assert p.exact
+        np.testing.assert_allclose(p.expected_effective, exp_eff, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(p.expected_active, exp_active, rtol=0, atol=1e-12)
+        assert p.p_disconnected == pytest.approx(p_disc, abs=1e-12)
+
+
+def test_transition_is_a_binomial_mixture():
+    from scipy.stats import binom
+
+    pmf = np.array([0.1, 0.2, 0.3, 0.4])
+    q = 0.3
+    ref = sum(pmf[r] * binom.pmf(np.arange(6), 5, 1 - (1 - q) ** r) for r in range(4))
+    np.testing.assert_allclose(transition(pmf, 5, q), ref, atol=1e-15)
+    assert transition(pmf, 5, 0.0)[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(transition(pmf, 5, 1.0), [0.1, 0, 0, 0, 0, 0.9])
+
+
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "vgg-19", "mlp:784-4096-4096-10"])
+def test_stable_at_extreme_widths_and_densities(name):
+    arch = get_arch(name)
+    for d in (0.5, 1e-2, 1e-4, 1e-6):
+        p = predict(arch, quota(arch, "uniform", d))
+        assert np.isfinite(p.expected_effective).all()
+        assert 0.0 <= p.p_disconnected <= 1.0
+        assert p.effective_density <= p.direct_density * (1 + 1e-12)
+        assert ((p.p_reach >= 0) & (p.p_reach <= 1)).all()
+    assert predict(arch, quota(arch, "uniform", 1.0)).effective_density == pytest.approx(1.0)
+    assert predict(arch, quota(arch, "uniform", 1e-6)).p_disconnected > 0.99
+
+
+@settings(max_examples=25)
+@given(st.sampled_from(["lenet-300-100", "lenet-5", "vgg-16", "resnet-20"]),
+       st.sampled_from(["uniform", "erk", "igq"]), st.floats(1e-4, 1.0))
+def test_effective_never_exceeds_direct(name, rule, d):
+    arch = get_arch(name)
+    p = predict(arch, quota(arch, rule, d))
+    assert p.effective_density <= p.direct_density * (1 + 1e-9) + 1e-15
+    assert (p.expected_effective <= p.params * p.densities * (1 + 1e-9) + 1e-12).all()
+
+
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "vgg-19"])
+def test_disconnection_rises_as_density_falls(name):
+    arch = get_arch(name)
+    ps = [predict(arch, quota(arch, "uniform", 10 ** -e)).p_disconnected
+          for e in np.linspace(0.5, 4.5, 17)]
+    assert all(b >= a - 1e-12 for a, b in zip(ps, ps[1:], strict=False))
+
+
+def test_independent_of_layer_names():
+    arch = get_arch("lenet-5")
+    spec = arch.to_dict()
+    renamed = {n: f"renamed_{k}" for k, n in enumerate(arch.layer_names)}
+    for layer in spec["layers"]:
+        layer["name"] = renamed.get(layer["name"], layer["name"])
+        layer["inputs"] = [renamed.get(x, x) for x in layer["inputs"]]
+    other = from_dict(spec)
+    d = [0.3, 0.1, 0.02, 0.05, 0.2]
+    a, b = predict(arch, d), predict(other, d)
+    np.testing.assert_array_equal(a.expected_effective, b.expected_effective)
+    assert a.p_disconnected == b.p_disconnected
+
+
+def test_dag_is_flagged_approximate_and_paths():
+    p = predict(get_arch("resnet-20"), quota(get_arch("resnet-20"), "uniform", 0.01))
+    assert not p.exact and math.isnan(p.expected_paths)
+    q = predict(get_arch("mlp:4-4-4"), [0.5, 0.5])
+    assert q.expected_paths == pytest.approx(4 * 4 * 4 * 0.25)
+
+
+def test_half_disconnection_compression():
+    arch = get_arch("lenet-300-100")
+    c = half_disconnection_compression(arch, "uniform")
+    assert 100 < c < 1000
+    assert predict(arch, quota(arch, "uniform", 1 / c)).p_disconnected == pytest.approx(0.5,
+                                                                                          abs=2e-3)
+    assert half_disconnection_compression(arch, "uniform", hi=50) == math.inf
+
+
+def test_bad_densities():
+    arch = get_arch("lenet-5")
+    with pytest.raises(ValueError, match="one per layer"):
+        predict(arch, [0.1, 0.2])
+    with pytest.raises(ValueError, match="one per layer"):
+        predict(arch, [0.1, 0.2, np.nan, 0.1, 0.1])

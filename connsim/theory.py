@@ -288,8 +288,8 @@ def predict(arch: Architecture, densities) -> Prediction:
     >>> from connsim import get_arch, quota
     >>> arch = get_arch("lenet-300-100")
     >>> p = predict(arch, quota(arch, "uniform", 0.01))
-    >>> round(p.effective_compression), p.p_disconnected < 1e-6
-    (1056, True)
+    >>> round(p.effective_compression), f"{p.p_disconnected:.2g}"
+    (1053, '7.2e-05')
     """
     if isinstance(densities, Quota):
         densities = densities.densities

@@ -116,3 +116,43 @@ def test_prune_requires_a_target(tmp_path, capsys):
     code, _, err = run(capsys, "prune", "--arch", "lenet-5", "--out", str(tmp_path / "x.npz"))
     assert code == 2 and "--density" in err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_predict_json_schema_single_rule(capsys):
+    code, out, _ = run(capsys, "predict", "--arch", "lenet-300-100", "--rule", "uniform",
+                       "--compression", "10", "1000", "--samples", "50", "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["arch"] == "lenet-300-100" and obj["rule"] == "uniform"
+    assert obj["approximate"] is False
+    r = obj["results"][0]
+    assert {"compression", "direct_density", "expected_effective_params", "effective_density",
+            "effective_compression", "p_disconnected", "active_units", "mc"} <= set(r)
+    assert set(r["mc"]) >= {"samples", "mask_model", "mean_effective_params", "stderr",
+                            "p_disconnected"}
+    assert len(r["active_units"]) == 3 and r["compression"] == pytest.approx(10)
+
+
+def test_predict_several_rules_infeasible_points_and_plot(tmp_path, capsys):
+    fig = tmp_path / "fig.png"
+    code, out, _ = run(capsys, "predict", "--arch", "lenet-5", "--rule", "uniform,uniform+,igq",
+                       "--compression", "10", "200", "--samples", "20", "--plot", str(fig),
+                       "--json")
+    obj = json.loads(out)
+    assert code == 0 and [r["rule"] for r in obj["rules"]] == ["uniform", "uniform+", "igq"]
+    assert "infeasible" in obj["rules"][1]["results"][1]  # uniform+ stops at compression 100
+    assert fig.stat().st_size > 10_000 and fig.read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run(capsys, "predict", "--arch", "resnet-20", "--compression", "100")
+    assert code == 0 and "approximate theory (DAG)" in out
+    code, _, err = run(capsys, "predict", "--arch", "lenet-5", "--rule", "induced",
+                       "--compression", "10")
+    assert code == 2 and "unsupported" in err
+
+
+def test_design_json(capsys):
+    code, out, _ = run(capsys, "design", "--arch", "lenet-300-100", "--compression", "1000",
+                       "--samples", "30", "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["objective"] == "effective"
+    assert [r["rule"] for r in obj["comparison"]] == ["designed", "uniform", "erk", "igq"]
+    assert sum(lay["kept"] for lay in obj["designed"]["layers"]) == 266
+    assert obj["comparison"][0]["mc"]["samples"] == 30

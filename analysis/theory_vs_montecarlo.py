@@ -57,7 +57,7 @@ def main():
                 z = ((mc.mean_effective_params - p.expected_effective_params) / mc.stderr
                      if mc.stderr > 0 else 0.0)
                 lo, hi = mc.p_disconnected_ci
-                tag = "" if p.exact else " (DAG approx.)"
+                tag = "" if p.exact else " (approximate)"
                 lines.append(
                     f"| {name}{tag} | {rule} | {c:g} | {p.expected_effective_params:.6g} | "
                     f"{mc.mean_effective_params:.6g} ± {mc.stderr:.3g} | {z:+.2f} | "
@@ -77,7 +77,7 @@ def main():
                             "mc_compression": mcx, "mc_effective_compression": mcy,
                             "mc_lo": mlo, "mc_hi": mhi}
         if name in fig_nets:
-            label = name + ("" if arch.is_chain else " (DAG: approximate theory)")
+            label = name + ("" if arch.is_chain else " (residual: exact theory)")
             plot_compression(curves, ax=axes[fig_nets.index(name)], title=label)
     with open(os.path.join(args.out, "theory_vs_mc.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -290,11 +290,11 @@ def cmd_predict(args) -> int:
                          + ", ".join(r for r in ALL_RULES if r not in ("induced", "custom")))
     densities = _targets(args)
     progress = Progress("predict", len(rules) * len(densities), enabled=not args.json)
-    by_rule = {}
+    by_rule, approximate = {}, False
     for rule in rules:
-        results, _ = _predict_rule(arch, rule, densities, args, progress)
+        results, preds = _predict_rule(arch, rule, densities, args, progress)
         by_rule[rule] = results
-    approximate = not arch.is_chain
+        approximate |= any(p is not None and not p.exact for p in preds)
     objs = [{"arch": arch.name, "rule": r, "approximate": approximate, "results": res}
             for r, res in by_rule.items()]
     if args.plot:
@@ -317,7 +317,7 @@ def cmd_predict(args) -> int:
                 mc = r["mc"]
                 row += [mc["mean_effective_params"], mc["stderr"], mc["p_disconnected"]]
             rows.append(row)
-        label = "approximate theory (DAG)" if approximate else "exact theory"
+        label = "approximate theory (DAG, docs/theory.md)" if approximate else "exact theory"
         print(f"{arch.name}, rule {rule} - {label} for Bernoulli masks"
               + (f"; Monte Carlo: {args.samples} {args.mask_model} samples" if args.samples
                  else ""))
@@ -404,7 +404,7 @@ def cmd_design(args) -> int:
                                     rng=np.random.SeedSequence([args.seed, k])).to_dict()
         comparison.append(row)
     obj = {"arch": arch.name, "compression": args.compression, "objective": args.objective,
-           "approximate": not arch.is_chain, "evaluations": d.evaluations,
+           "approximate": not d.prediction.exact, "evaluations": d.evaluations,
            "designed": d.quota.to_dict(), "comparison": comparison}
     rows = [[n, int(p), float(x), int(k)] for n, p, x, k in
             zip(d.quota.names, d.quota.params, d.quota.densities, d.quota.kept, strict=True)]
@@ -544,9 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Predict, before training, what random pruning under a quota rule does to a network: "
             "expected effective weights and compression, P(disconnected), expected active units. "
             "The theory is for Bernoulli masks (each weight kept independently with its layer's "
-            "density) and is exact for chains (MLPs, LeNets, VGGs); for DAGs (ResNets) it is a "
-            "documented approximation and is labelled so. --samples adds a Monte Carlo check "
-            "(Bernoulli or exact-count masks) with standard errors."
+            "density) and is exact for chains (MLPs, LeNets, VGGs) and residual networks "
+            "(ResNets); only other DAG joins (skips spanning several blocks) use a documented "
+            "approximation, and such results are labelled approximate. --samples adds a Monte "
+            "Carlo check (Bernoulli or exact-count masks) with standard errors."
         ),
         epilog=("Example: connsim predict --arch vgg-19 --rule uniform,erk,igq --compression 10 "
                 "100 1000 10000 --samples 100 --plot fig.png. " + EPILOG_TARGET
@@ -577,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Design a layerwise quota: per-layer densities that maximise the expected effective "
             "weights (--objective effective) or minimise P(disconnected) (--objective "
             "connectivity) of random pruning under the direct budget, using the exact theory "
-            "(Bernoulli masks; an approximation for DAGs). Starts from IGQ and prints how the "
+            "(Bernoulli masks). Starts from IGQ and prints how the "
             "result compares with uniform, ERK and IGQ in theory and, with --samples, in "
             "Monte Carlo."
         ),

@@ -115,7 +115,7 @@ def save_prediction_figure(path: str, arch_name: str, curves: Mapping[str, dict]
 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
-    note = " (DAG: approximate theory)" if approximate else ""
+    note = " (approximate theory)" if approximate else ""
     plot_compression(curves, ax=axes[0],
                      title=f"{arch_name}: random pruning, Bernoulli masks{note}")
     plot_disconnection(curves, ax=axes[1])

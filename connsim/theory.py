@@ -11,15 +11,18 @@ reachability (layers before) and target co-reachability (layers after) are indep
 
     E[effective weights of layer l] = n_l^w d_l P(source reachable) P(target co-reachable).
 
-DAGs (residual nets): where two branches meet (an add, or a node feeding several consumers) the
-reachable sets of the branches are treated as independent, exchangeable random subsets, and the
-pmf of their union is the hypergeometric convolution of the branch pmfs. This ignores the
-correlation between branches that share ancestors; its error is measured against Monte Carlo in
-``docs/theory.md``. Chains never use it, so chain results are exact.
+Residual blocks (DAGs) are exact too: at a join (a residual add forward, a block input backward)
+whose branches all leave one fork, the pmf is computed conditionally on the fork's reached count r
+(:func:`_join`): a branch without layers delivers the fork's own set, a branch with layers reaches
+each join node independently given the count before its last layer, and branches are independent
+given the fork's set. Only joins whose branches leave different forks (e.g. a skip over several
+blocks) fall back to treating the branches as independent exchangeable subsets (hypergeometric
+union, :func:`union`); such results carry ``exact = False``. See ``docs/theory.md``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -97,35 +100,33 @@ def _log_binom_coef(n: int) -> np.ndarray:
     return gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
 
 
-def transition(pmf: np.ndarray, n_dst: int, q: float) -> np.ndarray:
+def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0) -> np.ndarray:
     """pmf of the reached count of a group of ``n_dst`` nodes, each joined to each of ``r``
     reached source nodes independently with probability ``q``, with ``r ~ pmf``.
 
-    Exact: ``sum_r pmf[r] Binomial(n_dst, 1 - (1 - q)^r)``, computed in log space; source counts
-    with probability below 1e-300 are skipped (their contribution is not representable).
+    Exact: ``sum_r pmf[r] Binomial(n_dst, 1 - exp(log_miss0) (1 - q)^r)``, computed in log space;
+    ``log_miss0 <= 0`` is an extra log-probability that a node is missed by other, independent
+    routes (used at residual joins). Source counts with probability below 1e-300 are skipped
+    (their contribution is not representable).
     """
     out = np.zeros(n_dst + 1)
     rows = np.flatnonzero(pmf > TINY)
     if rows.size == 0:
         return out
-    if q <= 0.0:
-        out[0] = pmf.sum()
-        return out
-    zero = rows == 0
-    if zero.any():
-        out[0] += pmf[0]
-        rows = rows[~zero]
-    if rows.size == 0:
-        return out
-    s = np.arange(n_dst + 1)
-    if q >= 1.0:
-        out[n_dst] += pmf[rows].sum()
-        return out
-    log_miss = rows * math.log1p(-q)  # log (1 - q)^r: probability a node is not reached
-    log_hit = np.log(-np.expm1(log_miss))
-    logp = (_log_binom_coef(n_dst)[None, :] + s[None, :] * log_hit[:, None]
-            + (n_dst - s)[None, :] * log_miss[:, None])
-    out += np.exp(logp).T @ pmf[rows]
+    lq = math.log1p(-q) if q < 1.0 else -math.inf
+    with np.errstate(invalid="ignore"):  # 0 * -inf for r = 0 is replaced by 0 below
+        log_miss = np.where(rows > 0, rows * lq, 0.0) + log_miss0
+    none, every = log_miss == 0.0, np.isneginf(log_miss)
+    out[0] += pmf[rows[none]].sum()
+    out[n_dst] += pmf[rows[every]].sum()
+    mid = ~(none | every)
+    if mid.any():
+        rows, log_miss = rows[mid], log_miss[mid]
+        s = np.arange(n_dst + 1)
+        log_hit = np.log(-np.expm1(log_miss))
+        logp = (_log_binom_coef(n_dst)[None, :] + s[None, :] * log_hit[:, None]
+                + (n_dst - s)[None, :] * log_miss[:, None])
+        out += np.exp(logp).T @ pmf[rows]
     return out
 
 
@@ -164,33 +165,115 @@ def _point(n: int, at: int) -> np.ndarray:
     return p
 
 
-def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> list[np.ndarray]:
-    """Per group, the pmf of the number of forward-reachable (or co-reachable) nodes."""
-    g = len(graph.sizes)
+def _directed_edges(graph: TheoryGraph, q: dict, forward: bool):
+    """Edges ``(src, dst, q or None)`` in the direction of propagation (None = identity)."""
     edges = [(lay.src, lay.dst, q[lay.name]) for lay in graph.layers]
     edges += [(s, d, None) for s, d in graph.identity]
+    return edges if forward else [(d, s, qe) for s, d, qe in edges]
+
+
+def _branches(join, ins, outs, start):
+    """Trace every in-edge of ``join`` back through nodes with one in- and one out-edge.
+
+    Returns the common fork and, per branch, its edges from the fork to the join, or ``None`` when
+    the branches do not all start at one fork (then the join is not a simple residual block).
+    """
+    forks, paths = set(), []
+    for edge in ins[join]:
+        path = [edge]
+        node = edge[0]
+        while node != start and len(ins[node]) == 1 and len(outs[node]) == 1:
+            path.append(ins[node][0])
+            node = path[-1][0]
+        forks.add(node)
+        paths.append(path[::-1])
+    if len(forks) != 1:
+        return None
+    return forks.pop(), paths
+
+
+def _join(pmf_fork: np.ndarray, n_join: int, paths, sizes) -> np.ndarray:
+    """Exact pmf of the reached count of a join whose branches all leave one fork.
+
+    Given the fork's reached count ``r``: a branch without layers delivers the fork's own set
+    (``r`` nodes); a branch with layers reaches each join node independently with probability
+    ``1 - (1 - q_last)^c``, ``c`` the reached count at the source of its last layer, whose law given
+    ``r`` follows from the branch's earlier layers. Branches use disjoint weights, so given the
+    fork's set they are independent, and a join node outside the fixed set is missed with
+    probability ``prod_b (1 - q_b)^(c_b)``. Sums over the joint counts of all multi-layer branches
+    but one; the last enters through :func:`transition`.
+    """
+    fixed = False
+    direct, nested = [], []  # last-layer q of branches whose last layer reads the fork; others
+    for path in paths:
+        layers = [k for k, (_, _, qe) in enumerate(path) if qe is not None]
+        if not layers:
+            fixed = True
+        elif len(layers) == 1:
+            direct.append(path[layers[0]][2])
+        else:
+            nested.append((path[:layers[-1]], path[layers[-1]][2]))
+
+    def log1m(qq):
+        return math.log1p(-qq) if qq < 1 else -math.inf
+
+    out = np.zeros(n_join + 1)
+    for r in np.flatnonzero(pmf_fork > 1e-17 * pmf_fork.max()):
+        base = r if fixed else 0
+        log_miss0 = sum(r * log1m(qd) if r else 0.0 for qd in direct)
+        counts = []  # law of c for each multi-layer branch, given r
+        for inner, _ in nested:
+            pmf_c = _point(sizes[inner[0][0]], r)
+            for _, dst, qe in inner:
+                pmf_c = pmf_c if qe is None else transition(pmf_c, sizes[dst], qe)
+            counts.append(pmf_c)
+        if not nested:
+            counts, qs = [_point(0, 0)], [0.0]
+        else:
+            qs = [q_last for _, q_last in nested]
+        supports = [np.flatnonzero(c > TINY) for c in counts[:-1]]
+        for combo in itertools.product(*supports):
+            w = math.prod(c[k] for c, k in zip(counts, combo, strict=False))
+            extra = sum(k * log1m(qq) if k else 0.0 for qq, k in zip(qs, combo, strict=False))
+            out[base:] += (pmf_fork[r] * w) * transition(counts[-1], n_join - base, qs[-1],
+                                                          log_miss0 + extra)
+    return out
+
+
+def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> tuple[list[np.ndarray], bool]:
+    """Per group, the pmf of the number of forward-reachable (or co-reachable) nodes, and whether
+    every join could be treated exactly."""
+    g = len(graph.sizes)
+    ins: list[list] = [[] for _ in range(g)]
+    outs: list[list] = [[] for _ in range(g)]
+    for e in _directed_edges(graph, q, forward):
+        ins[e[1]].append(e)
+        outs[e[0]].append(e)
     pmf: list[np.ndarray | None] = [None] * g
     start = 0 if forward else g - 1
     pmf[start] = _point(graph.sizes[start], graph.sizes[start])
-    order = range(1, g) if forward else range(g - 2, -1, -1)
-    for node in order:
-        parts = []
-        for s, d, qe in edges:
-            src, dst = (s, d) if forward else (d, s)
-            if dst != node:
-                continue
-            if qe is None:  # identity: the same node set
-                parts.append(pmf[src])
-            else:
-                parts.append(transition(pmf[src], graph.sizes[dst], qe))
-        if not parts:  # nothing feeds it: no node is reached
-            pmf[node] = _point(graph.sizes[node], 0)
+    exact = True
+    for node in (range(1, g) if forward else range(g - 2, -1, -1)):
+        n = graph.sizes[node]
+        if not ins[node]:  # nothing feeds it: no node is reached
+            pmf[node] = _point(n, 0)
             continue
-        acc = parts[0]
-        for extra in parts[1:]:
-            acc = union(acc, extra)
-        pmf[node] = acc
-    return pmf
+        if len(ins[node]) == 1:
+            src, _, qe = ins[node][0]
+            pmf[node] = pmf[src] if qe is None else transition(pmf[src], n, qe)
+            continue
+        found = _branches(node, ins, outs, start)
+        if found is not None:
+            fork, paths = found
+            joined = _join(pmf[fork], n, paths, graph.sizes)
+        else:  # branches from different forks: independent branches (documented approximation)
+            exact = False
+            parts = [pmf[s] if qe is None else transition(pmf[s], n, qe) for s, _, qe in ins[node]]
+            joined = parts[0]
+            for extra in parts[1:]:
+                joined = union(joined, extra)
+        pmf[node] = joined
+    return pmf, exact
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -200,7 +283,8 @@ def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> list[np.ndarray]:
 class Prediction:
     """Theory for Bernoulli masks with given per-layer densities (see the module docstring).
 
-    ``exact`` is True for chains; for DAGs the numbers use the branch-independence approximation.
+    ``exact`` is True for chains and residual networks; False when some join fell back to the
+    branch-independence approximation (module docstring).
     """
 
     arch: str
@@ -275,7 +359,8 @@ def predict(arch: Architecture, densities) -> Prediction:
     Returns
     -------
     Prediction
-        Exact for chains (MLPs, LeNets, VGGs), the documented approximation for DAGs.
+        Exact for chains (MLPs, LeNets, VGGs) and residual networks; joins whose branches leave
+        different forks use the documented approximation (``exact`` is then False).
 
     Notes
     -----
@@ -302,17 +387,17 @@ def predict(arch: Architecture, densities) -> Prediction:
     by_name = dict(zip(names, d, strict=True))
     q = {lay.name: float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) if by_name[lay.name] < 1
          else 1.0 for lay in graph.layers}
-    fwd = _propagate(graph, q, forward=True)
-    bwd = _propagate(graph, q, forward=False)
+    fwd, fwd_exact = _propagate(graph, q, forward=True)
+    bwd, bwd_exact = _propagate(graph, q, forward=False)
     sizes = np.array(graph.sizes, dtype=np.float64)
     mean = np.array([(p * np.arange(p.size)).sum() for p in fwd]) / sizes
     cmean = np.array([(p * np.arange(p.size)).sum() for p in bwd]) / sizes
     params = np.array([arch.n_params(n) for n in names], dtype=np.int64)
     eff = {lay.name: lay.params * by_name[lay.name] * mean[lay.src] * cmean[lay.dst]
            for lay in graph.layers}
-    exact = graph.is_chain
+    exact = fwd_exact and bwd_exact
     paths = (float(np.prod(sizes[[0] + [lay.dst for lay in graph.layers]])
-                   * np.prod(list(q.values()))) if exact else math.nan)
+                   * np.prod(list(q.values()))) if graph.is_chain else math.nan)
     return Prediction(
         arch=arch.name, names=names, params=params, densities=d,
         expected_effective=np.array([eff[n] for n in names]),

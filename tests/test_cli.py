@@ -142,7 +142,7 @@ def test_predict_several_rules_infeasible_points_and_plot(tmp_path, capsys):
     assert "infeasible" in obj["rules"][1]["results"][1]  # uniform+ stops at compression 100
     assert fig.stat().st_size > 10_000 and fig.read_bytes()[:4] == b"\x89PNG"
     code, out, _ = run(capsys, "predict", "--arch", "resnet-20", "--compression", "100")
-    assert code == 0 and "approximate theory (DAG)" in out
+    assert code == 0 and "exact theory" in out  # residual blocks are handled exactly
     code, _, err = run(capsys, "predict", "--arch", "lenet-5", "--rule", "induced",
                        "--compression", "10")
     assert code == 2 and "unsupported" in err

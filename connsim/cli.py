@@ -129,6 +129,13 @@ def _target(args) -> float | None:
     return resolve_density(args.density, args.sparsity, args.compression)
 
 
+def _add_rule_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--masks", help="for --rule induced: masks file whose densities are copied")
+    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
+                   help="layout of --masks")
+    p.add_argument("--densities", help="for --rule custom: comma-separated densities per layer")
+
+
 def _rule_kwargs(args, arch) -> dict:
     kw = {}
     if args.rule == "induced":
@@ -162,17 +169,6 @@ def cmd_quotas(args) -> int:
     return 0
 
 
-def _progress(label: str, enabled: bool):
-    """A one-line progress indicator on stderr for interactive terminals."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-
-    def show(probes, lo, hi):
-        print(f"\r{label}: probe {probes}, kept in [{lo:,}, {hi:,})", end="", file=sys.stderr,
-              flush=True)
-    return show
-
-
 def cmd_prune(args) -> int:
     from .maskio import save_masks
     from .measures import measure
@@ -192,10 +188,11 @@ def cmd_prune(args) -> int:
             raise ValueError("--target effective needs a rule that works at any density "
                              "(not induced or custom)")
         order = random_order(arch, args.rule, rng=args.seed)
-        show = _progress("effective targeting", not args.json)
-        res = target_effective(arch, order, density, level=args.level, progress=show)
-        if show:
-            print(file=sys.stderr)
+        span = arch.total_params - math.floor(density * arch.total_params) + 1
+        bar = Progress("effective targeting", math.ceil(math.log2(span)), not args.json)
+        res = target_effective(arch, order, density, level=args.level,
+                               progress=lambda k, lo, hi: bar.set(k, note=f"kept {lo:,}-{hi:,}"))
+        bar.close()
         masks, m, probes = res.masks, res.measurement, res.probes
     else:
         q = quota(arch, args.rule, density, **kw)
@@ -226,18 +223,25 @@ class Progress:
     """A one-line progress bar on stderr, shown only on interactive terminals."""
 
     def __init__(self, label: str, total: int, enabled: bool = True):
-        self.label, self.total, self.done = label, total, 0
+        self.label, self.total, self.done = label, max(1, total), 0
         self.enabled = enabled and sys.stderr.isatty()
 
-    def step(self, note: str = "") -> None:
-        self.done += 1
+    def set(self, done: int, total: int | None = None, note: str = "") -> None:
+        self.done, self.total = done, max(1, total or self.total, done)
         if self.enabled:
-            width = 30
-            fill = int(width * self.done / max(1, self.total))
-            print(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                  f"{note:<20}", end="", file=sys.stderr, flush=True)
-            if self.done == self.total:
-                print(file=sys.stderr)
+            fill = int(30 * self.done / self.total)
+            print(f"\r{self.label} [{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} "
+                  f"{note:<24}", end="", file=sys.stderr, flush=True)
+
+    def step(self, note: str = "") -> None:
+        self.set(self.done + 1, note=note)
+        if self.done == self.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+            self.enabled = False
 
 
 def _targets(args) -> list[float]:
@@ -382,16 +386,10 @@ def cmd_design(args) -> int:
 
     arch = _arch(args)
     density = 1.0 / args.compression
-    show = not args.json and sys.stderr.isatty()
-
-    def progress(k, total):
-        if show:
-            print(f"\rdesign: objective evaluation {k}/{total}", end="", file=sys.stderr,
-                  flush=True)
-
-    d = design_quota(arch, density, objective=args.objective, progress=progress)
-    if show:
-        print(file=sys.stderr)
+    bar = Progress("design: theory evaluations", 1, not args.json)
+    d = design_quota(arch, density, objective=args.objective,
+                     progress=lambda k, total: bar.set(k, total))
+    bar.close()
     candidates = {"designed": d.quota}
     for rule in ("uniform", "erk", "igq"):
         candidates[rule] = quota(arch, rule, density)
@@ -497,10 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_arch_args(p)
     p.add_argument("--rule", required=True, choices=ALL_RULES, metavar="RULE", help=rules_help)
     _add_target_args(p, required=False)
-    p.add_argument("--masks", help="for --rule induced: masks file whose densities are copied")
-    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
-                   help="layout of --masks")
-    p.add_argument("--densities", help="for --rule custom: comma-separated densities per layer")
+    _add_rule_source_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_quotas)
 
@@ -530,10 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=("channel", "position"), default="channel",
                    help="level of the effective masks (default: channel)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--masks", help="for --rule induced: masks file whose densities are copied")
-    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
-                   help="layout of --masks")
-    p.add_argument("--densities", help="for --rule custom: comma-separated densities per layer")
+    _add_rule_source_args(p)
     p.add_argument("--out", required=True, help="output masks file (.npz or .safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_prune)

@@ -50,8 +50,20 @@ def compression_of(density: float) -> float:
     return math.inf if density == 0 else 1.0 / density
 
 
+class _Densities:
+    """Direct and effective density from ``kept``, ``effective`` and ``params``."""
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.params
+
+    @property
+    def effective_density(self) -> float:
+        return self.effective / self.params
+
+
 @dataclass(frozen=True)
-class LayerMeasure:
+class LayerMeasure(_Densities):
     """One prunable layer: weights, kept and effective counts, active input and output units."""
 
     name: str
@@ -65,17 +77,9 @@ class LayerMeasure:
     active_in: int
     active_out: int
 
-    @property
-    def density(self) -> float:
-        return self.kept / self.params
-
-    @property
-    def effective_density(self) -> float:
-        return self.effective / self.params
-
 
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(_Densities):
     """Direct and effective sparsity of a pruned network (see :func:`measure`)."""
 
     arch: str
@@ -87,14 +91,6 @@ class Measurement:
     removable_units: int
     hidden_units: int
     layers: tuple[LayerMeasure, ...]
-
-    @property
-    def density(self) -> float:
-        return self.kept / self.params
-
-    @property
-    def effective_density(self) -> float:
-        return self.effective / self.params
 
     @property
     def compression(self) -> float:

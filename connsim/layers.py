@@ -1,0 +1,222 @@
+"""Layers with explicit forward and backward passes, written once for NumPy and CuPy.
+
+Every layer holds ``params`` and, after :meth:`backward`, ``grads`` (dicts of arrays of the
+layer's backend ``xp``). Prunable layers (:class:`Dense`, :class:`Conv2d`) carry a 0/1 ``mask`` that
+multiplies the weight in the forward pass and the weight gradient in the backward pass.
+Convolution and pooling gather their windows as ``kh*kw`` strided slices (an im2col without
+``as_strided``) and run one matrix product per layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _slices(kh, kw, sh, sw, ho, wo):
+    """(i, j, window slice) for every kernel offset: the input positions each offset reads."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i * kw + j, (slice(None), slice(None), slice(i, i + sh * (ho - 1) + 1, sh),
+                               slice(j, j + sw * (wo - 1) + 1, sw))
+
+
+class Dense:
+    """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``."""
+
+    def __init__(self, xp, weight, bias=None, mask=None):
+        self.xp = xp
+        self.params = {"weight": weight}
+        if bias is not None:
+            self.params["bias"] = bias
+        self.mask = mask
+        self.grads = {}
+
+    def _w(self):
+        w = self.params["weight"]
+        return w if self.mask is None else w * self.mask
+
+    def forward(self, x, train=True):
+        self.x = x
+        y = x @ self._w().T
+        if "bias" in self.params:
+            y = y + self.params["bias"]
+        return y
+
+    def backward(self, dy):
+        gw = dy.T @ self.x
+        self.grads["weight"] = gw if self.mask is None else gw * self.mask
+        if "bias" in self.params:
+            self.grads["bias"] = dy.sum(axis=0)
+        return dy @ self._w()
+
+
+class Conv2d:
+    """2-D convolution with stride and zero padding; weight ``(out, in, kh, kw)``."""
+
+    def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0)):
+        self.xp = xp
+        self.params = {"weight": weight}
+        if bias is not None:
+            self.params["bias"] = bias
+        self.mask, self.stride, self.padding = mask, tuple(stride), tuple(padding)
+        self.grads = {}
+
+    def _w2(self):
+        w = self.params["weight"]
+        w = w if self.mask is None else w * self.mask
+        return w.reshape(w.shape[0], -1)
+
+    def forward(self, x, train=True):
+        xp = self.xp
+        n, c, h, w = x.shape
+        o, _, kh, kw = self.params["weight"].shape
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        # (kh*kw, N, C, Ho, Wo) -> (C, kh*kw, N, Ho, Wo) -> (C*kh*kw, N*Ho*Wo): W's flat order
+        cols = xp.stack([xpad[s] for _, s in _slices(kh, kw, sh, sw, ho, wo)])
+        self.cols = cols.transpose(2, 0, 1, 3, 4).reshape(c * kh * kw, n * ho * wo)
+        self.shape = (n, c, h, w, ho, wo)
+        y = (self._w2() @ self.cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+        if "bias" in self.params:
+            y = y + self.params["bias"][None, :, None, None]
+        return y
+
+    def backward(self, dy):
+        xp = self.xp
+        n, c, h, w, ho, wo = self.shape
+        o, _, kh, kw = self.params["weight"].shape
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        dy2 = dy.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
+        gw = (dy2 @ self.cols.T).reshape(self.params["weight"].shape)
+        self.grads["weight"] = gw if self.mask is None else gw * self.mask
+        if "bias" in self.params:
+            self.grads["bias"] = dy.sum(axis=(0, 2, 3))
+        dcols = (self._w2().T @ dy2).reshape(c, kh * kw, n, ho, wo)
+        dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+        for k, s in _slices(kh, kw, sh, sw, ho, wo):
+            dx[s] += dcols[:, k].transpose(1, 0, 2, 3)
+        return dx[:, :, ph:ph + h, pw:pw + w]
+
+
+class Pool2d:
+    """Max or average pooling (no padding). A window over the whole map is global pooling."""
+
+    def __init__(self, xp, mode, kernel, stride):
+        self.xp, self.mode, self.kernel, self.stride = xp, mode, tuple(kernel), tuple(stride)
+        self.params, self.grads = {}, {}
+
+    def forward(self, x, train=True):
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+        self.shape = x.shape
+        if (kh, kw) == (h, w) and self.mode == "avg":
+            return x.mean(axis=(2, 3), keepdims=True)
+        win = self.xp.stack([x[s] for _, s in _slices(kh, kw, sh, sw, ho, wo)])
+        if self.mode == "avg":
+            return win.mean(axis=0)
+        self.arg = win.argmax(axis=0)
+        return win.max(axis=0)
+
+    def backward(self, dy):
+        xp = self.xp
+        n, c, h, w = self.shape
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        if (kh, kw) == (h, w) and self.mode == "avg":
+            return xp.broadcast_to(dy / (h * w), self.shape).copy()
+        ho, wo = dy.shape[2:]
+        dx = xp.zeros(self.shape, dtype=dy.dtype)
+        for k, s in _slices(kh, kw, sh, sw, ho, wo):
+            dx[s] += dy / (kh * kw) if self.mode == "avg" else dy * (self.arg == k)
+        return dx
+
+
+class BatchNorm:
+    """Batch normalisation over the channel axis 1 (inputs ``(N, C)`` or ``(N, C, H, W)``).
+
+    Training uses batch statistics (biased variance) and updates running statistics with
+    ``momentum`` (unbiased variance, as PyTorch); evaluation uses the running statistics.
+    """
+
+    def __init__(self, xp, channels, momentum=0.1, eps=1e-5, dtype="float32"):
+        self.xp, self.momentum, self.eps = xp, momentum, eps
+        self.params = {"weight": xp.ones(channels, dtype=dtype), "bias": xp.zeros(channels,
+                                                                                  dtype=dtype)}
+        self.running_mean = xp.zeros(channels, dtype=dtype)
+        self.running_var = xp.ones(channels, dtype=dtype)
+        self.grads = {}
+
+    def _shape(self, x):
+        return (1, -1) + (1,) * (x.ndim - 2)
+
+    def forward(self, x, train=True):
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        shape = self._shape(x)
+        if train:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            count = x.size // x.shape[1]
+            m = self.momentum
+            self.running_mean = (1 - m) * self.running_mean + m * mean
+            self.running_var = (1 - m) * self.running_var + m * var * (count / max(1, count - 1))
+        else:
+            mean, var = self.running_mean, self.running_var
+        self.train, self.axes = train, axes
+        self.inv_std = 1.0 / self.xp.sqrt(var + self.eps)
+        self.xhat = (x - mean.reshape(shape)) * self.inv_std.reshape(shape)
+        return self.params["weight"].reshape(shape) * self.xhat + self.params["bias"].reshape(shape)
+
+    def backward(self, dy):
+        axes, shape = self.axes, self._shape(dy)
+        self.grads["weight"] = (dy * self.xhat).sum(axis=axes)
+        self.grads["bias"] = dy.sum(axis=axes)
+        g = dy * self.params["weight"].reshape(shape)
+        inv = self.inv_std.reshape(shape)
+        if not self.train:
+            return g * inv
+        count = dy.size // dy.shape[1]
+        return inv / count * (count * g - g.sum(axis=axes).reshape(shape)
+                              - self.xhat * (g * self.xhat).sum(axis=axes).reshape(shape))
+
+
+class ReLU:
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, x, train=True):
+        self.positive = x > 0
+        return x * self.positive
+
+    def backward(self, dy):
+        return dy * self.positive
+
+
+def cross_entropy(xp, logits, labels):
+    """Mean softmax cross-entropy and its gradient with respect to the logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logsum = xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+    logp = z - logsum
+    n = logits.shape[0]
+    rows = xp.arange(n)
+    loss = -logp[rows, labels].mean()
+    grad = xp.exp(logp)
+    grad[rows, labels] -= 1.0
+    return loss, grad / n
+
+
+INITS = ("kaiming", "xavier", "fan-avg")
+
+
+def init_weight(shape, scheme: str, rng):
+    """Host (NumPy float64) initial weights: Kaiming normal (fan in, ReLU gain), Xavier/Glorot
+    uniform, or variance scaling with the average fan (normal, variance 1/fan_avg)."""
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+    if scheme == "kaiming":
+        return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    if scheme == "xavier":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, shape)
+    if scheme == "fan-avg":
+        return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    raise ValueError(f"init must be one of {INITS}, got {scheme!r}")

@@ -1,0 +1,156 @@
+"""A trainable network built from an :class:`~connsim.architectures.Architecture`.
+
+The architecture that drives the graph and the theory also drives the model: each dense/conv node
+becomes a layer (followed by BatchNorm and ReLU when the node says so), pooling, flatten and
+residual adds become their operations. Masks multiply the prunable weights; after every optimiser
+step :meth:`Network.apply_masks` sets pruned weights back to exactly zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .architectures import Architecture
+from .backend import get_backend, to_numpy
+from .layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, init_weight
+from .masks import check_masks
+
+
+class Network:
+    """Forward and backward passes over an architecture DAG.
+
+    Parameters
+    ----------
+    arch : Architecture
+    masks : mapping, optional
+        Binary masks keyed by layer name (PyTorch layout); all ones when omitted.
+    backend : {'numpy', 'cupy'}
+    init : {'kaiming', 'xavier', 'fan-avg'}
+    rng : seed or Generator, optional
+        Initialisation is drawn on the host with NumPy, so it is the same on every backend.
+    dtype : str
+        'float32' for training, 'float64' for gradient checks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> net = Network(get_arch("mlp:4-8-3"), rng=0)
+    >>> net.forward(np.ones((2, 4), dtype=np.float32)).shape
+    (2, 3)
+    """
+
+    def __init__(self, arch: Architecture, masks: Mapping | None = None, *, backend="numpy",
+                 init="kaiming", rng=None, dtype="float32"):
+        self.arch, self.backend, self.dtype = arch, backend, dtype
+        xp = self.xp = get_backend(backend)
+        rng = np.random.default_rng(rng)
+        canon = check_masks(arch, masks) if masks is not None else None
+        self.masks = {}
+        self.ops: dict[str, list] = {}
+        for node in arch.nodes[1:]:
+            ops = []
+            if node.op in ("dense", "conv"):
+                shape = arch.weight_shape(node)
+                w = xp.asarray(init_weight(shape, init, rng).astype(dtype))
+                b = xp.zeros(shape[0], dtype=dtype) if node.bias else None
+                m = None
+                if canon is not None:
+                    m = xp.asarray(canon[node.name].astype(dtype))
+                    self.masks[node.name] = m
+                if node.op == "dense":
+                    ops.append(Dense(xp, w, b, m))
+                else:
+                    ops.append(Conv2d(xp, w, b, m, node.stride, node.padding))
+                if node.batchnorm:
+                    ops.append(BatchNorm(xp, node.channels, dtype=dtype))
+            elif node.op == "pool":
+                ops.append(Pool2d(xp, node.mode, node.kernel, node.stride))
+            if node.relu:
+                ops.append(ReLU())
+            self.ops[node.name] = ops
+        self.apply_masks()
+
+    # ------------------------------------------------------------------ parameters
+
+    def parameters(self):
+        """``(name, layer, key)`` for every trainable array (``layer.params[key]``)."""
+        out = []
+        for node, ops in self.ops.items():
+            for k, op in enumerate(ops):
+                prefix = node if k == 0 and not isinstance(op, BatchNorm) else f"{node}.bn"
+                for key in op.params:
+                    out.append((f"{prefix}.{key}", op, key))
+        return out
+
+    def state_dict(self) -> dict:
+        """Host copies of all parameters and BatchNorm running statistics."""
+        state = {name: to_numpy(op.params[key]) for name, op, key in self.parameters()}
+        for node, ops in self.ops.items():
+            for op in ops:
+                if isinstance(op, BatchNorm):
+                    state[f"{node}.bn.running_mean"] = to_numpy(op.running_mean)
+                    state[f"{node}.bn.running_var"] = to_numpy(op.running_var)
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Load arrays written by :meth:`state_dict` (shapes must match), then re-apply masks."""
+        xp = self.xp
+        for name, op, key in self.parameters():
+            if name not in state:
+                raise ValueError(f"state has no entry {name!r}")
+            arr = np.asarray(state[name])
+            if arr.shape != op.params[key].shape:
+                raise ValueError(f"{name}: shape {arr.shape}, expected {op.params[key].shape}")
+            op.params[key] = xp.asarray(arr.astype(self.dtype))
+        for node, ops in self.ops.items():
+            for op in ops:
+                if isinstance(op, BatchNorm):
+                    op.running_mean = xp.asarray(state[f"{node}.bn.running_mean"])
+                    op.running_var = xp.asarray(state[f"{node}.bn.running_var"])
+        self.apply_masks()
+
+    def apply_masks(self) -> None:
+        """Set pruned weights to exactly zero."""
+        for name, m in self.masks.items():
+            layer = self.ops[name][0]
+            layer.params["weight"] = layer.params["weight"] * m
+
+    def weights(self) -> dict:
+        """Host copies of the prunable weights, keyed by layer name."""
+        return {n.name: to_numpy(self.ops[n.name][0].params["weight"]) for n in self.arch.layers}
+
+    # ------------------------------------------------------------------ passes
+
+    def forward(self, x, train: bool = True):
+        """Logits for a batch ``x`` of shape ``(N, *input_shape)``."""
+        xp = self.xp
+        acts = {self.arch.nodes[0].name: xp.asarray(x, dtype=self.dtype)}
+        for node in self.arch.nodes[1:]:
+            if node.op == "add":
+                y = acts[node.inputs[0]]
+                for s in node.inputs[1:]:
+                    y = y + acts[s]
+            elif node.op == "flatten":
+                y = acts[node.inputs[0]].reshape(acts[node.inputs[0]].shape[0], -1)
+            else:
+                y = acts[node.inputs[0]]
+            for op in self.ops[node.name]:
+                y = op.forward(y, train)
+            acts[node.name] = y
+        self._shapes = {k: v.shape for k, v in acts.items()}
+        return acts[self.arch.output.name]
+
+    def backward(self, dlogits) -> None:
+        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits."""
+        grads = {self.arch.output.name: dlogits}
+        for node in reversed(self.arch.nodes[1:]):
+            g = grads.pop(node.name)
+            for op in reversed(self.ops[node.name]):
+                g = op.backward(g)
+            if node.op == "flatten":
+                g = g.reshape(self._shapes[node.inputs[0]])
+            for s in node.inputs:
+                grads[s] = grads[s] + g if s in grads else g

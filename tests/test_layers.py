@@ -1,0 +1,207 @@
+"""Every backward pass against central finite differences in float64."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connsim import ArchBuilder, get_arch
+from connsim.layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, cross_entropy, init_weight
+from connsim.network import Network
+
+EPS = 1e-6
+
+
+def numeric_grad(f, x):
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + EPS
+        up = f()
+        x[i] = old - EPS
+        down = f()
+        x[i] = old
+        g[i] = (up - down) / (2 * EPS)
+    return g
+
+
+def check_layer(layer, x, train=True, atol=1e-6):
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=layer.forward(x, train).shape)
+
+    def f():
+        return float((layer.forward(x, train) * r).sum())
+
+    layer.forward(x, train)
+    dx = layer.backward(r)
+    np.testing.assert_allclose(dx, numeric_grad(f, x), atol=atol, rtol=1e-5)
+    for key, p in layer.params.items():
+        layer.forward(x, train)
+        layer.backward(r)
+        analytic = layer.grads[key].copy()
+        np.testing.assert_allclose(analytic, numeric_grad(f, p), atol=atol, rtol=1e-5,
+                                   err_msg=key)
+
+
+@settings(max_examples=20)
+@given(st.integers(1, 4), st.integers(1, 5), st.booleans(), st.integers(0, 2**31))
+def test_dense_gradients(n_in, n_out, masked, seed):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random((n_out, n_in)) < 0.6).astype(float) if masked else None
+    layer = Dense(np, rng.normal(size=(n_out, n_in)), rng.normal(size=n_out), mask)
+    check_layer(layer, rng.normal(size=(3, n_in)))
+    if masked:
+        assert (layer.grads["weight"][mask == 0] == 0).all()
+
+
+@settings(max_examples=25)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
+       st.integers(0, 2), st.integers(3, 6), st.booleans(), st.integers(0, 2**31))
+def test_conv_gradients(c_in, c_out, k, stride, pad, size, bias, seed):
+    rng = np.random.default_rng(seed)
+    if size + 2 * pad < k:
+        k = 1
+    mask = (rng.random((c_out, c_in, k, k)) < 0.7).astype(float)
+    layer = Conv2d(np, rng.normal(size=(c_out, c_in, k, k)), rng.normal(size=c_out) if bias
+                   else None, mask, (stride, stride), (pad, pad))
+    check_layer(layer, rng.normal(size=(2, c_in, size, size)))
+
+
+def test_conv_matches_direct_definition():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 5, 6))
+    w = rng.normal(size=(4, 3, 3, 2))
+    layer = Conv2d(np, w, None, None, (2, 1), (1, 0))
+    y = layer.forward(x)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+    ref = np.zeros(y.shape)
+    for o in range(4):
+        for yy in range(y.shape[2]):
+            for xx in range(y.shape[3]):
+                ref[:, o, yy, xx] = (xp[:, :, 2 * yy:2 * yy + 3, xx:xx + 2] * w[o]).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(y, ref, atol=1e-12)
+
+
+@settings(max_examples=20)
+@given(st.sampled_from(["max", "avg"]), st.integers(1, 3), st.integers(1, 3), st.integers(3, 6),
+       st.integers(0, 2**31))
+def test_pool_gradients(mode, k, s, size, seed):
+    rng = np.random.default_rng(seed)
+    check_layer(Pool2d(np, mode, (k, k), (s, s)), rng.normal(size=(2, 2, size, size)))
+
+
+def test_global_pool_gradient_and_value():
+    x = np.random.default_rng(2).normal(size=(2, 3, 4, 4))
+    layer = Pool2d(np, "avg", (4, 4), (4, 4))
+    np.testing.assert_allclose(layer.forward(x)[:, :, 0, 0], x.mean(axis=(2, 3)))
+    check_layer(layer, x)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 3, 2, 2)])
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_gradients(shape, train):
+    rng = np.random.default_rng(3)
+    bn = BatchNorm(np, shape[1], dtype="float64")
+    bn.params["weight"] = rng.normal(size=shape[1])
+    bn.params["bias"] = rng.normal(size=shape[1])
+    bn.running_mean, bn.running_var = rng.normal(size=shape[1]), rng.uniform(0.5, 2, shape[1])
+    check_layer(bn, rng.normal(size=shape), train=train)
+
+
+def test_batchnorm_train_eval_semantics():
+    rng = np.random.default_rng(4)
+    bn = BatchNorm(np, 2, momentum=0.1, dtype="float64")
+    x = rng.normal(3.0, 2.0, size=(400, 2))
+    y = bn.forward(x, train=True)
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-12)  # batch statistics
+    np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(bn.running_mean, 0.1 * x.mean(axis=0))
+    np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * x.var(axis=0, ddof=1))
+    for _ in range(200):
+        bn.forward(x, train=True)
+    y_eval = bn.forward(x, train=False)  # running statistics: the batch's, variance unbiased
+    ref = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0, ddof=1) + bn.eps)
+    np.testing.assert_allclose(y_eval, ref, atol=1e-8)
+    before = bn.running_mean.copy()
+    bn.forward(x + 10, train=False)
+    np.testing.assert_array_equal(bn.running_mean, before)  # evaluation never updates them
+
+
+def test_relu_and_cross_entropy():
+    rng = np.random.default_rng(5)
+    check_layer(ReLU(), rng.normal(size=(3, 4)))
+    logits = rng.normal(size=(4, 5))
+    labels = np.array([0, 3, 4, 1])
+    loss, g = cross_entropy(np, logits, labels)
+    ref = -np.mean(np.log(np.exp(logits)[np.arange(4), labels] / np.exp(logits).sum(1)))
+    assert loss == pytest.approx(ref)
+
+    def f():
+        return cross_entropy(np, logits, labels)[0]
+
+    np.testing.assert_allclose(g, numeric_grad(f, logits), atol=1e-8)
+    big, _ = cross_entropy(np, np.array([[1000.0, -1000.0]]), np.array([1]))
+    assert np.isfinite(big) and big == pytest.approx(2000.0)
+
+
+def tiny_net():
+    b = ArchBuilder("tiny", (2, 6, 6))
+    b.conv(3, 3, padding=1, name="c1", bias=True, batchnorm=True, relu=True)
+    b.pool("max", 2, name="p")
+    b.conv(3, 3, padding=1, name="c2", batchnorm=True)
+    b.add(["p", "c2"], name="add", relu=True)
+    b.conv(4, 1, stride=2, name="c3", relu=True)
+    b.global_pool(name="gap")
+    b.flatten()
+    b.dense(5, name="fc1", batchnorm=True, relu=True)
+    b.dense(3, name="fc2", bias=True)
+    return b.build()
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_whole_network_gradient(train):
+    arch = tiny_net()
+    rng = np.random.default_rng(6)
+    masks = {n.name: rng.random(arch.weight_shape(n)) < 0.8 for n in arch.layers}
+    net = Network(arch, masks, rng=1, dtype="float64")
+    for _, layer, key in net.parameters():  # generic values: no unit sits on a ReLU kink
+        layer.params[key] = rng.normal(0.3, 1.0, layer.params[key].shape)
+    net.apply_masks()
+    x = rng.normal(size=(4, 2, 6, 6))
+    labels = np.array([0, 1, 2, 1])
+
+    def f():
+        return float(cross_entropy(np, net.forward(x, train), labels)[0])
+
+    _, g = cross_entropy(np, net.forward(x, train), labels)
+    net.backward(g)
+    for name, layer, key in net.parameters():
+        analytic = layer.grads[key].copy()
+        np.testing.assert_allclose(analytic, numeric_grad(f, layer.params[key]), atol=1e-6,
+                                   rtol=1e-4, err_msg=name)
+
+
+def test_init_schemes():
+    rng = np.random.default_rng(7)
+    w = init_weight((256, 128, 3, 3), "kaiming", rng)
+    assert w.std() == pytest.approx(np.sqrt(2 / (128 * 9)), rel=0.02)
+    w = init_weight((300, 100), "xavier", rng)
+    assert np.abs(w).max() <= np.sqrt(6 / 400) and w.std() == pytest.approx(np.sqrt(2 / 400),
+                                                                            rel=0.03)
+    w = init_weight((300, 100), "fan-avg", rng)
+    assert w.std() == pytest.approx(np.sqrt(1 / 200), rel=0.03)
+    with pytest.raises(ValueError, match="init must be"):
+        init_weight((2, 2), "orthogonal", rng)
+
+
+def test_every_zoo_architecture_builds_and_runs():
+    rng = np.random.default_rng(8)
+    for name in ["lenet-300-100", "lenet-5", "vgg-11", "resnet-20"]:
+        arch = get_arch(name)
+        net = Network(arch, rng=0)
+        x = rng.normal(size=(2, *arch.input_shape)).astype(np.float32)
+        logits = net.forward(x)
+        assert logits.shape == (2, arch.output.channels) and np.isfinite(logits).all()
+        net.backward(cross_entropy(np, logits, np.array([0, 1]))[1])

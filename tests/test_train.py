@@ -252,3 +252,25 @@ def test_mnist_accuracy(name, epochs, batch, target):
     res = train(arch, data, config=TrainConfig(epochs=epochs, batch_size=batch, lr=0.1))
     print(f"{name}: {res.test_accuracy:.4f} after {epochs} epochs in {res.seconds:.0f} s")
     assert res.test_accuracy >= target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "vgg-11", "vgg-13", "vgg-16",
+                                  "vgg-19", "resnet-18", "resnet-20", "resnet-32", "resnet-56"])
+def test_every_zoo_architecture_trains_a_few_iterations(name):
+    arch = get_arch(name)
+    data = make_synthetic(arch.input_shape, arch.output.channels, n_train=16, n_test=8, seed=0)
+    q_masks = {n.name: np.random.default_rng(0).random(arch.weight_shape(n)) < 0.1
+               for n in arch.layers}
+    res = train(arch, data, q_masks, TrainConfig(iterations=2, batch_size=8, lr=0.01))
+    assert np.isfinite(res.train_loss) and len(res.history) == 1
+    for layer, w in res.network.weights().items():
+        assert (w[~q_masks[layer]] == 0).all()
+
+
+def test_digits_real_small_set_trains():
+    data = load_dataset("digits", seed=0)
+    assert data.x_train.shape == (1437, 1, 8, 8) and data.classes == 10
+    arch = get_arch("mlp:64-64-10", input_shape=(1, 8, 8))
+    res = train(arch, data, config=TrainConfig(epochs=15, batch_size=32, lr=0.05))
+    assert res.test_accuracy > 0.9

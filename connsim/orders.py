@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .architectures import Architecture
+from .granularity import expand, group_shape, group_sizes
 from .quotas import kept_counts, quota
 
 
@@ -37,23 +38,48 @@ def keep_ranks(scores: np.ndarray) -> np.ndarray:
     return ranks.reshape(np.shape(scores))
 
 
-def _check_scores(arch: Architecture, scores: Mapping) -> dict:
+def top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the ``k`` largest entries of a 1-D array, ties by lower index: the same
+    set as ``keep_ranks(values) < k``, in O(n) (a partition instead of a sort).
+
+    Examples
+    --------
+    >>> top_k(np.array([0.5, 2.0, 0.5, 1.0]), 3).tolist()
+    [True, True, False, True]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if k <= 0:
+        return np.zeros(v.size, dtype=bool)
+    if k >= v.size:
+        return np.ones(v.size, dtype=bool)
+    threshold = np.partition(v, v.size - k)[v.size - k]
+    out = v > threshold
+    ties = np.flatnonzero(v == threshold)
+    out[ties[: k - int(out.sum())]] = True
+    return out
+
+
+def _check_scores(arch: Architecture, scores: Mapping, granularity: str = "weight") -> dict:
     names = arch.layer_names
     if set(scores) != set(names):
         raise ValueError(f"scores need exactly the layers {list(names)}, got {list(scores)}")
     out = {}
     for n in names:
         s = np.asarray(scores[n])
-        if s.shape != arch.weight_shape(n):
-            raise ValueError(f"scores of layer {n!r} have shape {s.shape}, expected "
-                             f"{arch.weight_shape(n)}")
+        expected = group_shape(arch, n, granularity)
+        if s.shape != expected:
+            raise ValueError(f"scores of layer {n!r} have shape {s.shape}, expected {expected} "
+                             f"({granularity} granularity)")
         out[n] = s
     return out
 
 
 class GlobalOrder:
-    """One ranking of all prunable weights of ``arch`` by ``scores`` (a dict of weight-shaped
-    arrays, or precomputed keep ranks with ``ranks=True``).
+    """One ranking of all prunable weights (or groups) of ``arch`` by ``scores``.
+
+    ``scores`` is a dict of arrays of the group shape of ``granularity`` (weight-shaped by
+    default), or precomputed keep ranks with ``ranks=True``. Counts are in groups;
+    :meth:`masks` returns weight masks.
 
     Examples
     --------
@@ -65,10 +91,11 @@ class GlobalOrder:
     {'fc1': [[1, 1], [0, 0]], 'fc2': [[1, 0]]}
     """
 
-    def __init__(self, arch: Architecture, scores: Mapping, *, ranks: bool = False):
-        scores = _check_scores(arch, scores)
-        self.arch = arch
-        self.total = arch.total_params
+    def __init__(self, arch: Architecture, scores: Mapping, *, ranks: bool = False,
+                 granularity: str = "weight"):
+        scores = _check_scores(arch, scores, granularity)
+        self.arch, self.granularity = arch, granularity
+        self.total = int(group_sizes(arch, granularity).sum())
         if ranks:
             self.ranks = {k: np.asarray(v, dtype=np.int64) for k, v in scores.items()}
         else:
@@ -80,28 +107,32 @@ class GlobalOrder:
                 start += size
 
     def masks(self, kept: int) -> dict:
-        """Masks keeping the ``kept`` best-ranked weights overall."""
+        """Weight masks keeping the ``kept`` best-ranked groups overall."""
         kept = _check_kept(kept, self.total)
-        return {k: r < kept for k, r in self.ranks.items()}
+        return expand(self.arch, {k: r < kept for k, r in self.ranks.items()}, self.granularity)
 
 
 class LayerwiseOrder:
-    """Per-layer rankings; the count of each layer at ``K`` kept weights follows a quota rule.
+    """Per-layer rankings; the count of each layer at ``K`` kept groups follows a quota rule.
 
     Parameters
     ----------
     arch : Architecture
     scores : dict of str to ndarray
-        Weight-shaped scores (higher = more important), or keep ranks with ``ranks=True``.
+        Scores of the group shape of ``granularity`` (higher = more important), or keep ranks
+        with ``ranks=True``.
     rule : str or callable
-        Quota rule evaluated at density ``K / N`` for every ``K`` (see :func:`connsim.quota`).
+        Quota rule evaluated at density ``K / total`` for every ``K`` (see :func:`connsim.quota`);
+        its densities are applied to each layer's number of groups.
+    granularity : {'weight', 'kernel', 'channel'}
     """
 
-    def __init__(self, arch: Architecture, scores: Mapping, rule="uniform", *, ranks: bool = False):
-        scores = _check_scores(arch, scores)
-        self.arch, self.rule = arch, rule
-        self.total = arch.total_params
-        self.params = np.array([arch.n_params(n) for n in arch.layer_names], dtype=np.int64)
+    def __init__(self, arch: Architecture, scores: Mapping, rule="uniform", *, ranks: bool = False,
+                 granularity: str = "weight"):
+        scores = _check_scores(arch, scores, granularity)
+        self.arch, self.rule, self.granularity = arch, rule, granularity
+        self.params = group_sizes(arch, granularity)
+        self.total = int(self.params.sum())
         self.ranks = {k: (np.asarray(v, dtype=np.int64) if ranks else keep_ranks(v))
                       for k, v in scores.items()}
 
@@ -111,12 +142,13 @@ class LayerwiseOrder:
         return kept_counts(self.params, q.densities, kept)
 
     def masks_from_counts(self, counts) -> dict:
-        """Masks keeping the ``counts[l]`` best-ranked weights of each layer ``l``."""
-        return {n: self.ranks[n] < int(c)
-                for n, c in zip(self.arch.layer_names, counts, strict=True)}
+        """Weight masks keeping the ``counts[l]`` best-ranked groups of each layer ``l``."""
+        return expand(self.arch, {n: self.ranks[n] < int(c) for n, c in
+                                  zip(self.arch.layer_names, counts, strict=True)},
+                      self.granularity)
 
     def masks(self, kept: int) -> dict:
-        """Masks keeping exactly ``kept`` weights, split over layers by the quota rule."""
+        """Weight masks keeping exactly ``kept`` groups, split over layers by the quota rule."""
         return self.masks_from_counts(self.counts(kept))
 
 
@@ -127,9 +159,10 @@ def _check_kept(kept, total: int) -> int:
     return kept
 
 
-def topk_masks(arch: Architecture, scores: Mapping, counts) -> dict:
-    """Exact per-layer top-k masks: layer ``l`` keeps its ``counts[l]`` highest scores (ties by
-    lower flat index)."""
-    scores = _check_scores(arch, scores)
+def topk_masks(arch: Architecture, scores: Mapping, counts, granularity: str = "weight") -> dict:
+    """Exact per-layer top-k: layer ``l`` keeps its ``counts[l]`` highest-scoring groups (ties by
+    lower flat index); returns weight masks."""
+    scores = _check_scores(arch, scores, granularity)
     counts = np.asarray(counts, dtype=np.int64)
-    return {n: keep_ranks(scores[n]) < c for n, c in zip(arch.layer_names, counts, strict=True)}
+    return expand(arch, {n: keep_ranks(scores[n]) < c
+                         for n, c in zip(arch.layer_names, counts, strict=True)}, granularity)

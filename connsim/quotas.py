@@ -189,6 +189,19 @@ def igq(arch: Architecture, density: float) -> np.ndarray:
     return np.zeros_like(n) if math.isinf(f) else 1.0 / (1.0 + f * n)
 
 
+def scaled_rule(reference: Sequence[float]) -> Callable:
+    """A rule that keeps the per-layer densities ``reference`` at their own global density and
+    scales them proportionally elsewhere (saturated layers made dense, as in ERK): the
+    layer-matched scope."""
+    ref = np.asarray(reference, dtype=np.float64)
+
+    def matched(arch: Architecture, density: float) -> np.ndarray:
+        return _scaled_saturating(ref, _params(arch), _check_density(density))
+
+    matched.__name__ = "layer-matched"
+    return matched
+
+
 RULES: dict[str, Callable] = {
     "uniform": uniform,
     "uniform+": uniform_plus,

@@ -49,12 +49,13 @@ def _conv_slices(node):
             yield ky, kx, (slice(ky, ky + sh * (ho - 1) + 1, sh), slice(kx, kx + sw * (wo - 1) + 1, sw))
 
 
-def linearised_gradients(arch, masks, rng=None):
-    """dR/dW for R = sum of outputs of the network with weights |W|*M (W random positive), no
-    nonlinearity, average pooling for every pool, on an all-ones input; float64, plain NumPy."""
+def linearised_gradients(arch, masks, rng=None, weights=None):
+    """dR/dW for R = sum of outputs of the network with weights |W|*M (W random positive unless
+    given), no nonlinearity, average pooling for every pool, on an all-ones input; float64."""
     rng = np.random.default_rng(rng)
-    weights = {n.name: rng.uniform(0.5, 1.5, arch.weight_shape(n)) * masks[n.name]
-               for n in arch.layers}
+    if weights is None:
+        weights = {n.name: rng.uniform(0.5, 1.5, arch.weight_shape(n)) * masks[n.name]
+                   for n in arch.layers}
     act = {arch.nodes[0].name: np.ones(arch.input_shape)}
     padded = {}
     for node in arch.nodes[1:]:

@@ -1,0 +1,128 @@
+"""One entry point for every pruning method, granularity, scope and target.
+
+``prune`` computes scores (or an iterative method's rank keys, :mod:`connsim.scores`), turns them
+into a nested order over groups (:mod:`connsim.orders`) and then keeps
+
+* ``target="direct"``: exactly ``round(D * groups)`` groups;
+* ``target="effective"``: as many groups as still leave the effective density at most ``D``
+  (:func:`connsim.targeting.target_effective`).
+
+Scopes: ``global`` (one ranking), ``layerwise`` (a quota rule splits the budget), ``layer-matched``
+(per-layer densities copied from reference masks, scaled proportionally when the budget differs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .architectures import Architecture
+from .data import Dataset
+from .granularity import GRANULARITIES, group_sizes
+from .masks import check_masks
+from .measures import Measurement, measure
+from .network import Network
+from .orders import GlobalOrder, LayerwiseOrder
+from .quotas import scaled_rule
+from .scores import METHODS, ScoreContext, method_scores
+from .targeting import target_effective
+
+SCOPES = ("global", "layerwise", "layer-matched")
+TARGETS = ("direct", "effective")
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """Masks and what they achieve."""
+
+    masks: dict
+    measurement: Measurement
+    kept_groups: int
+    total_groups: int
+    probes: int | None
+
+    @property
+    def group_fraction(self) -> float:
+        return self.kept_groups / self.total_groups
+
+
+def prune(arch: Architecture, method: str, density: float, *, granularity: str = "weight",
+          scope: str = "global", rule="uniform", reference_masks: Mapping | None = None,
+          target: str = "direct", level: str = "channel", weights: Mapping | None = None,
+          state: Mapping | None = None, data: Dataset | None = None, n_batches: int = 1,
+          batch_size: int = 128, rounds: int | None = None, rng=None) -> PruneResult:
+    """Prune ``arch`` with ``method`` to global density ``density``.
+
+    Parameters
+    ----------
+    arch : Architecture
+    method : str
+        One of ``random, magnitude, lamp, snip, iterative-snip, grasp, synflow``.
+    density : float
+        Fraction of groups to keep (``target='direct'``) or the effective density to reach
+        (``target='effective'``).
+    granularity : {'weight', 'kernel', 'channel'}
+    scope : {'global', 'layerwise', 'layer-matched'}
+    rule : str or callable
+        Quota rule for ``scope='layerwise'``.
+    reference_masks : mapping, optional
+        For ``scope='layer-matched'``: masks whose per-layer densities are copied.
+    target : {'direct', 'effective'}
+    level : {'channel', 'position'}
+        Level of the effective masks (reported, and used by ``target='effective'``).
+    weights, state : mapping, optional
+        Prunable weights (PyTorch layout) and, optionally, a full network state (BatchNorm etc.)
+        as written by ``connsim train``; a seeded Kaiming initialisation otherwise.
+    data : Dataset, optional
+        Needed by ``snip``, ``iterative-snip`` and ``grasp``; ``n_batches`` batches of
+        ``batch_size`` are used.
+    rounds : int, optional
+        Rounds of an iterative method (default 100 for SynFlow, 10 for iterative SNIP).
+    rng : seed or Generator
+
+    Returns
+    -------
+    PruneResult
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-300-100")
+    >>> res = prune(arch, "magnitude", 0.01, rng=0)
+    >>> res.kept_groups, round(res.measurement.density, 4)
+    (2662, 0.01)
+    """
+    for value, valid, what in ((method, METHODS, "method"), (granularity, GRANULARITIES,
+                                                               "granularity"),
+                               (scope, SCOPES, "scope"), (target, TARGETS, "target")):
+        if value not in valid:
+            raise ValueError(f"{what} must be one of {', '.join(valid)}, got {value!r}")
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must lie in [0, 1], got {density}")
+    rng = np.random.default_rng(rng)
+    if weights is None:
+        net = Network(arch, rng=rng, dtype="float64")
+        weights = net.weights()
+    else:
+        weights = {n: np.asarray(weights[n], np.float64) for n in arch.layer_names}
+    ctx = ScoreContext(arch, dict(weights), rng, data, n_batches, batch_size,
+                       state=dict(state or {}))
+    scores = method_scores(method, ctx, granularity, density, rounds)
+    if scope == "global":
+        order = GlobalOrder(arch, scores, granularity=granularity)
+    else:
+        if scope == "layer-matched":
+            if reference_masks is None:
+                raise ValueError("scope 'layer-matched' needs reference masks (CLI: --match FILE)")
+            ref = check_masks(arch, reference_masks)
+            rule = scaled_rule([ref[n].mean() for n in arch.layer_names])
+        order = LayerwiseOrder(arch, scores, rule, granularity=granularity)
+    total = int(group_sizes(arch, granularity).sum())
+    if target == "direct":
+        kept = round(density * total)
+        masks = order.masks(kept)
+        return PruneResult(masks, measure(arch, masks, level=level), kept, total, None)
+    res = target_effective(arch, order, density, level=level)
+    return PruneResult(res.masks, res.measurement, res.kept, total, res.probes)

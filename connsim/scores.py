@@ -1,0 +1,315 @@
+"""Pruning scores (SPEC 8), in a registry of plain functions.
+
+A one-shot score maps ``(ScoreContext, granularity)`` to group-shaped scores (higher = keep).
+Iterative methods (``iterative-snip``, ``synflow``) prune in rounds to the requested density and
+return rank keys instead: a group removed in round ``t`` gets ``2 t + u`` with ``u`` in [0, 1] a
+strictly increasing function of its score in that round; survivors rank above every removed group,
+so every prefix of the order is a state of the iterative run (what effective targeting needs).
+
+* ``random``: uniform priorities.
+* ``magnitude``: |w| (group: mean |w|).
+* ``lamp`` (Lee et al. 2021): w^2 / (sum of w'^2 over the weights of the same layer with
+  w'^2 >= w^2); groups use their mean |w|.
+* ``snip`` (Lee et al. 2019): |w dL/dw| at initialisation, cross-entropy summed over data batches
+  (group: |sum of w dL/dw|).
+* ``iterative-snip`` (de Jorge et al. 2021): SNIP rescored on the masked network over rounds with
+  kept fraction D^(t/T).
+* ``grasp`` (Wang et al. 2020): prunes the highest ``-w (H g)``, i.e. keeps the highest
+  ``w (H g)``; the Hessian-gradient product is a central difference of gradients.
+* ``synflow`` (Tanaka et al. 2020): data-free, |w dR/dw| with R = 1^T (prod |W_l| M_l) 1 on the
+  linearised network (no BatchNorm, no ReLU, average pooling, all-ones input), 100 rounds with kept
+  fraction D^(t/100). Activations and adjoints are rescaled to a maximum of 1 after every node and
+  the scales kept as logarithms, so scores never overflow or underflow; they are compared as
+  log-scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .architectures import Architecture
+from .data import Dataset, batches
+from .granularity import group_shape, group_sizes, to_groups
+from .layers import Conv2d, Dense, Pool2d, cross_entropy
+from .network import Network
+from .orders import top_k
+
+METHODS = ("random", "magnitude", "lamp", "snip", "iterative-snip", "grasp", "synflow")
+ITERATIVE = ("iterative-snip", "synflow")
+
+
+@dataclass
+class ScoreContext:
+    """What scores may use: weights (PyTorch layout), data batches, a generator, current masks."""
+
+    arch: Architecture
+    weights: dict
+    rng: np.random.Generator
+    data: Dataset | None = None
+    n_batches: int = 1
+    batch_size: int = 128
+    masks: dict | None = None
+    state: dict = field(default_factory=dict)  # full network state (BatchNorm etc.), optional
+
+    def network(self, masks=None, dtype="float32") -> Network:
+        net = Network(self.arch, masks if masks is not None else self.masks, dtype=dtype, rng=0)
+        if self.state:
+            net.load_state_dict(self.state)
+        for name, layer_w in self.weights.items():
+            net.ops[name][0].params["weight"] = np.asarray(layer_w, dtype=dtype)
+        net.apply_masks()
+        return net
+
+    def batches(self):
+        if self.data is None:
+            raise ValueError("this score needs data: pass a dataset (CLI: --dataset D --batches K)")
+        order = batches(len(self.data.y_train), self.batch_size, np.random.default_rng(0))
+        out = []
+        for _ in range(self.n_batches):
+            idx = next(order, None)
+            if idx is None:
+                break
+            out.append((self.data.x_train[idx], self.data.y_train[idx]))
+        return out
+
+
+def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:
+    """dL/dw of every prunable weight, cross-entropy summed over ``ctx``'s batches."""
+    net = ctx.network(masks, dtype)
+    total = {n: 0.0 for n in ctx.arch.layer_names}
+    for x, y in ctx.batches():
+        _, g = cross_entropy(np, net.forward(x, train=True), y)
+        net.backward(g)
+        for n in total:
+            total[n] = total[n] + net.ops[n][0].grads["weight"]
+    return {n: np.asarray(v, dtype=np.float64) for n, v in total.items()}
+
+
+# ----------------------------------------------------------------------------- one-shot
+
+
+def score_random(ctx: ScoreContext, granularity: str) -> dict:
+    return {n: ctx.rng.random(group_shape(ctx.arch, n, granularity)) for n in ctx.arch.layer_names}
+
+
+def score_magnitude(ctx: ScoreContext, granularity: str) -> dict:
+    return to_groups(ctx.arch, {n: np.abs(w) for n, w in ctx.weights.items()}, granularity, "mean")
+
+
+def lamp(values: np.ndarray) -> np.ndarray:
+    """LAMP scores of one layer from magnitudes: v^2 / sum of v'^2 over v'^2 >= v^2.
+
+    Examples
+    --------
+    >>> lamp(np.array([1.0, 2.0, 3.0])).round(3).tolist()
+    [0.071, 0.308, 1.0]
+    """
+    sq = np.asarray(values, dtype=np.float64).reshape(-1) ** 2
+    order = np.argsort(sq, kind="stable")
+    suffix = np.cumsum(sq[order][::-1])[::-1]  # sum of the squares at or above each position
+    out = np.empty_like(sq)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[order] = np.where(suffix > 0, sq[order] / suffix, 0.0)
+    return out.reshape(np.shape(values))
+
+
+def score_lamp(ctx: ScoreContext, granularity: str) -> dict:
+    mags = score_magnitude(ctx, granularity)
+    out = {n: lamp(np.where(np.isinf(v), 0.0, v)) for n, v in mags.items()}
+    if granularity == "channel":
+        out[ctx.arch.output.name] = mags[ctx.arch.output.name]  # the classes stay
+    return out
+
+
+def score_snip(ctx: ScoreContext, granularity: str, masks=None) -> dict:
+    g = weight_gradients(ctx, masks)
+    wg = {n: np.asarray(ctx.weights[n], np.float64) * g[n] for n in g}
+    return to_groups(ctx.arch, wg, granularity, "abs-sum")
+
+
+def hessian_gradient(ctx: ScoreContext, eps: float = 1e-2) -> dict:
+    """H g by a central difference of gradients along g (float64)."""
+    g = weight_gradients(ctx, dtype="float64")
+    norm = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+    if norm == 0:
+        return {n: np.zeros_like(v) for n, v in g.items()}
+    step = eps / norm
+    w0 = ctx.weights
+    plus = ScoreContext(ctx.arch, {n: w0[n] + step * g[n] for n in g}, ctx.rng, ctx.data,
+                        ctx.n_batches, ctx.batch_size, ctx.masks, ctx.state)
+    minus = ScoreContext(ctx.arch, {n: w0[n] - step * g[n] for n in g}, ctx.rng, ctx.data,
+                         ctx.n_batches, ctx.batch_size, ctx.masks, ctx.state)
+    gp, gm = weight_gradients(plus, dtype="float64"), weight_gradients(minus, dtype="float64")
+    return {n: (gp[n] - gm[n]) / (2 * step) for n in g}
+
+
+def score_grasp(ctx: ScoreContext, granularity: str) -> dict:
+    hg = hessian_gradient(ctx)
+    return to_groups(ctx.arch, {n: np.asarray(ctx.weights[n], np.float64) * hg[n] for n in hg},
+                     granularity, "sum")
+
+
+# ----------------------------------------------------------------------------- SynFlow
+
+
+def _rescale(a):
+    m = float(np.abs(a).max())
+    return (a / m, math.log(m)) if m > 0 else (a, -math.inf)
+
+
+def _combine(parts):
+    """Sum of arrays given with log scales: returns (array, log scale)."""
+    parts = [(a, s) for a, s in parts if math.isfinite(s)]
+    if not parts:
+        return None, -math.inf
+    top = max(s for _, s in parts)
+    total = sum(a * math.exp(s - top) for a, s in parts)
+    a, s = _rescale(total)
+    return a, top + s
+
+
+def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | None = None) -> dict:
+    """log |w dR/dw| of every weight (``-inf`` where the score is 0), with per-node rescaling.
+
+    R is the sum of the outputs of the linearised network with weights |W| * M on an all-ones input
+    (no BatchNorm, no ReLU, every pool averaging).
+    """
+    ops, act, scale = {}, {}, {}
+    act[arch.nodes[0].name], scale[arch.nodes[0].name] = np.ones((1, *arch.input_shape)), 0.0
+    for node in arch.nodes[1:]:
+        src = node.inputs[0]
+        if node.op in ("dense", "conv"):
+            w = np.abs(np.asarray(weights[node.name], np.float64))
+            m = None if masks is None else np.asarray(masks[node.name], np.float64)
+            op = Dense(np, w, None, m) if node.op == "dense" else Conv2d(np, w, None, m,
+                                                                          node.stride, node.padding)
+            ops[node.name] = op
+            a, s = _rescale(op.forward(act[src]))
+            act[node.name], scale[node.name] = a, s + scale[src]
+        elif node.op == "pool":
+            ops[node.name] = Pool2d(np, "avg", node.kernel, node.stride)
+            act[node.name], scale[node.name] = ops[node.name].forward(act[src]), scale[src]
+        elif node.op == "flatten":
+            act[node.name], scale[node.name] = act[src].reshape(1, -1), scale[src]
+        else:
+            a, s = _combine([(act[x], scale[x]) for x in node.inputs])
+            act[node.name], scale[node.name] = (a if a is not None else act[src] * 0), s
+    grads = {arch.output.name: [(np.ones_like(act[arch.output.name]), 0.0)]}
+    out = {}
+    for node in reversed(arch.nodes[1:]):
+        g, gs = _combine(grads.pop(node.name, []))
+        src = node.inputs[0]
+        if g is None:
+            if node.prunable:
+                out[node.name] = np.full(arch.weight_shape(node), -np.inf)
+            continue
+        if node.op in ("dense", "conv", "pool"):
+            gin = ops[node.name].backward(g)
+            if node.prunable:
+                w = np.abs(np.asarray(weights[node.name], np.float64))
+                with np.errstate(divide="ignore"):
+                    out[node.name] = (np.log(w * ops[node.name].grads["weight"])
+                                      + gs + scale[src])
+            targets = [(src, gin)]
+        elif node.op == "flatten":
+            targets = [(src, g.reshape(act[src].shape))]
+        else:
+            targets = [(x, g) for x in node.inputs]
+        for x, gx in targets:
+            a, s = _rescale(gx)
+            grads.setdefault(x, []).append((a, s + gs))
+    return out
+
+
+# ----------------------------------------------------------------------------- iterative
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """A strictly increasing map of scores (log-scores included, +-inf allowed) into [0, 1]."""
+    return 0.5 + np.arctan(values) / np.pi
+
+
+def iterative_keys(arch: Architecture, density: float, rounds: int, rescore,
+                   granularity: str) -> dict:
+    """Prune in ``rounds`` rounds with kept fraction ``density^(t/rounds)``; ``rescore(masks)``
+    returns group scores for the current weight masks (higher = keep, comparable across layers).
+    Returns the rank keys of the module docstring. Each round partitions only the surviving
+    groups, so the cost shrinks with them."""
+    from .granularity import expand
+
+    names = arch.layer_names
+    shapes = [group_shape(arch, n, granularity) for n in names]
+    sizes = group_sizes(arch, granularity)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(offsets[-1])
+
+    def as_masks(alive_idx):
+        flat = np.zeros(total, dtype=bool)
+        flat[alive_idx] = True
+        return expand(arch, {n: flat[offsets[k]:offsets[k + 1]].reshape(shapes[k])
+                             for k, n in enumerate(names)}, granularity)
+
+    def flat_scores(alive_idx):
+        scores = rescore(as_masks(alive_idx))
+        return np.concatenate([np.asarray(scores[n], np.float64).reshape(-1) for n in names])
+
+    alive = np.arange(total)
+    keys = np.zeros(total)
+    for t in range(1, rounds + 1):
+        scores = flat_scores(alive)[alive]
+        keep = top_k(scores, round(total * density ** (t / rounds)))
+        keys[alive[~keep]] = 2 * t + _unit(scores[~keep])
+        alive = alive[keep]
+    keys[alive] = 2 * (rounds + 1) + _unit(flat_scores(alive)[alive])
+    return {n: keys[offsets[k]:offsets[k + 1]].reshape(shapes[k]) for k, n in enumerate(names)}
+
+
+def _log_groups(arch, log_scores: dict, granularity: str) -> dict:
+    """Group log-scores: log of the sum of the group's scores."""
+    if granularity == "weight":
+        return log_scores
+    out = {}
+    for n, v in log_scores.items():
+        axes = tuple(range({"kernel": 2, "channel": 1}[granularity], v.ndim))
+        out[n] = np.logaddexp.reduce(v, axis=axes) if axes else v
+    if granularity == "channel":
+        out[arch.output.name] = np.full(out[arch.output.name].shape, np.inf)
+    return out
+
+
+def keys_synflow(ctx: ScoreContext, granularity: str, density: float, rounds: int = 100) -> dict:
+    def rescore(masks):
+        return _log_groups(ctx.arch, synflow_log_scores(ctx.arch, ctx.weights, masks), granularity)
+    return iterative_keys(ctx.arch, density, rounds, rescore, granularity)
+
+
+def keys_iterative_snip(ctx: ScoreContext, granularity: str, density: float,
+                        rounds: int = 10) -> dict:
+    def rescore(masks):
+        return score_snip(ctx, granularity, masks)
+    return iterative_keys(ctx.arch, density, rounds, rescore, granularity)
+
+
+ONE_SHOT = {
+    "random": score_random,
+    "magnitude": score_magnitude,
+    "lamp": score_lamp,
+    "snip": score_snip,
+    "grasp": score_grasp,
+}
+ITERATIVE_KEYS = {"synflow": keys_synflow, "iterative-snip": keys_iterative_snip}
+
+
+def method_scores(method: str, ctx: ScoreContext, granularity: str, density: float,
+                  rounds: int | None = None) -> dict:
+    """Group scores (one-shot) or rank keys (iterative) of ``method``."""
+    if method in ONE_SHOT:
+        return ONE_SHOT[method](ctx, granularity)
+    if method in ITERATIVE_KEYS:
+        kw = {} if rounds is None else {"rounds": rounds}
+        return ITERATIVE_KEYS[method](ctx, granularity, density, **kw)
+    raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")

@@ -170,46 +170,63 @@ def cmd_quotas(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .maskio import save_masks
+    from .data import load_dataset
+    from .maskio import load_masks, load_weights, save_masks
     from .measures import measure
+    from .pruning import prune
     from .quotas import quota
-    from .sampling import random_masks, random_order
-    from .targeting import target_effective
+    from .sampling import random_masks
 
     arch = _arch(args)
     density = _target(args)
     if density is None and (args.target == "effective" or args.rule not in ("induced", "custom")):
         raise ValueError("give one of --density, --sparsity or --compression (only "
                          "--rule induced/custom with --target direct imply it)")
-    kw = _rule_kwargs(args, arch)
-    probes = None
-    if args.target == "effective":
-        if args.rule in ("induced", "custom"):
-            raise ValueError("--target effective needs a rule that works at any density "
-                             "(not induced or custom)")
-        order = random_order(arch, args.rule, rng=args.seed)
-        span = arch.total_params - math.floor(density * arch.total_params) + 1
-        bar = Progress("effective targeting", math.ceil(math.log2(span)), not args.json)
-        res = target_effective(arch, order, density, level=args.level,
-                               progress=lambda k, lo, hi: bar.set(k, note=f"kept {lo:,}-{hi:,}"))
-        bar.close()
-        masks, m, probes = res.masks, res.measurement, res.probes
-    else:
-        q = quota(arch, args.rule, density, **kw)
+    scope = args.scope or ("layerwise" if args.method == "random" else "global")
+    probes, groups = None, None
+    if args.method == "random" and args.target == "direct" and scope == "layerwise" \
+            and args.granularity == "weight":
+        q = quota(arch, args.rule, density, **_rule_kwargs(args, arch))
         density = q.density
         masks = random_masks(arch, q, model=args.mask_model, rng=args.seed)
         m = measure(arch, masks, level=args.level)
+    else:
+        if args.rule in ("induced", "custom"):
+            raise ValueError("rules induced/custom work with --method random --target direct; "
+                             "use --scope layer-matched --match FILE to copy another mask's "
+                             "per-layer densities")
+        weights, state = load_weights(args.weights, arch) if args.weights else (None, None)
+        data = None
+        if args.dataset:
+            data = load_dataset(args.dataset, args.data_dir, seed=args.seed,
+                                input_shape=arch.input_shape, classes=arch.output.channels)
+            if tuple(data.input_shape) != tuple(arch.input_shape):
+                data = type(data)(data.name, data.x_train.reshape(-1, *arch.input_shape),
+                                  data.y_train, data.x_test.reshape(-1, *arch.input_shape),
+                                  data.y_test, data.classes)
+        ref = load_masks(args.match, arch, layout=args.layout) if args.match else None
+        res = prune(arch, args.method, density, granularity=args.granularity, scope=scope,
+                    rule=args.rule, reference_masks=ref, target=args.target, level=args.level,
+                    weights=weights, state=state, data=data, n_batches=args.batches,
+                    rounds=args.rounds, rng=args.seed)
+        masks, m, probes = res.masks, res.measurement, res.probes
+        groups = {"granularity": args.granularity, "kept": res.kept_groups,
+                  "total": res.total_groups, "fraction": res.group_fraction}
     save_masks(args.out, masks)
     obj = m.to_dict()
-    obj.update({"method": args.method, "rule": args.rule, "target": args.target,
+    obj.update({"method": args.method, "scope": scope, "rule": args.rule, "target": args.target,
                 "requested_density": density, "seed": args.seed, "out": args.out})
+    if groups is not None:
+        obj["groups"] = groups
     if probes is not None:
         obj["probes"] = probes
     eff_c = "inf (disconnected)" if m.disconnected else _fmt(m.effective_compression)
-    text = (f"{arch.name}: {args.method} pruning, rule {args.rule}, {args.target} target "
-            f"{_fmt(density)}\n"
+    text = (f"{arch.name}: {args.method} pruning ({scope}"
+            + (f", rule {args.rule}" if scope == "layerwise" else "")
+            + f", {args.granularity} granularity), {args.target} target {_fmt(density)}\n"
             f"  direct:    density {_fmt(m.density)}, compression {_fmt(m.compression)}\n"
             f"  effective: density {_fmt(m.effective_density)}, compression {eff_c}\n"
+            + (f"  groups:    {groups['kept']:,} of {groups['total']:,} kept\n" if groups else "")
             + (f"  probes:    {probes}\n" if probes is not None else "")
             + f"  wrote {args.out}")
     _emit(args, obj, text)
@@ -550,31 +567,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_quotas)
 
+    from .data import DATASETS
+    from .granularity import GRANULARITIES
+    from .pruning import SCOPES
+    from .scores import METHODS
+
     p = sub.add_parser(
         "prune", help="prune an architecture and write its masks",
         description=(
-            "Prune and write the masks (.npz keyed by layer name, ready for 'connsim measure'). "
-            "With --target direct the requested density is the direct density; with "
-            "--target effective the network is pruned along a nested order until its "
-            "effective density reaches the target (bisection; one effective-mask pass per probe)."
+            "Prune with any method at weight, kernel or channel granularity and write the masks "
+            "(.npz keyed by layer name, ready for 'connsim measure' and 'connsim train'). With "
+            "--target direct the requested density is the direct density (a fraction of groups); "
+            "with --target effective the network is pruned along the method's nested order "
+            "until its effective density reaches the target (bisection; one effective-mask pass "
+            "per probe). Data-driven scores (snip, iterative-snip, grasp) need --dataset."
         ),
-        epilog=("Example: connsim prune --arch lenet-300-100 --method random --rule igq "
-                "--compression 100 --target effective --seed 0 --out masks.npz. "
-                + EPILOG_TARGET),
+        epilog=("Examples: connsim prune --arch lenet-300-100 --method random --rule igq "
+                "--compression 100 --target effective --out m.npz; connsim prune --arch vgg-19 "
+                "--method synflow --compression 1000 --out m.npz; connsim prune --arch lenet-5 "
+                "--method snip --granularity kernel --dataset mnist --batches 4 "
+                "--compression 50 --out m.npz. " + EPILOG_TARGET),
     )
     _add_arch_args(p)
-    p.add_argument("--method", default="random", choices=("random",),
-                   help="pruning method (default: random)")
+    p.add_argument("--method", default="random", choices=METHODS,
+                   help="scores: " + ", ".join(METHODS) + " (default random)")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="weight",
+                   help="prune single weights, whole kernels or whole output channels")
+    p.add_argument("--scope", choices=SCOPES, default=None,
+                   help="global ranking (default for score methods), layerwise with --rule "
+                        "(default for random), or layer-matched to --match")
     p.add_argument("--rule", default="uniform", choices=ALL_RULES, metavar="RULE",
                    help=rules_help + "; default uniform")
     _add_target_args(p, required=False)
     p.add_argument("--target", choices=("direct", "effective"), default="direct",
                    help="which density the request fixes (default: direct)")
     p.add_argument("--mask-model", choices=("exact", "bernoulli", "nested"), default="exact",
-                   help="random masks with exact per-layer counts (default), independent "
-                        "Bernoulli weights, or nested priorities")
+                   help="random pruning, direct target: exact per-layer counts (default), "
+                        "independent Bernoulli weights, or nested priorities")
     p.add_argument("--level", choices=("channel", "position"), default="channel",
                    help="level of the effective masks (default: channel)")
+    p.add_argument("--weights", help="weights to score (.npz from connsim train, or any masks-"
+                                     "file format); default: a seeded Kaiming initialisation")
+    p.add_argument("--dataset", choices=DATASETS, help="data for snip, iterative-snip, grasp")
+    p.add_argument("--data-dir", help="dataset folder or file (see connsim train --help)")
+    p.add_argument("--batches", type=int, default=1, help="data batches for data-driven scores")
+    p.add_argument("--rounds", type=int, help="rounds of an iterative method (default: synflow "
+                                              "100, iterative-snip 10)")
+    p.add_argument("--match", help="for --scope layer-matched: masks whose per-layer densities "
+                                   "are copied")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_rule_source_args(p)
     p.add_argument("--out", required=True, help="output masks file (.npz or .safetensors)")
@@ -641,7 +681,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_design)
 
     from .backend import BACKENDS
-    from .data import DATASETS
     from .layers import INITS
     from .optim import OPTIMIZERS, SCHEDULES
 

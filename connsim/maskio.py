@@ -218,27 +218,19 @@ def _base(key: str) -> tuple[str, int]:
     return key, 1
 
 
-def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
-                      source: str = "mask file") -> dict:
-    """Map a file's arrays onto the architecture's layers and return canonical masks."""
+def match_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
+                 source: str = "file", prefer_masks: bool = True) -> dict:
+    """Layer name -> ``(key, is_mask)`` of the file entry that holds that layer: by name when
+    every layer is found, else by order and shape of the file's 2-D/4-D arrays."""
     entries: dict[str, tuple[int, str]] = {}
     for key, value in arrays.items():
         if np.ndim(value) not in (2, 4):
             continue  # biases, BatchNorm statistics, counters
         base, prio = _base(key)
+        prio = prio if prefer_masks else 1 - prio
         if base not in entries or prio < entries[base][0]:
             entries[base] = (prio, key)
     names = arch.layer_names
-
-    def to_mask(key, prio, layer):
-        a = np.asarray(arrays[key])
-        where = f"{source}: entry {key!r} (layer {layer!r})"
-        if prio == 0:
-            return from_layout(as_mask(a, where), layout)
-        if a.dtype.kind == "f" and np.isnan(a).any():
-            raise MaskFileError(f"{where}: weights contain NaN")
-        return from_layout(a != 0, layout)
-
     if all(n in entries for n in names):
         chosen = {n: entries[n] for n in names}
     else:
@@ -248,8 +240,8 @@ def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "tor
         expected = [arch.weight_shape(n) for n in names]
         if shapes != expected:
             raise MaskFileError(
-                f"{source} does not fit architecture {arch.name!r}: not all layer names match and the "
-                f"shapes differ in order.\n  expected: "
+                f"{source} does not fit architecture {arch.name!r}: not all layer names match and "
+                f"the shapes differ in order.\n  expected: "
                 + ", ".join(f"{n} {s}" for n, s in zip(names, expected, strict=True))
                 + "\n  found:    "
                 + (", ".join(f"{k} {s}" for (_, (_, k)), s in zip(found, shapes, strict=True))
@@ -258,7 +250,41 @@ def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "tor
                    if layout == "torch" else "")
             )
         chosen = {n: e for n, (_, e) in zip(names, found, strict=True)}
-    return check_masks(arch, {n: to_mask(k, p, n) for n, (p, k) in chosen.items()})
+    return {n: (key, (prio == 0) == prefer_masks) for n, (prio, key) in chosen.items()}
+
+
+def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
+                      source: str = "mask file") -> dict:
+    """Map a file's arrays onto the architecture's layers and return canonical masks."""
+    out = {}
+    for layer, (key, is_mask) in match_arrays(arch, arrays, layout=layout, source=source).items():
+        a = np.asarray(arrays[key])
+        where = f"{source}: entry {key!r} (layer {layer!r})"
+        if is_mask:
+            out[layer] = from_layout(as_mask(a, where), layout)
+            continue
+        if a.dtype.kind == "f" and np.isnan(a).any():
+            raise MaskFileError(f"{where}: weights contain NaN")
+        out[layer] = from_layout(a != 0, layout)
+    return check_masks(arch, out)
+
+
+def load_weights(path: str | os.PathLike, arch: Architecture, *, layout: str = "torch"):
+    """Prunable weights (PyTorch layout) from a weights file, and the whole file as a network
+    state when it is one written by ``connsim train`` (``weights.npz``)."""
+    path = os.fspath(path)
+    arrays = read_arrays(path)
+    matched = match_arrays(arch, arrays, layout=layout, source=repr(path), prefer_masks=False)
+    weights = {}
+    for layer, (key, is_mask) in matched.items():
+        if is_mask:
+            raise MaskFileError(f"{path!r}: entry {key!r} is a mask, not weights")
+        w = np.asarray(arrays[key], dtype=np.float64)
+        if np.isnan(w).any():
+            raise MaskFileError(f"{path!r}: weights of layer {layer!r} contain NaN")
+        weights[layer] = from_layout(w, layout)
+    is_state = all(f"{n}.weight" in arrays for n in arch.layer_names)
+    return weights, (dict(arrays) if is_state else {})
 
 
 def load_masks(path: str | os.PathLike, arch: Architecture, *, layout: str = "torch") -> dict:

@@ -449,26 +449,12 @@ def cmd_design(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .data import load_dataset
     from .maskio import load_masks
-    from .train import TrainConfig, train
+    from .train import train
 
-    data = load_dataset(args.dataset, args.data_dir, seed=args.seed,
-                        input_shape=args.input_shape, classes=args.classes)
-    if args.standardize:
-        data = data.standardized()
-    is_file = args.arch.endswith((".toml", ".json"))
-    arch = get_arch(args.arch, input_shape=None if is_file else (args.input_shape or
-                                                                   data.input_shape),
-                    classes=None if is_file else (args.classes or data.classes))
+    data, arch = _train_data_arch(args)
     masks = load_masks(args.masks, arch, layout=args.layout) if args.masks else None
-    milestones = tuple(int(m) for m in args.milestones.split(",")) if args.milestones else ()
-    config = TrainConfig(
-        iterations=args.iterations, epochs=args.epochs if args.iterations is None else None,
-        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, milestones=milestones,
-        gamma=args.gamma, warmup=args.warmup, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, augment=args.augment, eval_every=args.eval_every,
-        init=args.init, seed=args.seed, backend=args.backend)
+    config = _train_config(args)
     total = config.total_iterations(len(data.y_train))
     bar = Progress(f"train {arch.name}", total, not args.json)
     last = {"note": ""}
@@ -496,7 +482,87 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ imp
+
+
+def _train_config(args):
+    from .train import TrainConfig
+
+    milestones = tuple(int(m) for m in args.milestones.split(",")) if args.milestones else ()
+    return TrainConfig(
+        iterations=args.iterations, epochs=args.epochs if args.iterations is None else None,
+        batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, milestones=milestones,
+        gamma=args.gamma, warmup=args.warmup, optimizer=args.optimizer, momentum=args.momentum,
+        weight_decay=args.weight_decay, augment=args.augment, eval_every=args.eval_every,
+        init=args.init, seed=args.seed, backend=args.backend)
+
+
+def _train_data_arch(args):
+    from .data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed,
+                        input_shape=args.input_shape, classes=args.classes)
+    if args.standardize:
+        data = data.standardized()
+    is_file = args.arch.endswith((".toml", ".json"))
+    arch = get_arch(args.arch, input_shape=None if is_file else (args.input_shape or
+                                                                   data.input_shape),
+                    classes=None if is_file else (args.classes or data.classes))
+    return data, arch
+
+
+def cmd_imp(args) -> int:
+    from .imp import imp
+
+    data, arch = _train_data_arch(args)
+    bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)
+    records = imp(arch, data, args.out, levels=args.levels, fraction=args.fraction,
+                  rewind=args.rewind, scope=args.scope, config=_train_config(args),
+                  progress=lambda level, r: bar.set(level + 1,
+                                                    note=f"acc {r['test_accuracy']:.4f}"))
+    bar.close()
+    obj = {"arch": arch.name, "dataset": data.name, "out": args.out, "levels": records}
+    rows = [[r["level"], r["direct_compression"], r["effective_compression"] or math.inf,
+             r["test_accuracy"], r["seconds"]] for r in records]
+    text = (table(rows, ["level", "compression", "eff.compression", "test accuracy", "seconds"])
+            + f"\n\nrecords and masks in {args.out} (re-run the same command to resume)")
+    _emit(args, obj, text)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    from .backend import BACKENDS
+    from .layers import INITS
+    from .optim import OPTIMIZERS, SCHEDULES
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=float, default=1.0, help="epochs (default 1)")
+    g.add_argument("--iterations", type=int, help="iterations instead of epochs")
+    p.add_argument("--batch-size", type=int, default=100, help="batch size (default 100)")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="step",
+                   help="step: x gamma at --milestones (default 50%% and 75%% of the run); "
+                        "cosine; constant")
+    p.add_argument("--milestones", help="comma-separated iterations for the step schedule")
+    p.add_argument("--gamma", type=float, default=0.1, help="step factor (default 0.1)")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up iterations")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
+    p.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
+    p.add_argument("--weight-decay", type=float, default=1e-3,
+                   help="L2 added to the gradient, PyTorch-style (default 1e-3)")
+    p.add_argument("--augment", action="store_true",
+                   help="MNIST: small rotations; CIFAR: random crops and flips")
+    p.add_argument("--standardize", action="store_true",
+                   help="standardise inputs per channel with training-set statistics")
+    p.add_argument("--eval-every", type=int, help="iterations between evaluations "
+                                                  "(default: one epoch)")
+    p.add_argument("--init", choices=INITS, default="kaiming", help="weight initialisation")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="numpy (default) or cupy (pip install 'connsim[gpu]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -680,10 +746,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_design)
 
-    from .backend import BACKENDS
-    from .layers import INITS
-    from .optim import OPTIMIZERS, SCHEDULES
-
     p = sub.add_parser(
         "train", help="train an architecture under masks (NumPy, or CuPy on a GPU)",
         description=(
@@ -703,34 +765,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", help="masks file (.npz, .safetensors, .pt); dense if omitted")
     p.add_argument("--layout", choices=("torch", "keras"), default="torch",
                    help="layout of --masks")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=float, default=1.0, help="epochs (default 1)")
-    g.add_argument("--iterations", type=int, help="iterations instead of epochs")
-    p.add_argument("--batch-size", type=int, default=100, help="batch size (default 100)")
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="step",
-                   help="step: x gamma at --milestones (default 50%% and 75%% of the run); "
-                        "cosine; constant")
-    p.add_argument("--milestones", help="comma-separated iterations for the step schedule")
-    p.add_argument("--gamma", type=float, default=0.1, help="step factor (default 0.1)")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up iterations")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
-    p.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
-    p.add_argument("--weight-decay", type=float, default=1e-3,
-                   help="L2 added to the gradient, PyTorch-style (default 1e-3)")
-    p.add_argument("--augment", action="store_true",
-                   help="MNIST: small rotations; CIFAR: random crops and flips")
-    p.add_argument("--standardize", action="store_true",
-                   help="standardise inputs per channel with training-set statistics")
-    p.add_argument("--eval-every", type=int, help="iterations between evaluations "
-                                                  "(default: one epoch)")
-    p.add_argument("--init", choices=INITS, default="kaiming", help="weight initialisation")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="numpy (default) or cupy (pip install 'connsim[gpu]')")
+    _add_training_args(p)
     p.add_argument("--out", help="run folder")
     p.add_argument("--json", action="store_true", help="print one JSON summary")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "imp", help="iterative magnitude pruning with rewinding (resumable)",
+        description=(
+            "Iterative magnitude pruning: train, remove --fraction of the surviving weights by "
+            "magnitude, rewind to initialisation (--rewind 0) or to the state after --rewind "
+            "iterations, repeat for --levels levels. Every level records its mask, direct and "
+            "effective density and test accuracy in --out as it finishes; re-running the same "
+            "command resumes an interrupted run without losing or repeating a level."
+        ),
+        epilog="Example: connsim imp --arch lenet-300-100 --dataset mnist --levels 10 "
+               "--fraction 0.2 --epochs 5 --out runs/imp",
+    )
+    _add_arch_args(p)
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
+    p.add_argument("--data-dir", help="dataset folder or file")
+    p.add_argument("--levels", type=int, default=5, help="pruned levels after the dense one")
+    p.add_argument("--fraction", type=float, default=0.2,
+                   help="fraction of surviving weights removed per level (default 0.2)")
+    p.add_argument("--rewind", type=int, default=0,
+                   help="rewind iteration (0 = initialisation, default)")
+    p.add_argument("--scope", choices=("global", "layerwise"), default="global",
+                   help="magnitude ranking over all layers (default) or within each layer")
+    _add_training_args(p)
+    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_imp)
     return parser
 
 

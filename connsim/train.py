@@ -88,7 +88,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 1000)
 
 def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
           config: TrainConfig | None = None, *, out_dir: str | None = None,
-          progress: Callable | None = None) -> TrainResult:
+          progress: Callable | None = None, initial_state: Mapping | None = None) -> TrainResult:
     """Train ``arch`` on ``data`` under ``masks`` and evaluate on the test set.
 
     Parameters
@@ -103,6 +103,9 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
         Run folder for history, summary, weights and masks.
     progress : callable, optional
         Called as ``progress(iteration, total, record_or_None)`` after every step.
+    initial_state : mapping, optional
+        Start from these parameters and BatchNorm statistics (``Network.state_dict`` form)
+        instead of a fresh initialisation (IMP rewinding); masks are applied to them.
 
     Examples
     --------
@@ -126,6 +129,8 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     seeds = np.random.SeedSequence(config.seed).spawn(2)
     net = Network(arch, canon, backend=config.backend, init=config.init,
                   rng=np.random.default_rng(seeds[0]))
+    if initial_state is not None:
+        net.load_state_dict(initial_state)
     rng = np.random.default_rng(seeds[1])
     total = config.total_iterations(len(data.y_train))
     per_epoch = max(1, len(data.y_train) // config.batch_size)

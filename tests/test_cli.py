@@ -173,3 +173,31 @@ def test_train_json_and_run_folder(tmp_path, capsys):
     assert obj["direct"]["density"] < 0.7 and (tmp_path / "run" / "weights.npz").exists()
     code, _, err = run(capsys, "train", "--arch", "mlp:16-8-3", "--dataset", "cifar10")
     assert code == 2 and "--data-dir" in err
+
+
+def test_prune_methods_granularity_and_match(tmp_path, capsys):
+    out = str(tmp_path / "s.npz")
+    code, o, _ = run(capsys, "prune", "--arch", "lenet-5", "--method", "synflow", "--granularity",
+                     "kernel", "--compression", "20", "--rounds", "5", "--out", out, "--json")
+    obj = json.loads(o)
+    assert code == 0 and obj["method"] == "synflow" and obj["scope"] == "global"
+    assert obj["groups"]["granularity"] == "kernel"
+    assert obj["groups"]["kept"] == round(obj["groups"]["total"] / 20)
+    code, o, _ = run(capsys, "prune", "--arch", "lenet-5", "--method", "magnitude", "--scope",
+                     "layer-matched", "--match", out, "--compression", "20",
+                     "--out", str(tmp_path / "m.npz"), "--json")
+    assert code == 0 and json.loads(o)["scope"] == "layer-matched"
+    code, _, err = run(capsys, "prune", "--arch", "lenet-5", "--method", "snip",
+                       "--compression", "20", "--out", str(tmp_path / "x.npz"))
+    assert code == 2 and "--dataset" in err
+
+
+def test_imp_resumes_from_its_folder(tmp_path, capsys):
+    argv = ["imp", "--arch", "mlp:16-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
+            "--classes", "3", "--levels", "2", "--iterations", "10", "--batch-size", "20",
+            "--out", str(tmp_path / "imp"), "--json"]
+    code, o, _ = run(capsys, *argv)
+    first = json.loads(o)["levels"]
+    assert code == 0 and [r["level"] for r in first] == [0, 1, 2]
+    code, o, _ = run(capsys, *argv)  # nothing left to do: the records are returned as they are
+    assert json.loads(o)["levels"] == first

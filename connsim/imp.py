@@ -1,0 +1,136 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
+
+Each level trains the network under the current mask from the rewind point, records its
+accuracy and its direct and effective density, and prunes a fraction of the surviving weights
+by magnitude (global or per layer) to form the next level's mask. The rewind point is the
+initialisation (``rewind=0``) or the weights and BatchNorm statistics after ``rewind`` iterations
+of dense training; every level then trains with the full schedule again.
+
+A run folder makes the run resumable: ``rewind.npz`` (the rewind state), ``masks_L.npz`` (the mask
+of level L) and ``levels.json`` (one record per finished level). A level's successor mask is
+written before its record is appended, each file atomically, so an interrupted run restarted with
+the same folder repeats no recorded level and loses none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from .architectures import Architecture
+from .data import Dataset
+from .maskio import atomic_write, load_masks, save_masks
+from .masks import ones_masks
+from .measures import measure
+from .network import Network
+from .orders import GlobalOrder, topk_masks
+from .train import TrainConfig, train
+
+
+def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: float,
+                    scope: str = "global") -> dict:
+    """Remove ``fraction`` of the surviving weights with the smallest magnitude (global ranking,
+    or the same fraction of every layer)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"prune fraction must lie in (0, 1), got {fraction}")
+    scores = {n: np.where(masks[n], np.abs(weights[n]), -1.0) for n in arch.layer_names}
+    if scope == "global":
+        kept = sum(int(m.sum()) for m in masks.values())
+        return GlobalOrder(arch, scores).masks(round((1 - fraction) * kept))
+    if scope == "layerwise":
+        counts = [round((1 - fraction) * int(masks[n].sum())) for n in arch.layer_names]
+        return topk_masks(arch, scores, counts)
+    raise ValueError(f"IMP scope must be 'global' or 'layerwise', got {scope!r}")
+
+
+def _read_levels(out_dir: str) -> list:
+    path = os.path.join(out_dir, "levels.json")
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path) as f:
+            records = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path!r} is unreadable ({e}); remove the folder to start over") from None
+    if [r.get("level") for r in records] != list(range(len(records))):
+        raise ValueError(f"{path!r} does not list levels 0, 1, ... in order; refusing to resume")
+    return records
+
+
+def _write_json(path: str, obj) -> None:
+    with atomic_write(path, ".json") as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
+        fraction: float = 0.2, rewind: int = 0, scope: str = "global",
+        config: TrainConfig | None = None, progress: Callable | None = None) -> list:
+    """Run (or resume) IMP for ``levels`` pruning levels; returns the level records.
+
+    Parameters
+    ----------
+    arch : Architecture
+    data : Dataset
+    out_dir : str
+        Run folder; an existing one is resumed.
+    levels : int
+        Number of pruned levels after the dense level 0 (records 0 .. levels).
+    fraction : float
+        Fraction of the surviving weights removed per level.
+    rewind : int
+        Rewind to initialisation (0) or to the state after this many iterations of dense training.
+    scope : {'global', 'layerwise'}
+    config : TrainConfig
+        Training of every level.
+    progress : callable, optional
+        Called as ``progress(level, record)`` after each finished level.
+
+    Returns
+    -------
+    list of dict
+        Per level: ``level``, ``masks`` (file name), ``direct_density``, ``effective_density``,
+        ``direct_compression``, ``effective_compression`` (None when disconnected),
+        ``test_accuracy``, ``epochs``, ``seconds``.
+    """
+    config = config or TrainConfig()
+    os.makedirs(out_dir, exist_ok=True)
+    records = _read_levels(out_dir)
+    rewind_path = os.path.join(out_dir, "rewind.npz")
+    if os.path.exists(rewind_path):
+        with np.load(rewind_path, allow_pickle=False) as f:
+            state = {k: f[k] for k in f.files}
+    else:
+        if rewind > 0:  # late rewinding: the state after `rewind` iterations of dense training
+            warm = train(arch, data, None, replace(config, iterations=rewind, epochs=None))
+            state = warm.network.state_dict()
+        else:  # the initialisation train() itself would draw for this seed
+            seed = np.random.SeedSequence(config.seed).spawn(2)[0]
+            state = Network(arch, init=config.init, rng=np.random.default_rng(seed)).state_dict()
+        with atomic_write(rewind_path, ".npz") as tmp:
+            np.savez(tmp, **state)
+    for level in range(len(records), levels + 1):
+        mask_file = f"masks_{level}.npz"
+        mask_path = os.path.join(out_dir, mask_file)
+        if level == 0 and not os.path.exists(mask_path):
+            save_masks(mask_path, ones_masks(arch))
+        masks = load_masks(mask_path, arch)
+        res = train(arch, data, masks, replace(config, seed=config.seed + level),
+                    initial_state=state)
+        m = measure(arch, masks)
+        if level < levels:
+            nxt = prune_survivors(arch, res.network.weights(), masks, fraction, scope)
+            save_masks(os.path.join(out_dir, f"masks_{level + 1}.npz"), nxt)
+        record = {"level": level, "masks": mask_file, "direct_density": m.density,
+                  "effective_density": m.effective_density, "direct_compression": m.compression,
+                  "effective_compression": None if m.disconnected else m.effective_compression,
+                  "test_accuracy": res.test_accuracy, "epochs": res.epochs,
+                  "seconds": res.seconds}
+        records.append(record)
+        _write_json(os.path.join(out_dir, "levels.json"), records)
+        if progress is not None:
+            progress(level, record)
+    return records

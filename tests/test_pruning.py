@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connsim import GlobalOrder, get_arch, measure, quota
+from connsim import ArchBuilder, GlobalOrder, get_arch, measure, quota
 from connsim.data import make_synthetic
 from connsim.granularity import expand, group_shape, group_sizes, to_groups
 from connsim.layers import cross_entropy
@@ -223,3 +223,26 @@ def test_channel_granularity_keeps_the_classes():
     res = prune(arch, "magnitude", 0.3, granularity="channel", rng=0)
     assert res.masks["fc3"].any(axis=1).all()
     assert measure(arch, res.masks).kept == res.measurement.kept
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "lamp", "snip", "iterative-snip",
+                                    "grasp", "synflow"])
+@pytest.mark.parametrize("granularity", ["weight", "kernel", "channel"])
+@pytest.mark.parametrize("scope", ["global", "layerwise", "layer-matched"])
+def test_every_method_granularity_and_scope(method, granularity, scope):
+    b = ArchBuilder("small", (2, 8, 8))
+    b.conv(4, 3, padding=1, name="c1", batchnorm=True, relu=True)
+    b.pool("max", 2)
+    b.conv(6, 3, name="c2", relu=True)
+    b.flatten()
+    b.dense(8, name="fc1", relu=True)
+    b.dense(3, name="fc2")
+    arch = b.build()
+    data = make_synthetic((2, 8, 8), classes=3, n_train=64, n_test=8, seed=0)
+    ref = prune(arch, "random", 0.4, rng=2).masks if scope == "layer-matched" else None
+    res = prune(arch, method, 0.3, granularity=granularity, scope=scope, rule="erk",
+                reference_masks=ref, data=data, batch_size=32, rounds=3, rng=0)
+    total = int(group_sizes(arch, granularity).sum())
+    assert res.total_groups == total and res.kept_groups == round(0.3 * total)
+    assert set(res.masks) == set(arch.layer_names)
+    assert all(m.shape == arch.weight_shape(n) for n, m in res.masks.items())

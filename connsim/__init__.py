@@ -29,7 +29,7 @@ from .zoo import get_arch
 
 __version__ = "0.1.0"
 
-__all__ = sorted([
+__all__ = [
     "ALL_RULES", "ArchBuilder", "Architecture", "Block", "Connectivity", "GlobalOrder",
     "InfeasibleQuota", "LayerMeasure", "LayeredGraph", "LayerwiseOrder", "Measurement", "Node",
     "Quota", "TargetResult", "build_graph", "chain", "check_masks", "connectivity", "design_quota",
@@ -37,4 +37,4 @@ __all__ = sorted([
     "load_arch", "load_masks", "measure", "monte_carlo", "ones_masks", "predict", "prune", "quota",
     "random_masks", "random_order", "reachability", "resolve_density", "save_masks", "summarize",
     "target_effective", "topk_masks",
-])
+]

@@ -144,3 +144,24 @@ def test_keras_layout_file():
     masks = random_masks(arch, 0.5, 3)
     keras = {k: to_layout(v, "keras") for k, v in masks.items()}
     assert_masks_equal(masks_from_arrays(arch, keras, layout="keras"), masks)
+
+
+def test_load_weights_prefers_weights_and_recognises_a_run_state(tmp_path, data_dir):
+    from connsim.maskio import load_weights
+    from connsim.network import Network
+
+    arch = get_arch("mlp:6-5-4-3")
+    w, state = load_weights(os.path.join(data_dir, "mlp_prune_api.pt"), arch)
+    assert state == {}  # a plain state dict: weights only
+    assert all((v != 0).all() for v in w.values())  # weight_orig, not the pruned weight_mask
+    net = Network(arch, rng=0)
+    path = tmp_path / "weights.npz"
+    np.savez(path, **net.state_dict())
+    w2, state2 = load_weights(path, arch)
+    np.testing.assert_array_equal(w2["fc2"], net.weights()["fc2"])
+    assert set(state2) == set(net.state_dict())
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, **{k: (np.full_like(v, np.nan) if v.ndim == 2 else v)
+                     for k, v in net.state_dict().items()})
+    with pytest.raises(MaskFileError, match="NaN"):
+        load_weights(bad, arch)

@@ -63,7 +63,8 @@ def main():
                              f"{m.effective_compression:.4g} | {ratio:.3g} |")
                 print(lines[-1], flush=True)
             curves[label] = {"compression": xs, "effective_compression": ys}
-        plot_compression(curves, ax=ax, title=f"{name}: pruning at initialisation")
+        plot_compression(curves, ax=ax, title=f"{name}: pruning at initialisation",
+                         kind="measured")
     with open(os.path.join(args.out, "methods_effective.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     fig.savefig(os.path.join(args.out, "methods_effective.png"), dpi=130)

@@ -30,20 +30,27 @@ def _finite(x):
     return np.array([np.nan if v is None or not math.isfinite(v) else v for v in x], dtype=float)
 
 
-def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None = None):
-    """Effective vs direct compression on log-log axes, one colour per rule.
+def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None = None,
+                     kind: str = "theory"):
+    """Effective vs direct compression on log-log axes, one colour per rule or method.
 
-    ``curves[rule]`` holds ``compression`` and ``effective_compression`` (theory lines) and
-    optionally ``mc_compression``, ``mc_effective_compression``, ``mc_lo``, ``mc_hi`` (Monte Carlo
-    points with error bars). Infinite effective compression (disconnected) is not drawn.
+    ``curves[name]`` holds ``compression`` and ``effective_compression`` (lines, labelled
+    ``kind``: 'theory' or 'measured') and optionally ``mc_compression``,
+    ``mc_effective_compression``, ``mc_lo``, ``mc_hi`` (Monte Carlo points with error bars).
+    Measured points with infinite effective compression (disconnected) are marked with an x on
+    the top edge.
     """
     ax = _ax(ax)
     lo, hi = math.inf, 0.0
+    cut = []
     for k, (rule, c) in enumerate(curves.items()):
         color = f"C{k}"
         x, y = _finite(c["compression"]), _finite(c["effective_compression"])
-        ax.plot(x, y, "-", color=color, lw=1.8, label=f"{rule} (theory)")
+        ax.plot(x, y, "-" if kind == "theory" else "o-", color=color, lw=1.8, ms=4,
+                label=f"{rule} ({kind})")
         lo, hi = min(lo, np.nanmin(x)), max(hi, np.nanmax(x))
+        if kind != "theory":
+            cut.append((color, x[np.isnan(y) & ~np.isnan(x)]))
         if c.get("mc_compression") is not None:
             mx, my = _finite(c["mc_compression"]), _finite(c["mc_effective_compression"])
             # two standard errors; an unbounded upper end (mean - 2 SE <= 0) is drawn as none
@@ -56,12 +63,16 @@ def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None =
     ax.set_yscale("log")
     top = hi * 100  # beyond this the expected effective weights are << 1: disconnected
     ax.set_ylim(max(lo / 2, 0.5), top)
-    ax.text(0.98, 0.02, "a line leaving the top: the network is\nalmost surely disconnected",
-            transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.3")
+    for k, (color, xs) in enumerate(cut):  # staggered below the top edge, one row per curve
+        ax.plot(xs, np.full(xs.shape, top / 1.8 ** (k + 1)), "x", color=color, ms=8, mew=2)
+    note = ("a line leaving the top: the network is\nalmost surely disconnected"
+            if kind == "theory" else "x: disconnected (effective compression infinite)")
+    ax.text(0.02, 0.98, note, transform=ax.transAxes, ha="left", va="top", fontsize=7,
+            color="0.3")
     ax.set_xlabel("direct compression (total / kept weights)")
     ax.set_ylabel("effective compression")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title)
     return ax

@@ -74,6 +74,9 @@ class ScoreContext:
             if idx is None:
                 break
             out.append((self.data.x_train[idx], self.data.y_train[idx]))
+        if not out:
+            raise ValueError(f"the dataset has {len(self.data.y_train)} training samples, fewer "
+                             f"than one batch of {self.batch_size}; lower the batch size")
         return out
 
 

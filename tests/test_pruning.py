@@ -216,6 +216,9 @@ def test_validation():
         prune(arch, "snip", 0.1)
     with pytest.raises(ValueError, match="reference masks"):
         prune(arch, "random", 0.1, scope="layer-matched")
+    tiny = make_synthetic(arch.input_shape, 10, n_train=5, n_test=2)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        prune(arch, "snip", 0.1, data=tiny)
 
 
 def test_channel_granularity_keeps_the_classes():

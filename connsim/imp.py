@@ -23,7 +23,8 @@ import numpy as np
 
 from .architectures import Architecture
 from .data import Dataset
-from .maskio import atomic_write, load_masks, save_masks
+from .files import atomic_write, write_json
+from .maskio import load_masks, save_masks
 from .masks import ones_masks
 from .measures import measure
 from .network import Network
@@ -59,11 +60,6 @@ def _read_levels(out_dir: str) -> list:
     if [r.get("level") for r in records] != list(range(len(records))):
         raise ValueError(f"{path!r} does not list levels 0, 1, ... in order; refusing to resume")
     return records
-
-
-def _write_json(path: str, obj) -> None:
-    with atomic_write(path, ".json") as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
 
 
 def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
@@ -130,7 +126,7 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
                   "test_accuracy": res.test_accuracy, "epochs": res.epochs,
                   "seconds": res.seconds}
         records.append(record)
-        _write_json(os.path.join(out_dir, "levels.json"), records)
+        write_json(os.path.join(out_dir, "levels.json"), records)
         if progress is not None:
             progress(level, record)
     return records

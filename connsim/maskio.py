@@ -15,16 +15,15 @@ Writes are atomic: a temporary file in the target folder is renamed over the tar
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from .architectures import Architecture
+from .files import atomic_write
 from .masks import as_mask, check_masks, from_layout, to_layout
 from .safepickle import UnsafePickleError, restricted_loads
 
@@ -38,24 +37,6 @@ _TORCH_DTYPES = {
 
 class MaskFileError(ValueError):
     """A mask file is missing, truncated, tampered with, or does not fit the architecture."""
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path next to ``path``; on success rename it over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ------------------------------------------------------------------------- readers

@@ -122,7 +122,7 @@ def save_prediction_figure(path: str, arch_name: str, curves: Mapping[str, dict]
                            names: Sequence[str], active: Mapping[str, Sequence[float]],
                            active_at: float, approximate: bool) -> None:
     """The three panels side by side, written atomically to ``path``."""
-    from .maskio import atomic_write
+    from .files import atomic_write
 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)

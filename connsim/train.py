@@ -8,7 +8,6 @@ masks re-applied after every step). A run folder holds ``history.json`` (loss an
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -20,8 +19,9 @@ import numpy as np
 from .architectures import Architecture
 from .backend import to_numpy
 from .data import Dataset, augment, batches
+from .files import atomic_write, write_json
 from .layers import cross_entropy
-from .maskio import atomic_write, save_masks
+from .maskio import save_masks
 from .masks import check_masks, ones_masks
 from .measures import Measurement, measure
 from .network import Network
@@ -165,7 +165,7 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
                                              f"{record['train_loss']}); lower the learning rate")
                 history.append(record)
                 if out_dir is not None:
-                    _write_json(os.path.join(out_dir, "history.json"), history)
+                    write_json(os.path.join(out_dir, "history.json"), history)
             if progress is not None:
                 progress(it, total, record)
             if it >= total:
@@ -179,20 +179,14 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     return result
 
 
-def _write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path, ".json") as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-
-
 def save_run(out_dir: str, result: TrainResult, arch: str, dataset: str,
              config: TrainConfig) -> None:
     """Write the run folder (history, summary with the config, final weights and masks)."""
     os.makedirs(out_dir, exist_ok=True)
-    _write_json(os.path.join(out_dir, "history.json"), result.history)
+    write_json(os.path.join(out_dir, "history.json"), result.history)
     summary = result.summary(arch, dataset)
     summary["config"] = asdict(config)
-    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     net = result.network
     save_masks(os.path.join(out_dir, "masks.npz"), {k: to_numpy(v) for k, v in net.masks.items()})
     with atomic_write(os.path.join(out_dir, "weights.npz"), ".npz") as tmp:

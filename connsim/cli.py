@@ -205,10 +205,13 @@ def cmd_prune(args) -> int:
                                   data.y_train, data.x_test.reshape(-1, *arch.input_shape),
                                   data.y_test, data.classes)
         ref = load_masks(args.match, arch, layout=args.layout) if args.match else None
+        bar = Progress(f"{args.method} rounds", args.rounds or 1, not args.json)
         res = prune(arch, args.method, density, granularity=args.granularity, scope=scope,
                     rule=args.rule, reference_masks=ref, target=args.target, level=args.level,
                     weights=weights, state=state, data=data, n_batches=args.batches,
-                    rounds=args.rounds, rng=args.seed)
+                    rounds=args.rounds, rng=args.seed,
+                    progress=lambda t, total: bar.set(t, total))
+        bar.close()
         masks, m, probes = res.masks, res.measurement, res.probes
         groups = {"granularity": args.granularity, "kept": res.kept_groups,
                   "total": res.total_groups, "fraction": res.group_fraction}

@@ -52,7 +52,8 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
           scope: str = "global", rule="uniform", reference_masks: Mapping | None = None,
           target: str = "direct", level: str = "channel", weights: Mapping | None = None,
           state: Mapping | None = None, data: Dataset | None = None, n_batches: int = 1,
-          batch_size: int = 128, rounds: int | None = None, rng=None) -> PruneResult:
+          batch_size: int = 128, rounds: int | None = None, rng=None,
+          progress=None) -> PruneResult:
     """Prune ``arch`` with ``method`` to global density ``density``.
 
     Parameters
@@ -81,6 +82,8 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
     rounds : int, optional
         Rounds of an iterative method (default 100 for SynFlow, 10 for iterative SNIP).
     rng : seed or Generator
+    progress : callable, optional
+        ``progress(t, rounds)`` after every round of an iterative method.
 
     Returns
     -------
@@ -109,7 +112,7 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
         weights = {n: np.asarray(weights[n], np.float64) for n in arch.layer_names}
     ctx = ScoreContext(arch, dict(weights), rng, data, n_batches, batch_size,
                        state=dict(state or {}))
-    scores = method_scores(method, ctx, granularity, density, rounds)
+    scores = method_scores(method, ctx, granularity, density, rounds, progress)
     if scope == "global":
         order = GlobalOrder(arch, scores, granularity=granularity)
     else:

@@ -237,7 +237,7 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 
 def iterative_keys(arch: Architecture, density: float, rounds: int, rescore,
-                   granularity: str) -> dict:
+                   granularity: str, progress=None) -> dict:
     """Prune in ``rounds`` rounds with kept fraction ``density^(t/rounds)``; ``rescore(masks)``
     returns group scores for the current weight masks (higher = keep, comparable across layers).
     Returns the rank keys of the module docstring. Each round partitions only the surviving
@@ -267,6 +267,8 @@ def iterative_keys(arch: Architecture, density: float, rounds: int, rescore,
         keep = top_k(scores, round(total * density ** (t / rounds)))
         keys[alive[~keep]] = 2 * t + _unit(scores[~keep])
         alive = alive[keep]
+        if progress is not None:
+            progress(t, rounds)
     keys[alive] = 2 * (rounds + 1) + _unit(flat_scores(alive)[alive])
     return {n: keys[offsets[k]:offsets[k + 1]].reshape(shapes[k]) for k, n in enumerate(names)}
 
@@ -284,17 +286,18 @@ def _log_groups(arch, log_scores: dict, granularity: str) -> dict:
     return out
 
 
-def keys_synflow(ctx: ScoreContext, granularity: str, density: float, rounds: int = 100) -> dict:
+def keys_synflow(ctx: ScoreContext, granularity: str, density: float, rounds: int = 100,
+                 progress=None) -> dict:
     def rescore(masks):
         return _log_groups(ctx.arch, synflow_log_scores(ctx.arch, ctx.weights, masks), granularity)
-    return iterative_keys(ctx.arch, density, rounds, rescore, granularity)
+    return iterative_keys(ctx.arch, density, rounds, rescore, granularity, progress)
 
 
 def keys_iterative_snip(ctx: ScoreContext, granularity: str, density: float,
-                        rounds: int = 10) -> dict:
+                        rounds: int = 10, progress=None) -> dict:
     def rescore(masks):
         return score_snip(ctx, granularity, masks)
-    return iterative_keys(ctx.arch, density, rounds, rescore, granularity)
+    return iterative_keys(ctx.arch, density, rounds, rescore, granularity, progress)
 
 
 ONE_SHOT = {
@@ -308,11 +311,12 @@ ITERATIVE_KEYS = {"synflow": keys_synflow, "iterative-snip": keys_iterative_snip
 
 
 def method_scores(method: str, ctx: ScoreContext, granularity: str, density: float,
-                  rounds: int | None = None) -> dict:
-    """Group scores (one-shot) or rank keys (iterative) of ``method``."""
+                  rounds: int | None = None, progress=None) -> dict:
+    """Group scores (one-shot) or rank keys (iterative) of ``method``; ``progress(t, rounds)`` is
+    called after every round of an iterative method."""
     if method in ONE_SHOT:
         return ONE_SHOT[method](ctx, granularity)
     if method in ITERATIVE_KEYS:
         kw = {} if rounds is None else {"rounds": rounds}
-        return ITERATIVE_KEYS[method](ctx, granularity, density, **kw)
+        return ITERATIVE_KEYS[method](ctx, granularity, density, progress=progress, **kw)
     raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")

@@ -259,3 +259,10 @@ def test_effective_target_at_group_granularity(granularity, floor):
     arch = get_arch("lenet-5")
     res = prune(arch, "random", 0.3, granularity=granularity, target="effective", rng=0)
     assert floor < res.measurement.effective_density <= 0.3
+
+
+def test_iterative_progress_reports_every_round():
+    calls = []
+    prune(get_arch("mlp:8-8-2"), "synflow", 0.3, rounds=7, rng=0,
+          progress=lambda t, n: calls.append((t, n)))
+    assert calls == [(t, 7) for t in range(1, 8)]

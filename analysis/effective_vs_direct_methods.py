@@ -24,9 +24,7 @@ METHODS = [("random", "uniform"), ("random", "igq"), ("magnitude", None), ("snip
 
 def data_for(arch, name):
     if name == "lenet-300-100":
-        d = load_mnist()
-        return type(d)(d.name, d.x_train.reshape(-1, 784), d.y_train, d.x_test.reshape(-1, 784),
-                       d.y_test, 10)
+        return load_mnist().reshaped(arch.input_shape)
     return make_synthetic(arch.input_shape, arch.output.channels, n_train=256, n_test=8, seed=0)
 
 

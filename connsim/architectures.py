@@ -26,7 +26,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-OPS = ("input", "dense", "conv", "pool", "flatten", "add")
 PRUNABLE_OPS = ("dense", "conv")
 
 

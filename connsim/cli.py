@@ -199,11 +199,8 @@ def cmd_prune(args) -> int:
         data = None
         if args.dataset:
             data = load_dataset(args.dataset, args.data_dir, seed=args.seed,
-                                input_shape=arch.input_shape, classes=arch.output.channels)
-            if tuple(data.input_shape) != tuple(arch.input_shape):
-                data = type(data)(data.name, data.x_train.reshape(-1, *arch.input_shape),
-                                  data.y_train, data.x_test.reshape(-1, *arch.input_shape),
-                                  data.y_test, data.classes)
+                                input_shape=arch.input_shape, classes=arch.output.channels
+                                ).reshaped(arch.input_shape)
         ref = load_masks(args.match, arch, layout=args.layout) if args.match else None
         bar = Progress(f"{args.method} rounds", args.rounds or 1, not args.json)
         res = prune(arch, args.method, density, granularity=args.granularity, scope=scope,

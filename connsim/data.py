@@ -56,6 +56,16 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return self.x_train.shape[1:]
 
+    def reshaped(self, input_shape) -> Dataset:
+        """The same data with inputs of another shape of equal size (e.g. 1x28x28 <-> 784)."""
+        shape = tuple(input_shape)
+        if shape == self.input_shape:
+            return self
+        if int(np.prod(shape)) != int(np.prod(self.input_shape)):
+            raise ValueError(f"cannot view {self.name} inputs {self.input_shape} as {shape}")
+        return Dataset(self.name, self.x_train.reshape(-1, *shape), self.y_train,
+                       self.x_test.reshape(-1, *shape), self.y_test, self.classes)
+
     def standardized(self) -> Dataset:
         """Per-channel standardisation with the training set's mean and standard deviation."""
         axes = (0, 2, 3) if self.x_train.ndim == 4 else (0,)

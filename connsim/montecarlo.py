@@ -16,7 +16,7 @@ import numpy as np
 from . import _kernels
 from .architectures import Architecture
 from .effective import connectivity
-from .quotas import Quota, kept_counts
+from .quotas import Quota
 from .sampling import random_masks
 from .theory import TheoryGraph
 
@@ -153,8 +153,7 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
         raise ValueError(f"samples must be >= 1, got {samples}")
     if tuple(q.names) != arch.layer_names:
         raise ValueError(f"quota is for layers {list(q.names)}, not {list(arch.layer_names)}")
-    params = np.array([arch.n_params(n) for n in arch.layer_names], dtype=np.int64)
-    kept = kept_counts(params, q.densities, int(q.kept.sum()))
+    params = q.params
     seq = rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
         np.random.default_rng(rng).integers(0, 2**63))
     n_layers = len(params)
@@ -163,12 +162,11 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     disc = np.zeros(samples, dtype=bool)
     if level == "channel":
         seeds = seq.generate_state(samples, dtype=np.uint32).astype(np.int64)
-        _kernels.mc_channel(seeds, mask_model == "bernoulli", *_mc_arrays(arch, q.densities, kept),
+        _kernels.mc_channel(seeds, mask_model == "bernoulli", *_mc_arrays(arch, q.densities, q.kept),
                             eff, disc, active)
     else:
-        model = "bernoulli" if mask_model == "bernoulli" else "exact"
         for s, child in enumerate(seq.spawn(samples)):
-            masks = random_masks(arch, q, model=model, rng=np.random.default_rng(child))
+            masks = random_masks(arch, q, model=mask_model, rng=np.random.default_rng(child))
             conn = connectivity(arch, masks, level="position")
             for k, name in enumerate(arch.layer_names):
                 eff[s, k] = np.count_nonzero(conn.effective[name])

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -39,12 +39,11 @@ from .network import Network
 from .orders import top_k
 
 METHODS = ("random", "magnitude", "lamp", "snip", "iterative-snip", "grasp", "synflow")
-ITERATIVE = ("iterative-snip", "synflow")
 
 
 @dataclass
 class ScoreContext:
-    """What scores may use: weights (PyTorch layout), data batches, a generator, current masks."""
+    """What scores may use: weights (PyTorch layout), data batches, a generator, a network state."""
 
     arch: Architecture
     weights: dict
@@ -52,11 +51,10 @@ class ScoreContext:
     data: Dataset | None = None
     n_batches: int = 1
     batch_size: int = 128
-    masks: dict | None = None
     state: dict = field(default_factory=dict)  # full network state (BatchNorm etc.), optional
 
     def network(self, masks=None, dtype="float32") -> Network:
-        net = Network(self.arch, masks if masks is not None else self.masks, dtype=dtype, rng=0)
+        net = Network(self.arch, masks, dtype=dtype, rng=0)
         if self.state:
             net.load_state_dict(self.state)
         for name, layer_w in self.weights.items():
@@ -142,10 +140,8 @@ def hessian_gradient(ctx: ScoreContext, eps: float = 1e-2) -> dict:
         return {n: np.zeros_like(v) for n, v in g.items()}
     step = eps / norm
     w0 = ctx.weights
-    plus = ScoreContext(ctx.arch, {n: w0[n] + step * g[n] for n in g}, ctx.rng, ctx.data,
-                        ctx.n_batches, ctx.batch_size, ctx.masks, ctx.state)
-    minus = ScoreContext(ctx.arch, {n: w0[n] - step * g[n] for n in g}, ctx.rng, ctx.data,
-                         ctx.n_batches, ctx.batch_size, ctx.masks, ctx.state)
+    plus = replace(ctx, weights={n: w0[n] + step * g[n] for n in g})
+    minus = replace(ctx, weights={n: w0[n] - step * g[n] for n in g})
     gp, gm = weight_gradients(plus, dtype="float64"), weight_gradients(minus, dtype="float64")
     return {n: (gp[n] - gm[n]) / (2 * step) for n in g}
 

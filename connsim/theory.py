@@ -417,7 +417,7 @@ def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: fl
                                    hi: float = 1e8, tol: float = 1e-3, **rule_kw) -> float:
     """Direct compression at which P(disconnected) = 1/2 for a quota rule (bisection in log
     compression; P(disconnected) rises with compression). ``inf`` if it stays below 1/2 up to
-    ``hi``; ``nan`` if the rule is infeasible there."""
+    ``hi``; raises :class:`~connsim.quotas.InfeasibleQuota` if the rule is infeasible there."""
     def p(c):
         return predict_rule(arch, rule, 1.0 / c, **rule_kw).p_disconnected
 

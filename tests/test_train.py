@@ -274,3 +274,13 @@ def test_digits_real_small_set_trains():
     arch = get_arch("mlp:64-64-10", input_shape=(1, 8, 8))
     res = train(arch, data, config=TrainConfig(epochs=15, batch_size=32, lr=0.05))
     assert res.test_accuracy > 0.9
+
+
+def test_dataset_reshaped():
+    ds = make_synthetic((1, 4, 4), classes=2, n_train=10, n_test=4, seed=0)
+    flat = ds.reshaped((16,))
+    assert flat.input_shape == (16,) and flat.x_test.shape == (4, 16)
+    np.testing.assert_array_equal(flat.x_train.reshape(-1, 1, 4, 4), ds.x_train)
+    assert ds.reshaped((1, 4, 4)) is ds
+    with pytest.raises(ValueError, match="cannot view"):
+        ds.reshaped((15,))

@@ -52,6 +52,34 @@ class Dataset:
     y_test: np.ndarray
     classes: int
 
+    def __post_init__(self):
+        if not isinstance(self.classes, int | np.integer) or self.classes < 1:
+            raise DataError(f"dataset {self.name!r}: classes must be a positive integer, got "
+                            f"{self.classes!r}")
+        for part in ("train", "test"):
+            x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
+            if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim < 2:
+                raise DataError(f"dataset {self.name!r}: x_{part} must be a float array of shape "
+                                f"(N, ...), got {getattr(x, 'dtype', type(x))} "
+                                f"{getattr(x, 'shape', '')}")
+            if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.ndim != 1:
+                raise DataError(f"dataset {self.name!r}: y_{part} must be a 1-D integer array of "
+                                f"labels, got {getattr(y, 'dtype', type(y))} "
+                                f"{getattr(y, 'shape', '')}")
+            if len(x) != len(y):
+                raise DataError(f"dataset {self.name!r}: {len(x)} {part} images but {len(y)} "
+                                "labels; every image needs exactly one label")
+            if len(y) == 0:
+                raise DataError(f"dataset {self.name!r}: the {part} set is empty")
+            if y.min() < 0 or y.max() >= self.classes:
+                raise DataError(f"dataset {self.name!r}: {part} labels must lie in "
+                                f"[0, {self.classes - 1}], found {y.min()}..{y.max()}")
+            if not np.isfinite(x).all():
+                raise DataError(f"dataset {self.name!r}: x_{part} contains NaN or infinity")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(f"dataset {self.name!r}: train inputs {self.x_train.shape[1:]} and "
+                            f"test inputs {self.x_test.shape[1:]} differ in shape")
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.x_train.shape[1:]
@@ -368,7 +396,16 @@ def augment(x: np.ndarray, dataset: str, rng) -> np.ndarray:
 
 def batches(n: int, batch_size: int, rng):
     """Index arrays of one shuffled epoch; the last incomplete batch is dropped (BatchNorm needs
-    more than one sample)."""
+    more than one sample).
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not in ``[1, n]`` (an epoch would hold no batch).
+    """
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch size must lie in [1, {n}] (the number of training examples), "
+                         f"got {batch_size}; choose a smaller batch size")
     order = rng.permutation(n)
     for k in range(n // batch_size):
         yield order[k * batch_size:(k + 1) * batch_size]

@@ -1,23 +1,76 @@
 """Atomic file writes: a temporary file in the target folder renamed over the target, so an
-interrupted write never leaves a partial file behind."""
+interrupted write never leaves a partial file behind.
+
+Temporary files are named ``.tmp-connsim-PID-*``. One left behind by a process that was killed
+(its PID no longer runs on this machine) is removed the next time connsim writes into that folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
+
+_PREFIX = ".tmp-connsim-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists but belongs to someone else; an absurd pid is never ours to judge
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove temporary files of dead connsim processes from ``folder``; returns their names."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(_PREFIX):
+            continue
+        pid = name[len(_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path next to ``path``; on success rename it over ``path``."""
+    """Yield a temporary path next to ``path``; on success rename it over ``path``.
+
+    Raises
+    ------
+    OSError
+        If the folder cannot be written or ``path`` is a directory; the message names ``path``
+        (never the temporary file).
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    clean_stale_temps(folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", suffix=suffix, dir=folder)
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
     os.close(fd)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.filename == tmp or tmp in str(e):
+                raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
+            raise
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
@@ -27,8 +80,65 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
             os.unlink(tmp)
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float replaced by ``None``: standard JSON has no
+    ``Infinity`` or ``NaN`` (the records carry flags such as ``disconnected`` instead)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """Standard JSON (see :func:`json_safe`)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically, creating the folder if needed."""
+    """Write ``obj`` as indented standard JSON, atomically, creating the folder if needed."""
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    text = dumps(obj, indent=1)
     with atomic_write(path, ".json") as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
+
+
+def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...] = (), *,
+                   folder: bool = False, what: str = "--out") -> str:
+    """Check, before any work, that ``path`` can be written.
+
+    ``folder=False``: a file with one of ``suffixes`` whose folder exists and is writable (it is
+    replaced if it exists). ``folder=True``: a run folder that exists as a folder or can be
+    created (its parent is writable). Returns the path; raises ``ValueError`` naming ``what``.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{what} is empty; give a path")
+    if folder:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"{what} {path!r} is an existing file; a run folder is expected")
+        probe = path
+        while not os.path.exists(probe):
+            parent = os.path.dirname(os.path.abspath(probe))
+            if parent == os.path.abspath(probe):
+                break
+            probe = parent
+        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"{what} {path!r} cannot be written: {probe!r} is not a writable "
+                             "folder")
+        return path
+    if suffixes and not path.endswith(suffixes):
+        raise ValueError(f"{what} {path!r} must end in {' or '.join(suffixes)}")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a directory; give a file name ending in "
+                         f"{' or '.join(suffixes) or 'a suffix'}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"{what} {path!r}: folder {parent!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path!r}: folder {parent!r} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} {path!r} exists and is not writable")
+    return path

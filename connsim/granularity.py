@@ -4,7 +4,8 @@
 * ``kernel``: the ``kh*kw`` entries of kernel ``(o, i)`` of a conv (a dense weight is its own
   kernel);
 * ``channel``: all weights into an output channel (a row of a dense layer). The output layer's
-  channels are the classes; they are never pruned at channel granularity.
+  channels are the classes: at channel granularity they are never pruned, and they are left out
+  of every count, keep-fraction and quota (:func:`prunable_layers`).
 
 A group's score aggregates its weights' scores; keep-fractions count groups. :func:`expand` turns
 group masks back into weight masks.
@@ -55,8 +56,6 @@ def to_groups(arch: Architecture, values: dict, granularity: str, how: str = "su
             continue
         s = v.mean(axis=axes) if how == "mean" else v.sum(axis=axes)
         out[name] = np.abs(s) if how == "abs-sum" else s
-    if granularity == "channel":
-        out[arch.output.name] = np.full(out[arch.output.name].shape, np.inf)  # never prune classes
     return out
 
 
@@ -70,6 +69,15 @@ def expand(arch: Architecture, group_masks: dict, granularity: str) -> dict:
         out[name] = np.ascontiguousarray(
             np.broadcast_to(g.reshape(g.shape + (1,) * (len(shape) - g.ndim)), shape))
     return out
+
+
+def prunable_layers(arch: Architecture, granularity: str) -> tuple[str, ...]:
+    """Layers whose groups may be pruned: all prunable layers, except the classifier at channel
+    granularity (removing an output channel would remove a class)."""
+    _check(granularity)
+    if granularity == "channel":
+        return tuple(n for n in arch.layer_names if n != arch.output.name)
+    return arch.layer_names
 
 
 def group_sizes(arch: Architecture, granularity: str) -> np.ndarray:

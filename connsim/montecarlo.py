@@ -79,6 +79,18 @@ class MonteCarlo:
         return float(self.disconnected.mean())
 
     @property
+    def mean_effective_params_connected(self) -> float:
+        """Mean effective weights over the connected samples (``nan`` if none is connected)."""
+        t = self.total_effective[~self.disconnected]
+        return float(t.mean()) if t.size else math.nan
+
+    @property
+    def stderr_connected(self) -> float:
+        """Standard error of :attr:`mean_effective_params_connected`."""
+        t = self.total_effective[~self.disconnected]
+        return float(t.std(ddof=1) / math.sqrt(t.size)) if t.size > 1 else math.nan
+
+    @property
     def p_disconnected_ci(self) -> tuple[float, float]:
         return wilson_interval(int(self.disconnected.sum()), self.samples)
 
@@ -89,11 +101,18 @@ class MonteCarlo:
         lo, hi = self.p_disconnected_ci
         return {
             "samples": self.samples, "mask_model": self.mask_model, "level": self.level,
-            "mean_effective_params": self.mean_effective_params, "stderr": self.stderr,
+            "mean_effective_params": self.mean_effective_params, "stderr": _num(self.stderr),
+            "mean_effective_params_connected": _num(self.mean_effective_params_connected),
+            "stderr_connected": _num(self.stderr_connected),
             "p_disconnected": self.p_disconnected, "p_disconnected_ci95": [lo, hi],
             "quantiles": self.quantiles(),
             "mean_active_units": [float(x) for x in self.active.mean(axis=0)],
         }
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN: undefined statistics are null."""
+    return float(x) if math.isfinite(x) else None
 
 
 def _mc_arrays(arch: Architecture, densities: np.ndarray, kept: np.ndarray):

@@ -8,17 +8,21 @@ equal scores the lower index is kept longer.
 * :class:`GlobalOrder`: one ranking over all layers (global threshold).
 * :class:`LayerwiseOrder`: a ranking inside each layer; the per-layer counts at ``K`` come from a
   quota rule evaluated at density ``K / N``.
+
+At channel granularity the classifier's channels (the classes) are not part of an order: they are
+always kept, and counts, totals and quotas cover the other layers only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 
 from .architectures import Architecture
-from .granularity import expand, group_shape, group_sizes
-from .quotas import kept_counts, quota
+from .granularity import expand, group_shape, prunable_layers
+from .quotas import InfeasibleQuota, feasible_densities, kept_counts, quota, restrict
 
 
 def keep_ranks(scores: np.ndarray) -> np.ndarray:
@@ -95,21 +99,29 @@ class GlobalOrder:
                  granularity: str = "weight"):
         scores = _check_scores(arch, scores, granularity)
         self.arch, self.granularity = arch, granularity
-        self.total = int(group_sizes(arch, granularity).sum())
+        self.layers = prunable_layers(arch, granularity)
+        self.total = int(sum(scores[n].size for n in self.layers))
+        self.ranks = {n: np.full(scores[n].shape, -1, dtype=np.int64)  # always kept
+                      for n in arch.layer_names if n not in self.layers}
         if ranks:
-            self.ranks = {k: np.asarray(v, dtype=np.int64) for k, v in scores.items()}
+            self.ranks.update({n: np.asarray(scores[n], dtype=np.int64) for n in self.layers})
         else:
-            flat = keep_ranks(np.concatenate([scores[n].reshape(-1) for n in arch.layer_names]))
-            self.ranks, start = {}, 0
-            for n in arch.layer_names:
+            flat = keep_ranks(np.concatenate([scores[n].reshape(-1) for n in self.layers]))
+            start = 0
+            for n in self.layers:
                 size = scores[n].size
                 self.ranks[n] = flat[start:start + size].reshape(scores[n].shape)
                 start += size
 
+    def kept_range(self) -> tuple[int, int]:
+        """Every kept count in ``[0, total]`` is valid for a global order."""
+        return 0, self.total
+
     def masks(self, kept: int) -> dict:
         """Weight masks keeping the ``kept`` best-ranked groups overall."""
         kept = _check_kept(kept, self.total)
-        return expand(self.arch, {k: r < kept for k, r in self.ranks.items()}, self.granularity)
+        return expand(self.arch, {n: self.ranks[n] < kept for n in self.arch.layer_names},
+                      self.granularity)
 
 
 class LayerwiseOrder:
@@ -131,21 +143,57 @@ class LayerwiseOrder:
                  granularity: str = "weight"):
         scores = _check_scores(arch, scores, granularity)
         self.arch, self.rule, self.granularity = arch, rule, granularity
-        self.params = group_sizes(arch, granularity)
+        self.layers = prunable_layers(arch, granularity)
+        self._view = restrict(arch, self.layers)
+        self.params = np.array([scores[n].size for n in self.layers], dtype=np.int64)
         self.total = int(self.params.sum())
-        self.ranks = {k: (np.asarray(v, dtype=np.int64) if ranks else keep_ranks(v))
-                      for k, v in scores.items()}
+        self.ranks = {n: np.full(scores[n].shape, -1, dtype=np.int64)  # always kept
+                      for n in arch.layer_names if n not in self.layers}
+        self.ranks.update({n: (np.asarray(scores[n], dtype=np.int64) if ranks
+                               else keep_ranks(scores[n])) for n in self.layers})
+        self._range = None
+
+    def _feasible(self, kept: int) -> bool:
+        try:
+            quota(self._view, self.rule, kept / self.total)
+        except InfeasibleQuota:
+            return False
+        return True
+
+    def kept_range(self) -> tuple[int, int]:
+        """The kept counts ``(k_min, k_max)`` at which the quota rule is feasible: all of
+        ``[0, total]`` for most rules, less for ``uniform+`` and ``erk-redistribute``.
+
+        Raises
+        ------
+        InfeasibleQuota
+            If the rule is feasible at no kept count.
+        """
+        if self._range is None:
+            span = feasible_densities(self._view, self.rule)
+            if span is None:
+                raise InfeasibleQuota(f"rule {self.rule!r} has no valid quota at any density")
+            lo = max(0, min(self.total, math.ceil(span[0] * self.total)))
+            hi = max(0, min(self.total, math.floor(span[1] * self.total)))
+            while lo < self.total and not self._feasible(lo):  # rounding at the ends
+                lo += 1
+            while hi > lo and not self._feasible(hi):
+                hi -= 1
+            self._range = (lo, hi)
+        return self._range
 
     def counts(self, kept: int) -> np.ndarray:
+        """Kept groups of each layer in :attr:`layers` at ``kept`` groups in total."""
         kept = _check_kept(kept, self.total)
-        q = quota(self.arch, self.rule, kept / self.total)
+        q = quota(self._view, self.rule, kept / self.total)
         return kept_counts(self.params, q.densities, kept)
 
     def masks_from_counts(self, counts) -> dict:
-        """Weight masks keeping the ``counts[l]`` best-ranked groups of each layer ``l``."""
-        return expand(self.arch, {n: self.ranks[n] < int(c) for n, c in
-                                  zip(self.arch.layer_names, counts, strict=True)},
-                      self.granularity)
+        """Weight masks keeping the ``counts[l]`` best-ranked groups of each layer ``l`` of
+        :attr:`layers` (and every group of the layers left out of the order)."""
+        counts = dict(zip(self.layers, counts, strict=True))
+        return expand(self.arch, {n: self.ranks[n] < int(counts.get(n, 0))
+                                  for n in self.arch.layer_names}, self.granularity)
 
     def masks(self, kept: int) -> dict:
         """Weight masks keeping exactly ``kept`` groups, split over layers by the quota rule."""

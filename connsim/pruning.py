@@ -20,7 +20,7 @@ import numpy as np
 
 from .architectures import Architecture
 from .data import Dataset
-from .granularity import GRANULARITIES, group_sizes
+from .granularity import GRANULARITIES, prunable_layers
 from .masks import check_masks
 from .measures import Measurement, measure
 from .network import Network
@@ -35,13 +35,21 @@ TARGETS = ("direct", "effective")
 
 @dataclass(frozen=True)
 class PruneResult:
-    """Masks and what they achieve."""
+    """Masks and what they achieve.
+
+    ``kept_groups`` and ``total_groups`` count the groups the order may prune (at channel
+    granularity the classes are always kept and not counted). ``target_met`` is False, with the
+    reason in ``message``, when an effective target could not be met (see
+    :func:`connsim.targeting.target_effective`).
+    """
 
     masks: dict
     measurement: Measurement
     kept_groups: int
     total_groups: int
     probes: int | None
+    target_met: bool = True
+    message: str | None = None
 
     @property
     def group_fraction(self) -> float:
@@ -120,12 +128,12 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
             if reference_masks is None:
                 raise ValueError("scope 'layer-matched' needs reference masks (CLI: --match FILE)")
             ref = check_masks(arch, reference_masks)
-            rule = scaled_rule([ref[n].mean() for n in arch.layer_names])
+            rule = scaled_rule([ref[n].mean() for n in prunable_layers(arch, granularity)])
         order = LayerwiseOrder(arch, scores, rule, granularity=granularity)
-    total = int(group_sizes(arch, granularity).sum())
     if target == "direct":
-        kept = round(density * total)
+        kept = round(density * order.total)
         masks = order.masks(kept)
-        return PruneResult(masks, measure(arch, masks, level=level), kept, total, None)
+        return PruneResult(masks, measure(arch, masks, level=level), kept, order.total, None)
     res = target_effective(arch, order, density, level=level)
-    return PruneResult(res.masks, res.measurement, res.kept, total, res.probes)
+    return PruneResult(res.masks, res.measurement, res.kept, order.total, res.probes, res.met,
+                       res.message)

@@ -21,6 +21,30 @@ class InfeasibleQuota(ValueError):
     """A quota rule cannot reach the requested density with every d_l in [0, 1]."""
 
 
+class LayerSubset:
+    """Some prunable layers of an architecture, seen as the architecture a quota rule reads
+    (``name``, ``layers``, ``layer_names``, ``weight_shape``, ``n_params``)."""
+
+    def __init__(self, arch: Architecture, names):
+        unknown = [n for n in names if n not in arch.layer_names]
+        if unknown:
+            raise ValueError(f"layers {unknown} are not prunable layers of {arch.name}")
+        self.arch, self.name = arch, arch.name
+        self.layers = tuple(node for node in arch.layers if node.name in set(names))
+        self.layer_names = tuple(node.name for node in self.layers)
+
+    def weight_shape(self, layer) -> tuple[int, ...]:
+        return self.arch.weight_shape(layer)
+
+    def n_params(self, layer) -> int:
+        return self.arch.n_params(layer)
+
+
+def restrict(arch: Architecture, names) -> Architecture | LayerSubset:
+    """``arch`` itself when ``names`` are all its prunable layers, else a :class:`LayerSubset`."""
+    return arch if tuple(names) == arch.layer_names else LayerSubset(arch, names)
+
+
 def _params(arch: Architecture) -> np.ndarray:
     return np.array([arch.n_params(n) for n in arch.layers], dtype=np.float64)
 
@@ -152,29 +176,31 @@ def _erk_redistribute_limit(raw: np.ndarray, n: np.ndarray) -> float:
 
 
 def igq_force(n: np.ndarray, density: float) -> float:
-    """The common piston force F >= 0 with sum n_l / (1 + F n_l) = D N to within one weight."""
+    """The common piston force F >= 0 with sum_l n_l / (1 + F n_l) = D N.
+
+    The root is solved to machine precision (Brent's method on log F after bracketing), so the
+    continuous densities 1 / (1 + F n_l) meet the budget D N exactly up to rounding: a quota, and
+    a prediction made from it, at compression C is for C.
+    """
+    n = np.asarray(n, dtype=np.float64)
     target = density * n.sum()
     if target >= n.sum():
         return 0.0
     if target <= 0:
         return math.inf
 
-    def kept(f):
-        return (n / (1.0 + f * n)).sum()
+    def excess(log_f):
+        return (n / (1.0 + math.exp(log_f) * n)).sum() - target
 
-    lo, hi = 0.0, 1.0
-    while kept(hi) > target:
+    lo, hi = -1.0, 1.0  # log F; kept weights fall monotonically as F grows
+    while excess(lo) < 0:
+        lo *= 2.0
+    while excess(hi) > 0:
         hi *= 2.0
-    # bisection in the log domain of F: monotone, robust for densities down to 1e-9
-    for _ in range(200):
-        mid = math.sqrt(lo * hi) if lo > 0 else hi / 2.0
-        if kept(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-        if abs(kept(hi) - target) < 0.25 or hi - lo <= 1e-15 * hi:
-            break
-    return hi
+    from scipy.optimize import brentq  # imported here: scipy.optimize is slow to import
+
+    return math.exp(brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps,
+                           maxiter=500))
 
 
 def igq(arch: Architecture, density: float) -> np.ndarray:
@@ -347,6 +373,41 @@ def quota(arch: Architecture, rule: str | Callable, density: float | None = None
     kept = kept_counts(n.astype(np.int64), d, round(density * n.sum()))
     return Quota(arch.name, name, float(density), arch.layer_names, n.astype(np.int64), d, kept,
                  force)
+
+
+def feasible_densities(arch: Architecture, rule, **rule_kw) -> tuple[float, float] | None:
+    """The interval ``(d_min, d_max)`` of global densities at which ``rule`` gives a valid quota.
+
+    Every built-in rule is feasible on one interval: ``uniform+`` from a minimum density up to 1,
+    ``erk-redistribute`` from 0 up to a maximum density, the others everywhere. The ends are
+    found by a scan and bisection to about 1e-12 relative; ``None`` if the rule is feasible
+    nowhere.
+    """
+    def ok(d):
+        try:
+            quota(arch, rule, d, **rule_kw)
+        except InfeasibleQuota:
+            return False
+        return True
+
+    if ok(0.0) and ok(1.0):
+        return 0.0, 1.0
+    grid = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 97)])
+    good = [k for k, d in enumerate(grid) if ok(d)]
+    if not good:
+        return None
+
+    def edge(inside, outside):
+        for _ in range(100):
+            mid = 0.5 * (inside + outside)
+            if mid in (inside, outside):
+                break
+            inside, outside = (mid, outside) if ok(mid) else (inside, mid)
+        return inside
+
+    d_min = grid[0] if good[0] == 0 else edge(grid[good[0]], grid[good[0] - 1])
+    d_max = 1.0 if good[-1] == len(grid) - 1 else edge(grid[good[-1]], grid[good[-1] + 1])
+    return float(d_min), float(d_max)
 
 
 def _custom_densities(arch: Architecture, densities) -> np.ndarray:

@@ -65,17 +65,15 @@ class ScoreContext:
     def batches(self):
         if self.data is None:
             raise ValueError("this score needs data: pass a dataset (CLI: --dataset D --batches K)")
-        order = batches(len(self.data.y_train), self.batch_size, np.random.default_rng(0))
-        out = []
-        for _ in range(self.n_batches):
-            idx = next(order, None)
-            if idx is None:
-                break
-            out.append((self.data.x_train[idx], self.data.y_train[idx]))
-        if not out:
-            raise ValueError(f"the dataset has {len(self.data.y_train)} training samples, fewer "
-                             f"than one batch of {self.batch_size}; lower the batch size")
-        return out
+        if self.n_batches < 1:
+            raise ValueError(f"n_batches must be >= 1 (CLI: --batches), got {self.n_batches}")
+        n = len(self.data.y_train)
+        if n < self.batch_size:
+            raise ValueError(f"the dataset has {n} training samples, fewer than one batch of "
+                             f"{self.batch_size}; lower the batch size")
+        order = batches(n, self.batch_size, np.random.default_rng(0))
+        return [(self.data.x_train[idx], self.data.y_train[idx])
+                for idx, _ in zip(order, range(self.n_batches))]
 
 
 def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:
@@ -120,10 +118,7 @@ def lamp(values: np.ndarray) -> np.ndarray:
 
 def score_lamp(ctx: ScoreContext, granularity: str) -> dict:
     mags = score_magnitude(ctx, granularity)
-    out = {n: lamp(np.where(np.isinf(v), 0.0, v)) for n, v in mags.items()}
-    if granularity == "channel":
-        out[ctx.arch.output.name] = mags[ctx.arch.output.name]  # the classes stay
-    return out
+    return {n: lamp(v) for n, v in mags.items()}
 
 
 def score_snip(ctx: ScoreContext, granularity: str, masks=None) -> dict:
@@ -238,17 +233,22 @@ def iterative_keys(arch: Architecture, density: float, rounds: int, rescore,
     returns group scores for the current weight masks (higher = keep, comparable across layers).
     Returns the rank keys of the module docstring. Each round partitions only the surviving
     groups, so the cost shrinks with them."""
-    from .granularity import expand
+    from .granularity import expand, prunable_layers
 
     names = arch.layer_names
     shapes = [group_shape(arch, n, granularity) for n in names]
     sizes = group_sizes(arch, granularity)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     total = int(offsets[-1])
+    prunable = np.zeros(total, dtype=bool)
+    for k, n in enumerate(names):
+        prunable[offsets[k]:offsets[k + 1]] = n in prunable_layers(arch, granularity)
+    fixed = np.flatnonzero(~prunable)  # the classes at channel granularity: always kept
 
     def as_masks(alive_idx):
         flat = np.zeros(total, dtype=bool)
         flat[alive_idx] = True
+        flat[fixed] = True
         return expand(arch, {n: flat[offsets[k]:offsets[k + 1]].reshape(shapes[k])
                              for k, n in enumerate(names)}, granularity)
 
@@ -256,11 +256,12 @@ def iterative_keys(arch: Architecture, density: float, rounds: int, rescore,
         scores = rescore(as_masks(alive_idx))
         return np.concatenate([np.asarray(scores[n], np.float64).reshape(-1) for n in names])
 
-    alive = np.arange(total)
-    keys = np.zeros(total)
+    alive = np.flatnonzero(prunable)
+    n_prunable = alive.size
+    keys = np.full(total, 2.0 * (rounds + 2))  # fixed groups outrank every prunable one
     for t in range(1, rounds + 1):
         scores = flat_scores(alive)[alive]
-        keep = top_k(scores, round(total * density ** (t / rounds)))
+        keep = top_k(scores, round(n_prunable * density ** (t / rounds)))
         keys[alive[~keep]] = 2 * t + _unit(scores[~keep])
         alive = alive[keep]
         if progress is not None:
@@ -277,8 +278,6 @@ def _log_groups(arch, log_scores: dict, granularity: str) -> dict:
     for n, v in log_scores.items():
         axes = tuple(range({"kernel": 2, "channel": 1}[granularity], v.ndim))
         out[n] = np.logaddexp.reduce(v, axis=axes) if axes else v
-    if granularity == "channel":
-        out[arch.output.name] = np.full(out[arch.output.name].shape, np.inf)
     return out
 
 

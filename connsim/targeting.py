@@ -21,15 +21,19 @@ class TargetResult:
     Attributes
     ----------
     masks : dict
-        The masks at ``kept`` kept weights.
+        The masks at ``kept`` kept weights (or groups).
     kept : int
-        Kept weights (or groups, for a group order); keeping one more would exceed the target.
+        Kept weights (or groups, for a group order).
     measurement : Measurement
         Direct and effective counts of ``masks``.
     target : float
         The requested effective density.
     probes : int
         Effective-mask evaluations made.
+    met : bool
+        Whether ``measurement`` meets the target with a connected network (or the target is 0).
+    message : str or None
+        Why the target was not met, when it was not.
     """
 
     masks: dict
@@ -37,6 +41,8 @@ class TargetResult:
     measurement: Measurement
     target: float
     probes: int
+    met: bool = True
+    message: str | None = None
 
 
 def target_effective(arch: Architecture, order, density: float, *, level: str = "channel",
@@ -47,8 +53,9 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     ----------
     arch : Architecture
     order : GlobalOrder or LayerwiseOrder
-        Any object with ``total`` (weights or groups) and ``masks(kept) -> dict`` (weight masks)
-        whose masks are nested in ``kept``.
+        Any object with ``total`` (weights or groups), ``kept_range() -> (k_min, k_max)`` (the
+        kept counts it supports) and ``masks(kept) -> dict`` (weight masks) whose masks are
+        nested in ``kept``.
     density : float
         Target effective density D*.
     level : {'channel', 'position'}
@@ -59,14 +66,23 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     Returns
     -------
     TargetResult
-        The largest kept count ``K`` with effective density <= D*: the smallest number of pruned
-        weights that reaches the target. The achieved effective density is reported exactly; it
-        meets the target up to the discrete jump that removing one more weight causes.
+        Normally the largest kept count ``K`` with effective density <= D*: the smallest number of
+        pruned weights that reaches the target, reported exactly (it meets the target up to the
+        discrete jump that removing one more weight causes). Two cases do not meet the target and
+        say so in ``met`` and ``message``:
+
+        * the effective density falls from above D* straight to 0 (a coarse order that cuts the
+          network): the connected side of the jump is returned, above the target, rather than a
+          disconnected network;
+        * the order's quota rule is infeasible at low enough densities (``uniform+``): its
+          sparsest valid masks are returned.
 
     Notes
     -----
-    Since effective <= direct, ``K = floor(D* N)`` always qualifies, so the search runs over
-    ``[floor(D* N), N]``: about ``log2((1 - D*) N)`` probes, each one O(nnz) effective-mask pass.
+    Since effective <= direct, ``K = floor(D* N)`` always qualifies for a weight order, so the
+    search runs over ``[floor(D* N), N]``: about ``log2((1 - D*) N)`` probes, each one O(nnz)
+    effective-mask pass. A rule feasible only at some densities (``erk-redistribute``,
+    ``uniform+``) restricts the search to its feasible kept counts.
 
     Examples
     --------
@@ -74,35 +90,59 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     >>> from connsim.sampling import random_order
     >>> arch = get_arch("lenet-300-100")
     >>> res = target_effective(arch, random_order(arch, rng=0), 0.001)
-    >>> res.measurement.effective_density <= 0.001 < res.measurement.density
-    True
+    >>> res.measurement.effective_density <= 0.001 < res.measurement.density, res.met
+    (True, True)
     """
     if not 0.0 <= density <= 1.0 or math.isnan(density):
         raise ValueError(f"target effective density must lie in [0, 1], got {density}")
-    total = order.total
     probes = 0
+    seen = {}
 
     def probe(kept):
         nonlocal probes
-        probes += 1
-        masks = order.masks(kept)
-        return masks, measure(arch, masks, level=level)
+        if kept not in seen:
+            probes += 1
+            masks = order.masks(kept)
+            seen.clear()  # keep at most one probe's masks alive at a time besides the answer
+            seen[kept] = (masks, measure(arch, masks, level=level))
+        return seen[kept]
 
     limit = density * arch.total_params  # effective weights allowed
+    k_min, k_max = order.kept_range()
+    best = hi_masks = None
     # keeping floor(limit) single weights always qualifies (effective <= direct); an order over
     # larger groups (kernels, channels) gets no such shortcut
-    lo = math.floor(limit) if total == arch.total_params else 0
-    hi = total + 1  # exclusive; total itself may qualify
-    best = None
+    if order.total == arch.total_params and k_min <= math.floor(limit) <= k_max:
+        lo = math.floor(limit)
+    else:
+        lo = k_min
+        best = probe(lo)
+        if best[1].effective > limit:
+            m = best[1]
+            return TargetResult(best[0], lo, m, float(density), probes, False,
+                                f"the target effective density {density:.6g} is below what the "
+                                f"order's quota rule allows: its sparsest valid masks keep {lo} "
+                                f"and reach effective density {m.effective_density:.6g}")
+    hi = k_max + 1  # exclusive; k_max itself may qualify
     while hi - lo > 1:
         mid = (lo + hi) // 2
         masks, m = probe(mid)
         if m.effective <= limit:
             lo, best = mid, (masks, m)
         else:
-            hi = mid
+            hi, hi_masks = mid, (masks, m)
         if progress is not None:
             progress(probes, lo, hi)
     if best is None:
         best = probe(lo)
-    return TargetResult(best[0], lo, best[1], float(density), probes)
+    masks, m = best
+    if m.disconnected and density > 0 and hi <= k_max:
+        if hi_masks is None:
+            hi_masks = probe(hi)
+        return TargetResult(
+            hi_masks[0], hi, hi_masks[1], float(density), probes, False,
+            f"effective density {density:.6g} cannot be reached with a connected network along "
+            f"this order: it falls from {hi_masks[1].effective_density:.6g} (keeping {hi}) straight "
+            f"to 0 (disconnected, keeping {lo}); the connected masks at "
+            f"{hi_masks[1].effective_density:.6g} are returned")
+    return TargetResult(masks, lo, m, float(density), probes)

@@ -297,6 +297,7 @@ class Prediction:
     group_names: tuple[str, ...]
     group_sizes: np.ndarray
     p_disconnected: float
+    p_connected: float  # summed from the pmf's nonzero part: accurate also when P(disc) ~ 1
     exact: bool
     layer_groups: tuple[int, ...]  # output group of each layer
     expected_paths: float  # prod n_l * prod q_l on chains (about 1 near collapse); nan for DAGs
@@ -319,6 +320,21 @@ class Prediction:
         return math.inf if e <= 0 else 1.0 / e
 
     @property
+    def expected_effective_params_connected(self) -> float:
+        """E[effective weights | connected]: a disconnected mask has no effective weight, so
+        this is E[effective] / P(connected); ``nan`` when the network is surely disconnected."""
+        if self.p_connected <= 0:
+            return math.nan
+        return self.expected_effective_params / self.p_connected
+
+    @property
+    def effective_compression_connected(self) -> float:
+        """Prunable weights / E[effective | connected]: the effective compression of the masks
+        that stay connected (``nan`` when none does)."""
+        e = self.expected_effective_params_connected
+        return math.nan if not e > 0 else float(self.params.sum()) / e
+
+    @property
     def compression(self) -> float:
         d = self.direct_density
         return math.inf if d <= 0 else 1.0 / d
@@ -338,6 +354,10 @@ class Prediction:
             "effective_density": self.effective_density,
             "effective_compression": None if math.isinf(eff_c) else eff_c,
             "p_disconnected": self.p_disconnected,
+            "expected_effective_params_connected": _finite_or_none(
+                self.expected_effective_params_connected),
+            "effective_compression_connected": _finite_or_none(
+                self.effective_compression_connected),
             "active_units": [float(x) for x in self.expected_active],
             "exact": self.exact,
             "layers": [{"name": n, "params": int(p), "density": float(d),
@@ -345,6 +365,10 @@ class Prediction:
                        for n, p, d, e in zip(self.names, self.params, self.densities,
                                              self.expected_effective, strict=True)],
         }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def predict(arch: Architecture, densities) -> Prediction:
@@ -403,7 +427,8 @@ def predict(arch: Architecture, densities) -> Prediction:
         expected_effective=np.array([eff[n] for n in names]),
         p_reach=np.clip(mean, 0, 1), p_coreach=np.clip(cmean, 0, 1),
         group_names=graph.names, group_sizes=sizes.astype(np.int64),
-        p_disconnected=float(min(1.0, max(0.0, fwd[-1][0]))), exact=exact,
+        p_disconnected=float(min(1.0, max(0.0, fwd[-1][0]))),
+        p_connected=float(min(1.0, max(0.0, fwd[-1][1:].sum()))), exact=exact,
         layer_groups=tuple(graph.names.index(n) for n in names), expected_paths=paths,
     )
 
@@ -415,18 +440,58 @@ def predict_rule(arch: Architecture, rule, density: float, **rule_kw) -> Predict
 
 def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: float = 1.0,
                                    hi: float = 1e8, tol: float = 1e-3, **rule_kw) -> float:
-    """Direct compression at which P(disconnected) = 1/2 for a quota rule (bisection in log
-    compression; P(disconnected) rises with compression). ``inf`` if it stays below 1/2 up to
-    ``hi``; raises :class:`~connsim.quotas.InfeasibleQuota` if the rule is infeasible there."""
+    """Direct compression at which P(disconnected) = 1/2 for a quota rule.
+
+    The search (bisection in log compression; P(disconnected) rises with compression) runs over
+    the part of ``[lo, hi]`` where the rule is feasible: ``erk-redistribute`` only from about
+    compression 50-80, ``uniform+`` only up to its limit.
+
+    Returns
+    -------
+    float
+        The compression, to relative precision ``tol``; ``inf`` if P(disconnected) stays below
+        1/2 up to ``hi`` and the rule is feasible there.
+
+    Raises
+    ------
+    InfeasibleQuota
+        If the rule is feasible nowhere in ``[lo, hi]``.
+    ValueError
+        If P(disconnected) = 1/2 is never reached inside the rule's feasible range (the
+        message gives the range and P(disconnected) at its ends).
+    """
+    from .quotas import InfeasibleQuota, feasible_densities
+
+    if not 1.0 <= lo < hi or not math.isfinite(hi):
+        raise ValueError(f"need 1 <= lo < hi < inf, got lo={lo}, hi={hi}")
+
     def p(c):
         return predict_rule(arch, rule, 1.0 / c, **rule_kw).p_disconnected
 
-    if p(hi) < 0.5:
-        return math.inf
-    if p(lo) >= 0.5:
-        return lo
-    a, b = math.log(lo), math.log(hi)
-    while b - a > tol:
-        m = 0.5 * (a + b)
-        a, b = (m, b) if p(math.exp(m)) < 0.5 else (a, m)
-    return math.exp(0.5 * (a + b))
+    name = getattr(rule, "__name__", rule)
+    span = feasible_densities(arch, rule, **rule_kw)
+    inward = 1.0 + 1e-9  # the range's ends are feasible; step inside so rounding keeps them so
+    a, b = (lo, hi) if span is None else (
+        max(lo, inward / span[1]), min(hi, math.inf if span[0] == 0 else 1.0 / (inward * span[0])))
+    if span is None or a > b:
+        raise InfeasibleQuota(f"rule {name!r} is infeasible at every compression in "
+                              f"[{lo:g}, {hi:g}] on {arch.name}")
+    pa, pb = p(a), p(b)
+    if pb < 0.5:
+        if b >= hi:
+            return math.inf
+        raise ValueError(
+            f"P(disconnected) never reaches 1/2 where rule {name!r} is feasible on {arch.name}: "
+            f"compression {a:.6g}..{b:.6g} (P = {pa:.3g}..{pb:.3g}); beyond {b:.6g} the rule "
+            "has no valid quota")
+    if pa >= 0.5:
+        if a <= lo:
+            return lo
+        raise ValueError(
+            f"P(disconnected) is already {pa:.3g} >= 1/2 at compression {a:.6g}, the smallest "
+            f"at which rule {name!r} is feasible on {arch.name}")
+    x, y = math.log(a), math.log(b)
+    while y - x > tol:
+        m = 0.5 * (x + y)
+        x, y = (m, y) if p(math.exp(m)) < 0.5 else (x, m)
+    return math.exp(0.5 * (x + y))

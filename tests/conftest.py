@@ -4,9 +4,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
 from connsim import ArchBuilder
 from connsim.graph import Block, LayeredGraph
+
+# One BLAS thread for the whole suite: BLAS threads otherwise fight Numba's and each other on small
+# machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread).
+threadpool_limits(limits=1, user_api="blas")
 
 # JIT compile time makes wall-clock deadlines meaningless; CI derandomizes for reproducibility.
 settings.register_profile("default", deadline=None, max_examples=60,

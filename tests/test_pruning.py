@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from connsim import ArchBuilder, GlobalOrder, get_arch, measure, quota
 from connsim.data import make_synthetic
-from connsim.granularity import expand, group_shape, group_sizes, to_groups
+from connsim.granularity import expand, group_shape, group_sizes, prunable_layers, to_groups
 from connsim.layers import cross_entropy
 from connsim.pruning import prune
 from connsim.scores import (
@@ -140,10 +140,16 @@ def test_granularity_groups_cover_every_weight_once():
             assert wm[n.name].sum() == gm[n.name].sum() * per
 
 
+def prunable_groups(arch, granularity):
+    """Groups an order may prune: the classes are left out at channel granularity."""
+    sizes = dict(zip(arch.layer_names, group_sizes(arch, granularity), strict=True))
+    return sum(int(sizes[n]) for n in prunable_layers(arch, granularity))
+
+
 @pytest.mark.parametrize("granularity", ["weight", "kernel", "channel"])
 def test_exact_counts_per_scope(granularity):
     arch = get_arch("lenet-5")
-    total = int(group_sizes(arch, granularity).sum())
+    total = prunable_groups(arch, granularity)
     res = prune(arch, "magnitude", 0.2, granularity=granularity, rng=0)
     assert res.kept_groups == round(0.2 * total)
     lw = prune(arch, "magnitude", 0.2, granularity=granularity, scope="layerwise", rule="igq",
@@ -228,6 +234,23 @@ def test_channel_granularity_keeps_the_classes():
     assert measure(arch, res.masks).kept == res.measurement.kept
 
 
+@pytest.mark.parametrize("method", ["random", "magnitude", "lamp", "snip", "synflow"])
+@pytest.mark.parametrize("scope", ["global", "layerwise", "layer-matched"])
+@pytest.mark.parametrize("target", ["direct", "effective"])
+def test_channel_granularity_never_prunes_a_class(method, scope, target):
+    # regression: random pruning and every layerwise/layer-matched order used to spread the
+    # budget over the classifier's rows too (LeNet-5 at 20 % of channels kept 2 of 10 classes)
+    arch = get_arch("lenet-5", input_shape=(1, 28, 28))
+    data = make_synthetic((1, 28, 28), classes=10, n_train=64, n_test=8, seed=0)
+    ref = prune(arch, "random", 0.2, rng=3).masks if scope == "layer-matched" else None
+    res = prune(arch, method, 0.2, granularity="channel", scope=scope, rule="uniform",
+                reference_masks=ref, target=target, data=data, batch_size=32, rounds=3, rng=0)
+    assert res.masks["fc3"].all()
+    assert res.total_groups == 6 + 16 + 120 + 84
+    if target == "direct":
+        assert res.kept_groups == round(0.2 * res.total_groups)
+
+
 @pytest.mark.parametrize("method", ["random", "magnitude", "lamp", "snip", "iterative-snip",
                                     "grasp", "synflow"])
 @pytest.mark.parametrize("granularity", ["weight", "kernel", "channel"])
@@ -245,9 +268,14 @@ def test_every_method_granularity_and_scope(method, granularity, scope):
     ref = prune(arch, "random", 0.4, rng=2).masks if scope == "layer-matched" else None
     res = prune(arch, method, 0.3, granularity=granularity, scope=scope, rule="erk",
                 reference_masks=ref, data=data, batch_size=32, rounds=3, rng=0)
-    total = int(group_sizes(arch, granularity).sum())
+    total = prunable_groups(arch, granularity)
     assert res.total_groups == total and res.kept_groups == round(0.3 * total)
     assert set(res.masks) == set(arch.layer_names)
+    if granularity == "channel":  # every class keeps every weight; the budget is elsewhere
+        assert res.masks["fc2"].all()
+        kept_rows = sum(int(res.masks[n].reshape(res.masks[n].shape[0], -1).any(axis=1).sum())
+                        for n in prunable_layers(arch, "channel"))
+        assert kept_rows == res.kept_groups
     assert all(m.shape == arch.weight_shape(n) for n, m in res.masks.items())
 
 

@@ -1,6 +1,6 @@
 """Regenerate the PyTorch checkpoint fixtures of tests/test_maskio.py (needs torch; CI does not).
 
-    python tests/data/make_torch_fixtures.py
+    python tools/make_torch_fixtures.py
 
 Writes tiny files saved by real torch.save, with their expected masks as .npz beside them, so the
 torch-free reader is tested against the genuine format.
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "data")
 
 
 def expected(masks, name):

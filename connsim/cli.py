@@ -4,16 +4,74 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
 import numpy as np
 
 from .architectures import parse_shape
+from .files import check_writable, dumps
 from .zoo import ZOO, get_arch
 
 EPILOG_TARGET = "Give exactly one of --density, --sparsity or --compression."
+PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``connsim CMD: error: ... (see connsim CMD --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _number(kind, check, what):
+    """An argparse type: parse with ``kind``, then require ``check(value)``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+nonneg_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+real = _number(float, math.isfinite, "a finite number")
+unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+open_fraction = _number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+compression_float = _number(float, lambda v: math.isfinite(v) and v >= 1,
+                            "a finite compression >= 1 (1 = dense)")
+
+
+def _int_list(text):
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _rule_list(text):
+    from .quotas import RULES
+
+    rules = [r.strip() for r in text.split(",")]
+    if not rules or any(not r for r in rules):
+        raise argparse.ArgumentTypeError(f"expected rules separated by commas, got {text!r}")
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown or unsupported rule(s) {', '.join(bad)}; "
+                                         f"use any of {', '.join(RULES)}")
+    if len(set(rules)) != len(rules):
+        raise argparse.ArgumentTypeError(f"rule listed twice in {text!r}")
+    return rules
 
 
 def _fmt(x, digits=4) -> str:
@@ -46,7 +104,7 @@ def _add_arch_args(p: argparse.ArgumentParser, positional: bool = False) -> None
         p.add_argument("--arch", required=True, help=help_)
     p.add_argument("--input-shape", type=parse_shape, default=None, metavar="C,H,W",
                    help="input shape, e.g. 3,32,32 or 784 (default: the reference setup)")
-    p.add_argument("--classes", type=int, default=None,
+    p.add_argument("--classes", type=positive_int, default=None,
                    help="number of output classes (default: the reference setup)")
 
 
@@ -55,7 +113,16 @@ def _arch(args):
 
 
 def _emit(args, obj: dict, text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
+    print(dumps(obj) if args.json else text)
+
+
+def _big_arch(arch, bytes_per_weight: int, what: str):
+    """Refuse, before any work, a network whose per-weight arrays cannot fit in memory."""
+    from .memory import check_memory
+
+    check_memory(arch.total_params * bytes_per_weight,
+                 f"{what} {arch.name} ({arch.total_params:,} prunable weights)")
+    return arch
 
 
 # ----------------------------------------------------------------------------- arch
@@ -64,7 +131,7 @@ def _emit(args, obj: dict, text: str) -> None:
 def cmd_arch(args) -> int:
     if args.arch is None:
         if args.json:
-            print(json.dumps({"architectures": list(ZOO)}))
+            print(dumps({"architectures": list(ZOO)}))
         else:
             print("Architectures (connsim arch NAME for the layers):\n  " + "\n  ".join(ZOO))
         return 0
@@ -88,7 +155,7 @@ def cmd_measure(args) -> int:
     from .maskio import load_masks
     from .measures import measure
 
-    arch = _arch(args)
+    arch = _big_arch(_arch(args), 24, "measuring")
     masks = load_masks(args.masks, arch, layout=args.layout)
     m = measure(arch, masks, level=args.level)
     obj = m.to_dict()
@@ -115,9 +182,10 @@ def cmd_measure(args) -> int:
 
 def _add_target_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--density", type=float, help="global fraction of weights kept, in [0, 1]")
-    g.add_argument("--sparsity", type=float, help="global fraction of weights removed, in [0, 1]")
-    g.add_argument("--compression", type=float, help="total / kept weights, >= 1")
+    g.add_argument("--density", type=unit_float, help="global fraction of weights kept, in [0, 1]")
+    g.add_argument("--sparsity", type=unit_float,
+                   help="global fraction of weights removed, in [0, 1]")
+    g.add_argument("--compression", type=compression_float, help="total / kept weights, >= 1")
 
 
 def _target(args) -> float | None:
@@ -148,7 +216,11 @@ def _rule_kwargs(args, arch) -> dict:
     elif args.rule == "custom":
         if not args.densities:
             raise ValueError("--rule custom needs --densities d1,d2,... (one per layer)")
-        kw["densities"] = [float(x) for x in args.densities.split(",")]
+        try:
+            kw["densities"] = [float(x) for x in args.densities.split(",")]
+        except ValueError:
+            raise ValueError(f"--densities must be comma-separated numbers, got "
+                             f"{args.densities!r}") from None
     return kw
 
 
@@ -177,13 +249,14 @@ def cmd_prune(args) -> int:
     from .quotas import quota
     from .sampling import random_masks
 
-    arch = _arch(args)
+    check_writable(args.out, (".npz", ".safetensors"))
+    arch = _big_arch(_arch(args), 48, "pruning")
     density = _target(args)
     if density is None and (args.target == "effective" or args.rule not in ("induced", "custom")):
         raise ValueError("give one of --density, --sparsity or --compression (only "
                          "--rule induced/custom with --target direct imply it)")
     scope = args.scope or ("layerwise" if args.method == "random" else "global")
-    probes, groups = None, None
+    probes, groups, met, message = None, None, True, None
     if args.method == "random" and args.target == "direct" and scope == "layerwise" \
             and args.granularity == "weight":
         q = quota(arch, args.rule, density, **_rule_kwargs(args, arch))
@@ -210,12 +283,16 @@ def cmd_prune(args) -> int:
                     progress=lambda t, total: bar.set(t, total))
         bar.close()
         masks, m, probes = res.masks, res.measurement, res.probes
+        met, message = res.target_met, res.message
         groups = {"granularity": args.granularity, "kept": res.kept_groups,
                   "total": res.total_groups, "fraction": res.group_fraction}
     save_masks(args.out, masks)
+    if not met:
+        print(f"connsim prune: warning: {message}", file=sys.stderr)
     obj = m.to_dict()
     obj.update({"method": args.method, "scope": scope, "rule": args.rule, "target": args.target,
-                "requested_density": density, "seed": args.seed, "out": args.out})
+                "requested_density": density, "target_met": met, "message": message,
+                "seed": args.seed, "out": args.out})
     if groups is not None:
         obj["groups"] = groups
     if probes is not None:
@@ -228,6 +305,7 @@ def cmd_prune(args) -> int:
             f"  effective: density {_fmt(m.effective_density)}, compression {eff_c}\n"
             + (f"  groups:    {groups['kept']:,} of {groups['total']:,} kept\n" if groups else "")
             + (f"  probes:    {probes}\n" if probes is not None else "")
+            + ("" if met else "  target NOT met (see the warning above)\n")
             + f"  wrote {args.out}")
     _emit(args, obj, text)
     return 0
@@ -237,18 +315,29 @@ def cmd_prune(args) -> int:
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only on interactive terminals."""
+    """Progress on stderr: a redrawn bar on a terminal, else a plain line every few seconds."""
 
     def __init__(self, label: str, total: int, enabled: bool = True):
+        import time
+
+        self._clock = time.monotonic
         self.label, self.total, self.done = label, max(1, total), 0
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self._last = self._clock()
 
     def set(self, done: int, total: int | None = None, note: str = "") -> None:
         self.done, self.total = done, max(1, total or self.total, done)
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.tty:
             fill = int(30 * self.done / self.total)
             print(f"\r{self.label} [{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} "
                   f"{note:<24}", end="", file=sys.stderr, flush=True)
+        elif self._clock() - self._last >= PROGRESS_EVERY:
+            self._last = self._clock()
+            print(f"{self.label}: {self.done}/{self.total} {note}".rstrip(), file=sys.stderr,
+                  flush=True)
 
     def step(self, note: str = "") -> None:
         self.set(self.done + 1, note=note)
@@ -256,9 +345,9 @@ class Progress:
             self.close()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             print(file=sys.stderr)
-            self.enabled = False
+        self.enabled = False
 
 
 def _targets(args) -> list[float]:
@@ -300,15 +389,23 @@ def _predict_rule(arch, rule, densities, args, progress):
     return results, preds
 
 
-def cmd_predict(args) -> int:
-    from .quotas import ALL_RULES
+def _effc(value, expected_effective=None):
+    """An effective compression for the table: 'disconnected' where it is undefined, or where
+    less than one effective weight is expected (N / E[effective] is then astronomically large
+    and describes no network that occurs)."""
+    if value is None or (expected_effective is not None and expected_effective < 1):
+        return "disconnected"
+    return value
 
+
+def cmd_predict(args) -> int:
+    if args.plot:
+        check_writable(args.plot, (".png", ".pdf", ".svg"), what="--plot")
+        from .plots import _plt
+
+        _plt()  # fail now, not after the computation, if matplotlib is missing
     arch = _arch(args)
-    rules = [r.strip() for r in args.rule.split(",") if r.strip()]
-    bad = [r for r in rules if r not in ALL_RULES or r in ("induced", "custom")]
-    if bad:
-        raise ValueError(f"unknown or unsupported rule(s) {bad} for predict; use any of "
-                         + ", ".join(r for r in ALL_RULES if r not in ("induced", "custom")))
+    rules = args.rule
     densities = _targets(args)
     progress = Progress("predict", len(rules) * len(densities), enabled=not args.json)
     by_rule, approximate = {}, False
@@ -321,28 +418,36 @@ def cmd_predict(args) -> int:
     if args.plot:
         _prediction_plot(arch, rules, densities, by_rule, args, approximate)
     if args.json:
-        print(json.dumps(objs[0] if len(objs) == 1 else {"arch": arch.name, "rules": objs}))
+        print(dumps(objs[0] if len(objs) == 1 else {"arch": arch.name, "rules": objs}))
         return 0
-    head = ["compression", "eff.compression", "P(disconnected)", "E[effective]"]
+    head = ["compression", "P(disconnected)", "E[effective]", "eff.compression",
+            "E[eff|connected]", "eff.compr.|connected"]
     if args.samples:
-        head += ["MC effective", "MC stderr", "MC P(disc)"]
+        head += ["MC effective", "MC stderr", "MC eff|connected", "MC P(disc)"]
     for rule, results in by_rule.items():
         rows = []
         for r in results:
             if "infeasible" in r:
-                rows.append([r["compression"], "infeasible", "-", "-"] + ["-"] * (len(head) - 4))
+                rows.append([r["compression"], "infeasible"] + ["-"] * (len(head) - 2))
                 continue
-            row = [r["compression"], r["effective_compression"] or math.inf, r["p_disconnected"],
-                   r["expected_effective_params"]]
+            e = r["expected_effective_params"]
+            row = [r["compression"], r["p_disconnected"], e,
+                   _effc(r["effective_compression"], e),
+                   r["expected_effective_params_connected"] or "-",
+                   _effc(r["effective_compression_connected"])]
             if args.samples:
                 mc = r["mc"]
-                row += [mc["mean_effective_params"], mc["stderr"], mc["p_disconnected"]]
+                row += [mc["mean_effective_params"], mc["stderr"] or "-",
+                        mc["mean_effective_params_connected"] or "-", mc["p_disconnected"]]
             rows.append(row)
         label = "approximate theory (DAG, docs/theory.md)" if approximate else "exact theory"
         print(f"{arch.name}, rule {rule} - {label} for Bernoulli masks"
               + (f"; Monte Carlo: {args.samples} {args.mask_model} samples" if args.samples
                  else ""))
         print(table(rows, head) + "\n")
+    print("E[eff|connected]: expected effective weights of the masks that stay connected "
+          "(a disconnected mask has none); 'disconnected': less than one effective weight "
+          "expected.")
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
@@ -360,7 +465,7 @@ def _prediction_plot(arch, rules, densities, by_rule, args, approximate):
     requested = sorted(1 / d for d in densities if d) or [1.0]
     at = requested[len(requested) // 2]  # a requested point for the active-units panel
     for rule in rules:
-        xs, ys, ps = [], [], []
+        xs, ys, ycs, ps = [], [], [], []
         for c in grid:
             try:
                 p = predict(arch, quota(arch, rule, 1 / c))
@@ -368,14 +473,16 @@ def _prediction_plot(arch, rules, densities, by_rule, args, approximate):
                 continue
             xs.append(c)
             ys.append(p.effective_compression)
+            ycs.append(p.effective_compression_connected)
             ps.append(p.p_disconnected)
-        curve = {"compression": xs, "effective_compression": ys, "p_disconnected": ps}
+        curve = {"compression": xs, "effective_compression": ys,
+                 "effective_compression_connected": ycs, "p_disconnected": ps}
         feasible = [r for r in by_rule[rule] if "infeasible" not in r]
         if args.samples and feasible:
             n = arch.total_params
             curve["mc_compression"] = [r["compression"] for r in feasible]
             means = np.array([r["mc"]["mean_effective_params"] for r in feasible])
-            se = np.array([r["mc"]["stderr"] for r in feasible])
+            se = np.array([r["mc"]["stderr"] or 0.0 for r in feasible])
             with np.errstate(divide="ignore"):
                 curve["mc_effective_compression"] = list(n / means)
                 curve["mc_lo"] = list(n / (means + 2 * se))
@@ -452,9 +559,12 @@ def cmd_train(args) -> int:
     from .maskio import load_masks
     from .train import train
 
-    data, arch = _train_data_arch(args)
-    masks = load_masks(args.masks, arch, layout=args.layout) if args.masks else None
     config = _train_config(args)
+    if args.out:
+        check_writable(args.out, folder=True)
+    data, arch = _train_data_arch(args)
+    _big_arch(arch, 64, "training")
+    masks = load_masks(args.masks, arch, layout=args.layout) if args.masks else None
     total = config.total_iterations(len(data.y_train))
     bar = Progress(f"train {arch.name}", total, not args.json)
     last = {"note": ""}
@@ -488,7 +598,7 @@ def cmd_train(args) -> int:
 def _train_config(args):
     from .train import TrainConfig
 
-    milestones = tuple(int(m) for m in args.milestones.split(",")) if args.milestones else ()
+    milestones = args.milestones or ()
     return TrainConfig(
         iterations=args.iterations, epochs=args.epochs if args.iterations is None else None,
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, milestones=milestones,
@@ -514,10 +624,13 @@ def _train_data_arch(args):
 def cmd_imp(args) -> int:
     from .imp import imp
 
+    config = _train_config(args)
+    check_writable(args.out, folder=True)
     data, arch = _train_data_arch(args)
+    _big_arch(arch, 64, "training")
     bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)
     records = imp(arch, data, args.out, levels=args.levels, fraction=args.fraction,
-                  rewind=args.rewind, scope=args.scope, config=_train_config(args),
+                  rewind=args.rewind, scope=args.scope, config=config,
                   progress=lambda level, r: bar.set(level + 1,
                                                     note=f"acc {r['test_accuracy']:.4f}"))
     bar.close()
@@ -539,34 +652,35 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     from .optim import OPTIMIZERS, SCHEDULES
 
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=float, default=1.0, help="epochs (default 1)")
-    g.add_argument("--iterations", type=int, help="iterations instead of epochs")
-    p.add_argument("--batch-size", type=int, default=100, help="batch size (default 100)")
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    g.add_argument("--epochs", type=positive_float, default=1.0, help="epochs (default 1)")
+    g.add_argument("--iterations", type=positive_int, help="iterations instead of epochs")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="batch size (default 100)")
+    p.add_argument("--lr", type=positive_float, default=0.1, help="peak learning rate (default 0.1)")
     p.add_argument("--schedule", choices=SCHEDULES, default="step",
                    help="step: x gamma at --milestones (default 50%% and 75%% of the run); "
                         "cosine; constant")
-    p.add_argument("--milestones", help="comma-separated iterations for the step schedule")
-    p.add_argument("--gamma", type=float, default=0.1, help="step factor (default 0.1)")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up iterations")
+    p.add_argument("--milestones", type=_int_list,
+                   help="comma-separated iterations for the step schedule")
+    p.add_argument("--gamma", type=positive_float, default=0.1, help="step factor (default 0.1)")
+    p.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up iterations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
-    p.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
-    p.add_argument("--weight-decay", type=float, default=1e-3,
+    p.add_argument("--momentum", type=_number(float, lambda v: 0 <= v < 1, "a number in [0, 1)"), default=0.9, help="default 0.9")
+    p.add_argument("--weight-decay", type=nonneg_float, default=1e-3,
                    help="L2 added to the gradient, PyTorch-style (default 1e-3)")
     p.add_argument("--augment", action="store_true",
                    help="MNIST: small rotations; CIFAR: random crops and flips")
     p.add_argument("--standardize", action="store_true",
                    help="standardise inputs per channel with training-set statistics")
-    p.add_argument("--eval-every", type=int, help="iterations between evaluations "
+    p.add_argument("--eval-every", type=positive_int, help="iterations between evaluations "
                                                   "(default: one epoch)")
     p.add_argument("--init", choices=INITS, default="kaiming", help="weight initialisation")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batches")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of initialisation and batches")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="numpy (default) or cupy (pip install 'connsim[gpu]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="connsim",
         description=(
             "How sparse is a pruned network really? connsim counts the effective weights (those on "
@@ -575,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run 'connsim COMMAND --help' for each command. Docs: docs/ in the repository.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"connsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -676,12 +793,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "file format); default: a seeded Kaiming initialisation")
     p.add_argument("--dataset", choices=DATASETS, help="data for snip, iterative-snip, grasp")
     p.add_argument("--data-dir", help="dataset folder or file (see connsim train --help)")
-    p.add_argument("--batches", type=int, default=1, help="data batches for data-driven scores")
-    p.add_argument("--rounds", type=int, help="rounds of an iterative method (default: synflow "
+    p.add_argument("--batches", type=positive_int, default=1, help="data batches for data-driven scores")
+    p.add_argument("--rounds", type=positive_int, help="rounds of an iterative method (default: synflow "
                                               "100, iterative-snip 10)")
     p.add_argument("--match", help="for --scope layer-matched: masks whose per-layer densities "
                                    "are copied")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default: 0)")
     _add_rule_source_args(p)
     p.add_argument("--out", required=True, help="output masks file (.npz or .safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -704,17 +821,18 @@ def build_parser() -> argparse.ArgumentParser:
                 "({arch, rule, approximate, results}) or, for several rules, {arch, rules: [...]}."),
     )
     _add_arch_args(p)
-    p.add_argument("--rule", default="uniform",
+    p.add_argument("--rule", default="uniform", type=_rule_list,
                    help="quota rule, or several separated by commas (default: uniform)")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--density", type=float, nargs="+", help="global densities")
-    g.add_argument("--sparsity", type=float, nargs="+", help="global sparsities")
-    g.add_argument("--compression", type=float, nargs="+", help="direct compressions")
-    p.add_argument("--samples", type=int, default=0,
+    g.add_argument("--density", type=unit_float, nargs="+", help="global densities")
+    g.add_argument("--sparsity", type=unit_float, nargs="+", help="global sparsities")
+    g.add_argument("--compression", type=compression_float, nargs="+",
+                   help="direct compressions")
+    p.add_argument("--samples", type=nonneg_int, default=0,
                    help="Monte Carlo samples per point (default 0: theory only)")
     p.add_argument("--mask-model", choices=("bernoulli", "exact"), default="bernoulli",
                    help="Monte Carlo mask model (the theory is always Bernoulli)")
-    p.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default: 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="write a figure: effective vs direct compression, P(disconnected), "
                         "active units (needs the plot extra)")
@@ -735,14 +853,15 @@ def build_parser() -> argparse.ArgumentParser:
                "connectivity --samples 200",
     )
     _add_arch_args(p)
-    p.add_argument("--compression", type=float, required=True, help="direct compression (> 1)")
+    p.add_argument("--compression", type=compression_float, required=True,
+                   help="direct compression (>= 1)")
     p.add_argument("--objective", choices=("effective", "connectivity"), default="effective",
                    help="what to optimise (default: effective)")
-    p.add_argument("--samples", type=int, default=0,
+    p.add_argument("--samples", type=nonneg_int, default=0,
                    help="Monte Carlo samples per quota for the comparison (default 0)")
     p.add_argument("--mask-model", choices=("bernoulli", "exact"), default="bernoulli",
                    help="Monte Carlo mask model")
-    p.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default: 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_design)
 
@@ -785,10 +904,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_arch_args(p)
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
     p.add_argument("--data-dir", help="dataset folder or file")
-    p.add_argument("--levels", type=int, default=5, help="pruned levels after the dense one")
-    p.add_argument("--fraction", type=float, default=0.2,
+    p.add_argument("--levels", type=nonneg_int, default=5, help="pruned levels after the dense one")
+    p.add_argument("--fraction", type=open_fraction, default=0.2,
                    help="fraction of surviving weights removed per level (default 0.2)")
-    p.add_argument("--rewind", type=int, default=0,
+    p.add_argument("--rewind", type=nonneg_int, default=0,
                    help="rewind iteration (0 = initialisation, default)")
     p.add_argument("--scope", choices=("global", "layerwise"), default="global",
                    help="magnitude ranking over all layers (default) or within each layer")
@@ -799,17 +918,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe (``connsim ... | head``), send further output nowhere, so that the
+    interpreter's final flush does not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line usage error
+        return e.code
+    try:
+        if args.command is None:
+            parser.print_help()
+            return 0
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, KeyError) as e:
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # end the progress line; Ctrl-C needs no explanation
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except MemoryError as e:
+        detail = str(e) or "the request is too large for this machine's memory"
+        print(f"connsim {args.command}: error: {detail}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, ImportError, KeyError, FloatingPointError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"connsim {args.command}: error: {msg}", file=sys.stderr)
+        print(f"connsim {args.command}: error: {msg}".replace("\n", " | "), file=sys.stderr)
         return 2
 
 

@@ -90,7 +90,8 @@ def design_quota(arch: Architecture, density: float, *, objective: str = "effect
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if not 0.0 < density < 1.0:
-        raise ValueError(f"design needs a density strictly between 0 and 1, got {density}")
+        raise ValueError(f"design needs a density strictly between 0 and 1 (a compression "
+                         f"above 1), got density {density}")
     n = np.array([arch.n_params(x) for x in arch.layers], dtype=np.float64)
     target = density * n.sum()
     d0 = np.clip(quota(arch, start, density).densities, 1e-12, 1 - 1e-12)

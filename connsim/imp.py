@@ -6,38 +6,47 @@ by magnitude (global or per layer) to form the next level's mask. The rewind poi
 initialisation (``rewind=0``) or the weights and BatchNorm statistics after ``rewind`` iterations
 of dense training; every level then trains with the full schedule again.
 
-A run folder makes the run resumable: ``rewind.npz`` (the rewind state), ``masks_L.npz`` (the mask
-of level L) and ``levels.json`` (one record per finished level). A level's successor mask is
-written before its record is appended, each file atomically, so an interrupted run restarted with
-the same folder repeats no recorded level and loses none.
+A run folder makes the run resumable: ``config.json`` (everything that defines the run except the
+number of levels), ``rewind.npz`` (the rewind state), ``masks_L.npz`` (the mask of level L) and
+``levels.json`` (one record per finished level). A level's successor mask is written before its
+record is appended, each file atomically, so an interrupted run restarted with the same folder
+repeats no recorded level and loses none. The successor of the last level is written too, so a
+finished run can be extended by asking for more levels.
+
+A resume with a different configuration (architecture, data, fraction, rewind point, scope,
+training settings) is refused with the differing keys named; a second run on a folder that another
+run holds (an exclusive lock on ``.lock``) is refused rather than interleaved.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 
 from .architectures import Architecture
 from .data import Dataset
-from .files import atomic_write, write_json
+from .files import atomic_write, clean_stale_temps, write_json
 from .maskio import load_masks, save_masks
 from .masks import ones_masks
 from .measures import measure
 from .network import Network
 from .orders import GlobalOrder, topk_masks
-from .train import TrainConfig, train
+from .train import TrainConfig, _check_int, train
+
+SCOPES = ("global", "layerwise")
 
 
 def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: float,
                     scope: str = "global") -> dict:
     """Remove ``fraction`` of the surviving weights with the smallest magnitude (global ranking,
     or the same fraction of every layer)."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"prune fraction must lie in (0, 1), got {fraction}")
+    _check_fraction(fraction)
     scores = {n: np.where(masks[n], np.abs(weights[n]), -1.0) for n in arch.layer_names}
     if scope == "global":
         kept = sum(int(m.sum()) for m in masks.values())
@@ -46,6 +55,52 @@ def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: fl
         counts = [round((1 - fraction) * int(masks[n].sum())) for n in arch.layer_names]
         return topk_masks(arch, scores, counts)
     raise ValueError(f"IMP scope must be 'global' or 'layerwise', got {scope!r}")
+
+
+def _check_fraction(fraction) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
+            or not 0.0 < fraction < 1.0:
+        raise ValueError(f"prune fraction must lie in (0, 1), got {fraction!r}")
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str):
+    """Hold an exclusive lock on ``out_dir`` (released when the process ends, also on a crash)."""
+    path = os.path.join(out_dir, ".lock")
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"run folder {out_dir!r} is in use by another connsim imp run; wait "
+                             "for it to finish or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _check_config(out_dir: str, config: dict) -> None:
+    """Write ``config.json`` on a new run; refuse to resume one made with another config."""
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.exists(path):
+        if os.path.exists(os.path.join(out_dir, "levels.json")):
+            raise ValueError(f"run folder {out_dir!r} has levels but no config.json (made by an "
+                             "older connsim?); remove it or use another --out")
+        write_json(path, config)
+        return
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path!r} is unreadable ({e}); remove the folder to start over") from None
+    normal = json.loads(json.dumps(config))  # tuples as lists, as they were stored
+    if old != normal:
+        keys = sorted(k for k in set(old) | set(normal) if old.get(k) != normal.get(k))
+        detail = "; ".join(f"{k}: {old.get(k)!r} in the folder, {normal.get(k)!r} now"
+                           for k in keys)
+        raise ValueError(f"run folder {out_dir!r} was made with other settings ({detail}); "
+                         "re-run with the same settings to resume (only --levels may change), "
+                         "or use another --out")
 
 
 def _read_levels(out_dir: str) -> list:
@@ -93,8 +148,26 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         ``test_accuracy``, ``epochs``, ``seconds``.
     """
     config = config or TrainConfig()
+    _check_int("levels", levels, 0)
+    _check_fraction(fraction)
+    _check_int("rewind", rewind, 0)
+    if scope not in SCOPES:
+        raise ValueError(f"IMP scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    config.check_data(len(data.y_train))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"run folder {out_dir!r} is an existing file; give a folder")
     os.makedirs(out_dir, exist_ok=True)
-    records = _read_levels(out_dir)
+    with run_lock(out_dir):
+        clean_stale_temps(out_dir)
+        _check_config(out_dir, {
+            "arch": arch.to_dict(), "dataset": data.name, "n_train": int(len(data.y_train)),
+            "n_test": int(len(data.y_test)), "fraction": float(fraction), "rewind": int(rewind),
+            "scope": scope, "train": asdict(config)})
+        return _run(arch, data, out_dir, levels, fraction, rewind, scope, config, progress)
+
+
+def _run(arch, data, out_dir, levels, fraction, rewind, scope, config, progress) -> list:
+    records = _read_levels(out_dir)[:levels + 1]
     rewind_path = os.path.join(out_dir, "rewind.npz")
     if os.path.exists(rewind_path):
         with np.load(rewind_path, allow_pickle=False) as f:
@@ -117,9 +190,9 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         res = train(arch, data, masks, replace(config, seed=config.seed + level),
                     initial_state=state)
         m = measure(arch, masks)
-        if level < levels:
-            nxt = prune_survivors(arch, res.network.weights(), masks, fraction, scope)
-            save_masks(os.path.join(out_dir, f"masks_{level + 1}.npz"), nxt)
+        # the successor of the last level too: a finished run can be extended with more levels
+        nxt = prune_survivors(arch, res.network.weights(), masks, fraction, scope)
+        save_masks(os.path.join(out_dir, f"masks_{level + 1}.npz"), nxt)
         record = {"level": level, "masks": mask_file, "direct_density": m.density,
                   "effective_density": m.effective_density, "direct_compression": m.compression,
                   "effective_compression": None if m.disconnected else m.effective_compression,

@@ -34,8 +34,9 @@ def resolve_density(density=None, sparsity=None, compression=None) -> float:
         )
     (kind, value), = given.items()
     value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{kind} is NaN")
+    if not math.isfinite(value):
+        raise ValueError(f"{kind} must be a finite number, got {value}"
+                         + (" (for nothing kept, give density 0)" if kind == "compression" else ""))
     if kind == "compression":
         if value < 1:
             raise ValueError(f"compression must be >= 1 (1 = dense), got {value}")

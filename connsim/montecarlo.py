@@ -16,11 +16,13 @@ import numpy as np
 from . import _kernels
 from .architectures import Architecture
 from .effective import connectivity
+from .memory import check_memory
 from .quotas import Quota
 from .sampling import random_masks
 from .theory import TheoryGraph
 
 MASK_MODELS = ("bernoulli", "exact")
+CHUNK = 256  # samples per kernel call
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -173,16 +175,24 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     if tuple(q.names) != arch.layer_names:
         raise ValueError(f"quota is for layers {list(q.names)}, not {list(arch.layer_names)}")
     params = q.params
+    n_layers = len(params)
+    per_sample = 16 * n_layers + 1 + (arch.total_params if level == "position" else 0)
+    check_memory(samples * per_sample, f"{samples:,} Monte Carlo samples of {arch.name}",
+                 "ask for fewer samples")
     seq = rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
         np.random.default_rng(rng).integers(0, 2**63))
-    n_layers = len(params)
     eff = np.zeros((samples, n_layers), dtype=np.int64)
     active = np.zeros((samples, n_layers), dtype=np.int64)
     disc = np.zeros(samples, dtype=bool)
     if level == "channel":
         seeds = seq.generate_state(samples, dtype=np.uint32).astype(np.int64)
-        _kernels.mc_channel(seeds, mask_model == "bernoulli", *_mc_arrays(arch, q.densities, q.kept),
-                            eff, disc, active)
+        arrays = _mc_arrays(arch, q.densities, q.kept)
+        # chunks: the kernel cannot be interrupted, so Ctrl-C is seen between chunks; per-sample
+        # seeds make the result independent of the chunking
+        for s in range(0, samples, CHUNK):
+            t = slice(s, min(s + CHUNK, samples))
+            _kernels.mc_channel(seeds[t], mask_model == "bernoulli", *arrays, eff[t], disc[t],
+                                active[t])
     else:
         for s, child in enumerate(seq.spawn(samples)):
             masks = random_masks(arch, q, model=mask_model, rng=np.random.default_rng(child))

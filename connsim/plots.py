@@ -35,7 +35,9 @@ def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None =
     """Effective vs direct compression on log-log axes, one colour per rule or method.
 
     ``curves[name]`` holds ``compression`` and ``effective_compression`` (lines, labelled
-    ``kind``: 'theory' or 'measured') and optionally ``mc_compression``,
+    ``kind``: 'theory' or 'measured'), optionally ``effective_compression_connected`` (a dashed
+    line: the masks that stay connected, which near collapse are far less sparse than
+    N / E[effective] suggests), and optionally ``mc_compression``,
     ``mc_effective_compression``, ``mc_lo``, ``mc_hi`` (Monte Carlo points with error bars).
     Measured points with infinite effective compression (disconnected) are marked with an x on
     the top edge.
@@ -48,6 +50,9 @@ def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None =
         x, y = _finite(c["compression"]), _finite(c["effective_compression"])
         ax.plot(x, y, "-" if kind == "theory" else "o-", color=color, lw=1.8, ms=4,
                 label=f"{rule} ({kind})")
+        if c.get("effective_compression_connected") is not None:
+            ax.plot(x, _finite(c["effective_compression_connected"]), "--", color=color, lw=1.2,
+                    label=f"{rule} (theory, connected masks)")
         lo, hi = min(lo, np.nanmin(x)), max(hi, np.nanmax(x))
         if kind != "theory":
             cut.append((color, x[np.isnan(y) & ~np.isnan(x)]))

@@ -49,13 +49,62 @@ class TrainConfig:
     seed: int = 0
     backend: str = "numpy"
 
-    def total_iterations(self, n_train: int) -> int:
-        per_epoch = max(1, n_train // self.batch_size)
+    def __post_init__(self):
+        from .backend import BACKENDS
+        from .layers import INITS
+        from .optim import OPTIMIZERS, SCHEDULES
+
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give iterations or epochs, not both")
+        _check_int("iterations", self.iterations, 1, none_ok=True)
+        if self.epochs is not None:
+            _check_real("epochs", self.epochs, positive=True)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_real("lr", self.lr, positive=True)
+        _check_real("gamma", self.gamma, positive=True)
+        _check_int("warmup", self.warmup, 0)
+        _check_real("momentum", self.momentum)
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        _check_real("weight_decay", self.weight_decay)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check_int("eval_every", self.eval_every, 1, none_ok=True)
+        _check_int("seed", self.seed, 0)
+        for m in self.milestones:
+            _check_int("milestones", m, 1)
+        for value, valid, what in ((self.schedule, SCHEDULES, "schedule"),
+                                   (self.optimizer, OPTIMIZERS, "optimizer"),
+                                   (self.init, INITS, "init"), (self.backend, BACKENDS, "backend")):
+            if value not in valid:
+                raise ValueError(f"{what} must be one of {', '.join(valid)}, got {value!r}")
+
+    def check_data(self, n_train: int) -> None:
+        """Raise before any work if the batch size does not fit ``n_train`` examples."""
+        if self.batch_size > n_train:
+            raise ValueError(f"batch size {self.batch_size} exceeds the {n_train} training "
+                             f"examples; choose a batch size of at most {n_train}")
+
+    def total_iterations(self, n_train: int) -> int:
+        self.check_data(n_train)
+        per_epoch = max(1, n_train // self.batch_size)
         if self.iterations is not None:
             return int(self.iterations)
         return max(1, math.ceil((self.epochs if self.epochs is not None else 1) * per_epoch))
+
+
+def _check_int(name: str, value, low: int, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_real(name: str, value, positive: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer) \
+            or not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, "
+                         f"got {value!r}")
 
 
 @dataclass
@@ -125,6 +174,7 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     if data.classes != arch.output.channels:
         raise ValueError(f"data has {data.classes} classes but {arch.name} has "
                          f"{arch.output.channels} outputs")
+    config.check_data(len(data.y_train))
     canon = check_masks(arch, masks) if masks is not None else ones_masks(arch)
     seeds = np.random.SeedSequence(config.seed).spawn(2)
     net = Network(arch, canon, backend=config.backend, init=config.init,

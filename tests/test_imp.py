@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -80,6 +84,78 @@ def test_prune_survivors_scopes_and_validation():
 
 def test_tampered_levels_file_is_refused(tmp_path):
     arch, data, cfg = setup()
+    imp(arch, data, str(tmp_path), levels=0, config=cfg)
     (tmp_path / "levels.json").write_text('[{"level": 1}]')
     with pytest.raises(ValueError, match="in order"):
         imp(arch, data, str(tmp_path), levels=1, config=cfg)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json"):
+        imp(arch, data, str(tmp_path), levels=1, config=cfg)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    # regression: a resume with other arguments silently built a hybrid run
+    arch, data, cfg = setup()
+    imp(arch, data, str(tmp_path), levels=1, fraction=0.3, config=cfg)
+    before = (tmp_path / "levels.json").read_text()
+    for kwargs, key in [({"fraction": 0.5}, "fraction"), ({"scope": "layerwise"}, "scope"),
+                        ({"rewind": 5}, "rewind"),
+                        ({"config": replace(cfg, lr=0.01)}, "train")]:
+        args = {"levels": 2, "fraction": 0.3, "config": cfg} | kwargs
+        with pytest.raises(ValueError, match=f"other settings.*{key}"):
+            imp(arch, data, str(tmp_path), **args)
+    other = get_arch("mlp:36-20-3", input_shape=(1, 6, 6))
+    with pytest.raises(ValueError, match="arch"):
+        imp(other, data, str(tmp_path), levels=2, fraction=0.3, config=cfg)
+    assert (tmp_path / "levels.json").read_text() == before  # nothing was touched
+
+
+def test_finished_run_extends_with_more_levels(tmp_path):
+    arch, data, cfg = setup()
+    reference = imp(arch, data, str(tmp_path / "once"), levels=3, fraction=0.3, config=cfg)
+    imp(arch, data, str(tmp_path / "twice"), levels=1, fraction=0.3, config=cfg)
+    extended = imp(arch, data, str(tmp_path / "twice"), levels=3, fraction=0.3, config=cfg)
+    assert [r["level"] for r in extended] == [0, 1, 2, 3]
+    for a, b in zip(extended, reference, strict=True):
+        assert a["direct_density"] == b["direct_density"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_concurrent_run_on_one_folder_is_refused(tmp_path):
+    arch, data, cfg = setup()
+    code = ("import sys, time; from connsim.imp import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match="in use by another"):
+            imp(arch, data, str(tmp_path), levels=1, config=cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert not (tmp_path / "levels.json").exists()
+    assert len(imp(arch, data, str(tmp_path), levels=0, config=cfg)) == 1  # lock died with it
+
+
+def test_stale_temp_files_are_removed_on_the_next_run(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".tmp-connsim-{dead}-abc.npz"
+    stale.write_bytes(b"partial")
+    mine = tmp_path / f".tmp-connsim-{os.getpid()}-xyz.npz"  # a live process's: kept
+    mine.write_bytes(b"in progress")
+    arch, data, cfg = setup()
+    imp(arch, data, str(tmp_path), levels=0, config=cfg)
+    assert not stale.exists() and mine.exists()
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path):
+    arch, data, cfg = setup()
+    for kwargs in ({"fraction": 1.5}, {"levels": -2}, {"rewind": -3}, {"scope": "random"}):
+        with pytest.raises(ValueError):
+            imp(arch, data, str(tmp_path / "run"), config=cfg, **kwargs)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="batch size"):
+        imp(arch, data, str(tmp_path / "run"), config=replace(cfg, batch_size=1000))
+    assert not (tmp_path / "run").exists()

@@ -129,11 +129,11 @@ def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...] = (), *,
             raise ValueError(f"{what} {path!r} cannot be written: {probe!r} is not a writable "
                              "folder")
         return path
-    if suffixes and not path.endswith(suffixes):
-        raise ValueError(f"{what} {path!r} must end in {' or '.join(suffixes)}")
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a directory; give a file name ending in "
                          f"{' or '.join(suffixes) or 'a suffix'}")
+    if suffixes and not path.endswith(suffixes):
+        raise ValueError(f"{what} {path!r} must end in {' or '.join(suffixes)}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise ValueError(f"{what} {path!r}: folder {parent!r} does not exist; create it first")

@@ -201,3 +201,27 @@ def test_progress_prints_a_line_every_few_seconds_off_a_terminal(monkeypatch):
     lines = err.getvalue().splitlines()
     assert 3 <= len(lines) <= 5 and lines[0].startswith("work: ")
     assert "\r" not in err.getvalue()
+
+
+# ------------------------------------------------------ a suite that runs anywhere (1, 2)
+
+def test_nothing_under_testpaths_imports_torch():
+    # regression: --doctest-modules imported a torch fixture generator, so the README's test
+    # command failed on every machine without torch
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for folder in ("tests", "connsim"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n.split(".")[0] == "torch" for n in names), path
+
+
+def test_blas_runs_one_thread_in_the_suite():
+    from threadpoolctl import threadpool_info
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)

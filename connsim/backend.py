@@ -3,27 +3,20 @@
 The trainer's code is written once against the subset of the NumPy API that CuPy also provides;
 :func:`get_backend` returns the module to use. Random numbers are always drawn with NumPy on the
 host (then moved), so the same seed gives the same initialisation and batches on either backend.
+Host copies are made only through :func:`to_numpy` (explicit, as CuPy requires).
+
+Backends are a registry: :func:`register_backend` adds one (the test suite registers a strict
+CPU double of CuPy, ``tests/strict.py``, that refuses implicit device-to-host conversion).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-BACKENDS = ("numpy", "cupy")
 
-
-def get_backend(name: str = "numpy"):
-    """The array module for ``name`` ('numpy' or 'cupy').
-
-    Raises
-    ------
-    ImportError
-        If CuPy is asked for but not installed (install the ``gpu`` extra) or finds no GPU.
-    """
-    if name == "numpy":
-        return np
-    if name != "cupy":
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+def _cupy():
     try:
         import cupy
     except ImportError:
@@ -35,6 +28,37 @@ def get_backend(name: str = "numpy"):
     return cupy
 
 
+_BACKENDS: dict[str, Callable] = {"numpy": lambda: np, "cupy": _cupy}
+BACKENDS = ("numpy", "cupy")  # the built-in ones (the command line offers these)
+
+
+def register_backend(name: str, factory: Callable) -> None:
+    """Make ``factory()`` (returning an array namespace) available as backend ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"backend name must be a non-empty string, got {name!r}")
+    _BACKENDS[name] = factory
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every registered backend name."""
+    return tuple(_BACKENDS)
+
+
+def get_backend(name: str = "numpy"):
+    """The array module for ``name`` ('numpy', 'cupy', or a registered backend).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the registered ones).
+    ImportError
+        If CuPy is asked for but not installed (install the ``gpu`` extra) or finds no GPU.
+    """
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}, got {name!r}")
+    return _BACKENDS[name]()
+
+
 def to_numpy(a) -> np.ndarray:
-    """A host NumPy copy of an array of either backend."""
+    """A host NumPy copy of an array of any backend (``.get()`` for device arrays)."""
     return a.get() if hasattr(a, "get") else np.asarray(a)

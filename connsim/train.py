@@ -50,7 +50,7 @@ class TrainConfig:
     backend: str = "numpy"
 
     def __post_init__(self):
-        from .backend import BACKENDS
+        from .backend import backend_names
         from .layers import INITS
         from .optim import OPTIMIZERS, SCHEDULES
 
@@ -75,7 +75,8 @@ class TrainConfig:
             _check_int("milestones", m, 1)
         for value, valid, what in ((self.schedule, SCHEDULES, "schedule"),
                                    (self.optimizer, OPTIMIZERS, "optimizer"),
-                                   (self.init, INITS, "init"), (self.backend, BACKENDS, "backend")):
+                                   (self.init, INITS, "init"),
+                                   (self.backend, backend_names(), "backend")):
             if value not in valid:
                 raise ValueError(f"{what} must be one of {', '.join(valid)}, got {value!r}")
 
@@ -131,7 +132,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 1000)
     correct = 0
     for k in range(0, len(y), batch_size):
         logits = net.forward(x[k:k + batch_size], train=False)
-        correct += int(to_numpy(logits.argmax(axis=1) == net.xp.asarray(y[k:k + batch_size])).sum())
+        correct += int((logits.argmax(axis=1) == net.xp.asarray(y[k:k + batch_size])).sum())
     return correct / len(y)
 
 
@@ -190,7 +191,10 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     opt = make_optimizer(config.optimizer, net, momentum=config.momentum,
                          weight_decay=config.weight_decay)
     eval_every = config.eval_every or per_epoch
-    history, losses = [], []
+    history = []
+    xp = net.xp
+    # the loss is summed on the device and read once per logged step: no transfer per step
+    loss_sum, loss_count = xp.zeros((), dtype="float64"), 0
     start = time.perf_counter()
     it = 0
     while it < total:
@@ -199,21 +203,22 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
             if config.augment:
                 x = augment(x, data.name, rng)
             logits = net.forward(x, train=True)
-            loss, grad = cross_entropy(net.xp, logits, net.xp.asarray(data.y_train[idx]))
+            loss, grad = cross_entropy(xp, logits, xp.asarray(data.y_train[idx]))
             net.backward(grad)
             opt.step(schedule(it))
-            losses.append(float(loss))
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
             it += 1
             record = None
             if it % eval_every == 0 or it == total:
                 record = {"iteration": it, "epoch": it / per_epoch, "lr": schedule(it - 1),
-                          "train_loss": float(np.mean(losses[-eval_every:])),
+                          "train_loss": float(loss_sum) / loss_count,
                           "test_accuracy": evaluate(net, data.x_test, data.y_test),
                           "seconds": time.perf_counter() - start}
                 if not math.isfinite(record["train_loss"]):
                     raise FloatingPointError(f"training diverged at iteration {it} (loss "
                                              f"{record['train_loss']}); lower the learning rate")
                 history.append(record)
+                loss_sum, loss_count = xp.zeros((), dtype="float64"), 0
                 if out_dir is not None:
                     write_json(os.path.join(out_dir, "history.json"), history)
             if progress is not None:

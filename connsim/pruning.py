@@ -61,7 +61,7 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
           target: str = "direct", level: str = "channel", weights: Mapping | None = None,
           state: Mapping | None = None, data: Dataset | None = None, n_batches: int = 1,
           batch_size: int = 128, rounds: int | None = None, rng=None,
-          progress=None) -> PruneResult:
+          progress=None, backend: str = "numpy") -> PruneResult:
     """Prune ``arch`` with ``method`` to global density ``density``.
 
     Parameters
@@ -92,6 +92,9 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
     rng : seed or Generator
     progress : callable, optional
         ``progress(t, rounds)`` after every round of an iterative method.
+    backend : str
+        Array backend of the gradient passes (SNIP, GraSP, SynFlow): ``'numpy'`` or
+        ``'cupy'`` (:mod:`connsim.backend`); scores and masks are on the host either way.
 
     Returns
     -------
@@ -119,7 +122,7 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
     else:
         weights = {n: np.asarray(weights[n], np.float64) for n in arch.layer_names}
     ctx = ScoreContext(arch, dict(weights), rng, data, n_batches, batch_size,
-                       state=dict(state or {}))
+                       state=dict(state or {}), backend=backend)
     scores = method_scores(method, ctx, granularity, density, rounds, progress)
     if scope == "global":
         order = GlobalOrder(arch, scores, granularity=granularity)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .architectures import Architecture
+from .backend import get_backend, to_numpy
 from .data import Dataset, batches
 from .granularity import group_shape, group_sizes, to_groups
 from .layers import Conv2d, Dense, Pool2d, cross_entropy
@@ -52,13 +53,14 @@ class ScoreContext:
     n_batches: int = 1
     batch_size: int = 128
     state: dict = field(default_factory=dict)  # full network state (BatchNorm etc.), optional
+    backend: str = "numpy"  # where gradients are computed (connsim.backend); scores are host
 
     def network(self, masks=None, dtype="float32") -> Network:
-        net = Network(self.arch, masks, dtype=dtype, rng=0)
+        net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend)
         if self.state:
             net.load_state_dict(self.state)
         for name, layer_w in self.weights.items():
-            net.ops[name][0].params["weight"] = np.asarray(layer_w, dtype=dtype)
+            net.ops[name][0].params["weight"] = net.xp.asarray(np.asarray(layer_w, dtype=dtype))
         net.apply_masks()
         return net
 
@@ -79,13 +81,14 @@ class ScoreContext:
 def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:
     """dL/dw of every prunable weight, cross-entropy summed over ``ctx``'s batches."""
     net = ctx.network(masks, dtype)
+    xp = net.xp
     total = {n: 0.0 for n in ctx.arch.layer_names}
     for x, y in ctx.batches():
-        _, g = cross_entropy(np, net.forward(x, train=True), y)
+        _, g = cross_entropy(xp, net.forward(x, train=True), xp.asarray(y))
         net.backward(g)
         for n in total:
             total[n] = total[n] + net.ops[n][0].grads["weight"]
-    return {n: np.asarray(v, dtype=np.float64) for n, v in total.items()}
+    return {n: to_numpy(v).astype(np.float64) for n, v in total.items()}
 
 
 # ----------------------------------------------------------------------------- one-shot
@@ -151,7 +154,7 @@ def score_grasp(ctx: ScoreContext, granularity: str) -> dict:
 
 
 def _rescale(a):
-    m = float(np.abs(a).max())
+    m = float(abs(a).max())  # one scalar to the host per node
     return (a / m, math.log(m)) if m > 0 else (a, -math.inf)
 
 
@@ -166,33 +169,37 @@ def _combine(parts):
     return a, top + s
 
 
-def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | None = None) -> dict:
+def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | None = None, *,
+                       backend: str = "numpy") -> dict:
     """log |w dR/dw| of every weight (``-inf`` where the score is 0), with per-node rescaling.
 
     R is the sum of the outputs of the linearised network with weights |W| * M on an all-ones input
-    (no BatchNorm, no ReLU, every pool averaging).
+    (no BatchNorm, no ReLU, every pool averaging). The passes run on ``backend``; the scores are
+    returned on the host.
     """
+    xp = get_backend(backend)
     ops, act, scale = {}, {}, {}
-    act[arch.nodes[0].name], scale[arch.nodes[0].name] = np.ones((1, *arch.input_shape)), 0.0
+    act[arch.nodes[0].name] = xp.ones((1, *arch.input_shape), dtype="float64")
+    scale[arch.nodes[0].name] = 0.0
     for node in arch.nodes[1:]:
         src = node.inputs[0]
         if node.op in ("dense", "conv"):
-            w = np.abs(np.asarray(weights[node.name], np.float64))
-            m = None if masks is None else np.asarray(masks[node.name], np.float64)
-            op = Dense(np, w, None, m) if node.op == "dense" else Conv2d(np, w, None, m,
+            w = xp.asarray(np.abs(np.asarray(weights[node.name], np.float64)))
+            m = None if masks is None else xp.asarray(np.asarray(masks[node.name], np.float64))
+            op = Dense(xp, w, None, m) if node.op == "dense" else Conv2d(xp, w, None, m,
                                                                           node.stride, node.padding)
             ops[node.name] = op
             a, s = _rescale(op.forward(act[src]))
             act[node.name], scale[node.name] = a, s + scale[src]
         elif node.op == "pool":
-            ops[node.name] = Pool2d(np, "avg", node.kernel, node.stride)
+            ops[node.name] = Pool2d(xp, "avg", node.kernel, node.stride)
             act[node.name], scale[node.name] = ops[node.name].forward(act[src]), scale[src]
         elif node.op == "flatten":
             act[node.name], scale[node.name] = act[src].reshape(1, -1), scale[src]
         else:
             a, s = _combine([(act[x], scale[x]) for x in node.inputs])
             act[node.name], scale[node.name] = (a if a is not None else act[src] * 0), s
-    grads = {arch.output.name: [(np.ones_like(act[arch.output.name]), 0.0)]}
+    grads = {arch.output.name: [(xp.ones_like(act[arch.output.name]), 0.0)]}
     out = {}
     for node in reversed(arch.nodes[1:]):
         g, gs = _combine(grads.pop(node.name, []))
@@ -206,7 +213,7 @@ def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | No
             if node.prunable:
                 w = np.abs(np.asarray(weights[node.name], np.float64))
                 with np.errstate(divide="ignore"):
-                    out[node.name] = (np.log(w * ops[node.name].grads["weight"])
+                    out[node.name] = (np.log(w * to_numpy(ops[node.name].grads["weight"]))
                                       + gs + scale[src])
             targets = [(src, gin)]
         elif node.op == "flatten":
@@ -284,7 +291,8 @@ def _log_groups(arch, log_scores: dict, granularity: str) -> dict:
 def keys_synflow(ctx: ScoreContext, granularity: str, density: float, rounds: int = 100,
                  progress=None) -> dict:
     def rescore(masks):
-        return _log_groups(ctx.arch, synflow_log_scores(ctx.arch, ctx.weights, masks), granularity)
+        return _log_groups(ctx.arch, synflow_log_scores(ctx.arch, ctx.weights, masks,
+                                                        backend=ctx.backend), granularity)
     return iterative_keys(ctx.arch, density, rounds, rescore, granularity, progress)
 
 

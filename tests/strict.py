@@ -208,6 +208,9 @@ class DeviceArray:
     def __neg__(self):
         return DeviceArray(-self._a)
 
+    def __abs__(self):
+        return DeviceArray(abs(self._a))
+
     def __invert__(self):
         return DeviceArray(~self._a)
 

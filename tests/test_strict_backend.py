@@ -10,6 +10,7 @@ from connsim.data import make_synthetic
 from connsim.layers import cross_entropy
 from connsim.network import Network
 from connsim.optim import OPTIMIZERS, SCHEDULES
+from connsim.pruning import prune
 from connsim.train import TrainConfig, train
 from connsim.zoo import ZOO
 from tests import strict as strict_module
@@ -135,6 +136,19 @@ def test_transfers_per_step_saving_and_loading(tmp_path):
     for k, v in net.state_dict().items():
         np.testing.assert_array_equal(v, state[k])
     np.testing.assert_array_equal(res.network.weights()["fc1"], state["fc1.weight"])
+
+
+@pytest.mark.parametrize("method", ["snip", "iterative-snip", "grasp", "synflow"])
+def test_gradient_scores_equal_numpy_bit_for_bit(method):
+    arch = get_arch("resnet-20", input_shape=(3, 8, 8), classes=4)
+    data = make_synthetic((3, 8, 8), classes=4, n_train=32, n_test=8, seed=0)
+    kw = {"data": data, "batch_size": 16, "n_batches": 2, "rounds": 3, "rng": 0}
+    a = prune(arch, method, 0.1, **kw)
+    strict_module.reset()
+    b = prune(arch, method, 0.1, backend="strict", **kw)
+    assert TRANSFERS["to_host"] > 0  # the passes really ran on the double
+    for n in arch.layer_names:
+        np.testing.assert_array_equal(a.masks[n], b.masks[n])
 
 
 def test_get_backend_knows_registered_names():

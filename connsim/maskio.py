@@ -4,19 +4,46 @@ Files hold one array per prunable layer. A file's keys are mapped to the archite
 name (``fc1``, ``fc1.weight``, ``fc1.weight_mask`` all name layer ``fc1``), else by order and shape of
 its 2-D/4-D arrays. For each layer a ``*_mask`` entry is used when present (what
 ``torch.nn.utils.prune`` saves); otherwise the mask is inferred as ``weight != 0`` (or
-``weight_orig != 0``).
+``weight_orig != 0``). Masks and weights must be boolean or real numbers.
 
 PyTorch files are read from their zip archive through a restricted unpickler that admits only the
 tensor-rebuild function, the storage type names and ``OrderedDict``; anything else (a pickled
 module, a call to ``os.system``) is refused. The legacy pre-1.6 non-zip format is not supported.
 Writes are atomic: a temporary file in the target folder is renamed over the target.
+
+Hostile files
+-------------
+Whatever the bytes, every reader fails with :class:`MaskFileError` (or
+:class:`~connsim.safepickle.UnsafePickleError` for a pickle that names code, ``FileNotFoundError``
+for a path with no file), and its memory stays in proportion to the file:
+
+- Every array must be backed by the bytes the file holds. A zip member (of an ``.npz`` or a
+  PyTorch file) must lie within the file and may expand no further than deflate can (1032:1), as
+  its zip directory is checked before anything is decompressed; a ``.npy`` header must describe
+  exactly the bytes of its member; a PyTorch storage must hold the elements it declares.
+- What metadata alone can inflate is bounded by the **memory budget** of the file,
+  ``max(64 MiB, 16 × its size on disk)`` bytes (:class:`MemoryBudget`): in a PyTorch file the
+  members read and every tensor built from a storage (a zero-stride view of one element can declare
+  any size), in an ``.npz`` the elements of zero-size dtypes, counted at a byte each. A file that
+  asks for more is refused with the memory it would need. Legitimate files stay far below: their
+  tensors are as large as their storages, and a compressed ``.npz`` of a sparse mask, which
+  legitimately expands 50-300 fold, is bounded by the first rule instead.
+- Nesting is bounded: dicts in a PyTorch file at most 64 levels deep, self-references refused (see
+  also :mod:`connsim.safepickle`).
+
+safetensors checks by itself that every tensor lies within the file.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import math
+import operator
 import os
 import re
+import reprlib
+import stat
 import zipfile
 from collections.abc import Mapping
 
@@ -25,7 +52,7 @@ import numpy as np
 from .architectures import Architecture
 from .files import atomic_write
 from .masks import as_mask, check_masks, from_layout, to_layout
-from .safepickle import UnsafePickleError, restricted_loads
+from .safepickle import MAX_DEPTH, UnsafePickleError, restricted_loads
 
 _TORCH_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
@@ -33,10 +60,68 @@ _TORCH_DTYPES = {
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
+MIN_BUDGET = 64 * 2**20
+BUDGET_RATIO = 16
+_DEFLATE_MAX_RATIO = 1032  # a 258-byte match costs deflate at least 2 bits
 
 
 class MaskFileError(ValueError):
     """A mask file is missing, truncated, tampered with, or does not fit the architecture."""
+
+
+def describe_error(e: BaseException) -> str:
+    """'zlib.error: Error -3 ...': the type and at most 300 characters of the text of an exception
+    raised on hostile data (whose text may be huge, or may itself fail to format)."""
+    try:
+        text = str(e)
+    except Exception:  # e.g. a KeyError holding a deeply nested key
+        text = ""
+    kind = type(e).__name__ if type(e).__module__ == "builtins" else (
+        f"{type(e).__module__}.{type(e).__name__}")
+    return f"{kind}: {text[:300]}" if text else kind
+
+
+def format_nbytes(n: int) -> str:
+    """A byte count for messages: '3.6 GiB'."""
+    if n >= 2**60:
+        return f"more than 2^{n.bit_length() - 1} bytes"
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
+class MemoryBudget:
+    """What a file may make a reader allocate beyond the data it holds: ``max(64 MiB, 16 × its
+    size)`` bytes (see the module docstring).
+
+    Parameters
+    ----------
+    path : str
+        The file, for messages.
+    file_size : int
+        Its size on disk in bytes.
+    error : type of Exception
+        What :meth:`charge` raises.
+    """
+
+    def __init__(self, path: str, file_size: int, error: type[Exception] = MaskFileError):
+        self.path, self.file_size, self.error = path, file_size, error
+        self.limit = max(MIN_BUDGET, BUDGET_RATIO * file_size)
+        self.left = self.limit
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Account for ``nbytes`` more bytes needed by ``what``; raise once over the budget."""
+        if nbytes > self.left:
+            raise self.error(
+                f"{self.path!r}: {what} would need {format_nbytes(nbytes)} of memory, but a file of "
+                f"{self.file_size} bytes may make connsim allocate at most "
+                f"{format_nbytes(self.limit)} (max({format_nbytes(MIN_BUDGET)}, {BUDGET_RATIO} x its "
+                "size)); it is refused as corrupt or hostile"
+            )
+        self.left -= nbytes
 
 
 # ------------------------------------------------------------------------- readers
@@ -49,105 +134,242 @@ class _Storage:
         self.name = name
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    size, stride, offset = tuple(map(int, size)), tuple(map(int, stride)), int(offset)
-    if len(size) != len(stride) or offset < 0 or min(size + stride, default=0) < 0:
-        raise MaskFileError("tensor metadata is malformed (tampered file?)")
-    if 0 in size:
-        return np.zeros(size, dtype=storage.dtype)
-    last = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
-    if last >= storage.size:
-        raise MaskFileError("tensor metadata points outside its storage (tampered file?)")
-    item = storage.itemsize
-    return np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=size, strides=tuple(s * item for s in stride)
-    ).copy()
-
-
 def _rebuild_parameter(data, *_ignored):
     return data
 
 
+def _check_dict_state(state) -> None:
+    """What an ``OrderedDict`` in a state dict restores: attributes such as ``_metadata``."""
+    if not (isinstance(state, dict) and all(isinstance(k, str) for k in state)):
+        raise UnsafePickleError("refusing to restore anything but named attributes into a dict")
+
+
+@contextlib.contextmanager
+def _zip_archive(path: str, not_zip: str):
+    """Open ``path`` as a zip archive whose directory has been checked (module docstring, first
+    rule); yield it and the file's size. ``not_zip`` starts the message when it is no zip."""
+    try:
+        fh = open(path, "rb")
+    except OSError as e:
+        raise MaskFileError(f"cannot read {path!r}: {e.strerror}") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        try:
+            zf = zipfile.ZipFile(fh)
+        except Exception as e:  # zipfile fails in many ways on garbage (struct.error, ...)
+            raise MaskFileError(f"{not_zip}: {describe_error(e)}") from None
+        with zf:
+            compressed = 0
+            for info in zf.infolist():
+                where = f"{path!r}: member {reprlib.repr(info.filename)}"
+                if info.flag_bits & 0x1:
+                    raise MaskFileError(f"{where} is encrypted; connsim reads plain archives only")
+                if info.compress_type == zipfile.ZIP_STORED:
+                    most = info.compress_size
+                elif info.compress_type == zipfile.ZIP_DEFLATED:
+                    most = _DEFLATE_MAX_RATIO * info.compress_size
+                else:
+                    raise MaskFileError(f"{where} uses zip compression method {info.compress_type}; "
+                                        "numpy and torch write stored or deflated members only")
+                if info.file_size > most:
+                    raise MaskFileError(
+                        f"{where} claims {info.file_size} bytes from {info.compress_size} compressed "
+                        "bytes, more than its compression can produce (corrupt or hostile zip)")
+                compressed += info.compress_size
+            if compressed > size:
+                raise MaskFileError(
+                    f"{path!r}: its zip directory lists {compressed} bytes of members in a file of "
+                    f"{size} bytes (corrupt, or a zip bomb of overlapping members)")
+            yield zf, size
+
+
 def read_torch(path: str) -> dict:
     """Tensors of a PyTorch zip checkpoint as NumPy arrays (nested dicts flattened with dots)."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise MaskFileError(
-            f"{path!r} is not a PyTorch zip checkpoint (truncated, or the legacy pre-1.6 format; "
-            "re-save it with torch.save in a current PyTorch)"
-        ) from None
-    with zf:
+    not_zip = (f"{path!r} is not a PyTorch zip checkpoint (truncated, or the legacy pre-1.6 format; "
+               "re-save it with torch.save in a current PyTorch)")
+    with _zip_archive(path, not_zip) as (zf, size):
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
             raise MaskFileError(f"{path!r} has no single data.pkl: not a PyTorch checkpoint")
         prefix = pkl[0][: -len("data.pkl")]
+        budget = MemoryBudget(path, size)
+
+        def member(name):
+            info = zf.getinfo(name)
+            budget.charge(info.file_size, f"member {reprlib.repr(name)}")
+            try:
+                return zf.read(info)
+            except Exception as e:  # zlib.error, bad CRC, EOFError, ...
+                raise MaskFileError(f"{path!r}: member {reprlib.repr(name)} is unreadable "
+                                    f"({describe_error(e)})") from None
+
         little = True
         if prefix + "byteorder" in names:
-            little = zf.read(prefix + "byteorder").strip() != b"big"
+            little = member(prefix + "byteorder").strip() != b"big"
+        data = member(pkl[0])
         storages = {}
 
         def load_storage(pid):
-            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                    and isinstance(pid[1], _Storage)):
-                raise MaskFileError(f"{path!r}: unexpected persistent id {pid!r}")
+            if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[0], str)
+                    and pid[0] == "storage" and isinstance(pid[1], _Storage)
+                    and isinstance(pid[2], str) and type(pid[4]) is int and pid[4] >= 0):
+                raise MaskFileError(f"{path!r}: unexpected persistent id {reprlib.repr(pid)}")
             _, kind, key, _location, numel = pid
             if key not in storages:
                 dtype = _TORCH_DTYPES[kind.name]
-                raw_dtype = np.uint16 if dtype == "bfloat16" else np.dtype(dtype)
+                raw_dtype = np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
                 entry = f"{prefix}data/{key}"
-                try:
-                    raw = zf.read(entry)
-                except (KeyError, zipfile.BadZipFile, OSError) as e:
-                    raise MaskFileError(f"{path!r}: storage {entry!r} unreadable ({e})") from None
-                itemsize = np.dtype(raw_dtype).itemsize
-                if len(raw) < numel * itemsize:
-                    raise MaskFileError(f"{path!r}: storage {key!r} is truncated")
-                arr = np.frombuffer(raw, dtype=np.dtype(raw_dtype).newbyteorder(
+                if entry not in names:
+                    raise MaskFileError(f"{path!r}: storage {reprlib.repr(entry)} is missing")
+                held = zf.getinfo(entry).file_size
+                if held < numel * raw_dtype.itemsize:
+                    raise MaskFileError(
+                        f"{path!r}: storage {reprlib.repr(key)} is truncated: it declares {numel} "
+                        f"elements of {raw_dtype.itemsize} bytes but holds {held} bytes")
+                arr = np.frombuffer(member(entry), dtype=raw_dtype.newbyteorder(
                     "<" if little else ">"), count=numel).astype(raw_dtype)
                 if dtype == "bfloat16":
                     arr = (arr.astype(np.uint32) << 16).view(np.float32)
                 storages[key] = arr
             return storages[key]
 
+        def rebuild_tensor(storage, offset, size, stride, *_ignored):
+            if not isinstance(storage, np.ndarray):
+                raise MaskFileError(f"{path!r}: a tensor has no storage (tampered file?)")
+            size, stride = tuple(map(operator.index, size)), tuple(map(operator.index, stride))
+            offset = operator.index(offset)
+            if len(size) != len(stride) or not all(0 <= v < 2**63 for v in (offset, *size, *stride)):
+                raise MaskFileError(f"{path!r}: tensor metadata is malformed (tampered file?)")
+            budget.charge(math.prod(size) * storage.itemsize, f"a tensor of shape {size}")
+            if 0 in size:
+                return np.zeros(size, dtype=storage.dtype)
+            last = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
+            if last >= storage.size:
+                raise MaskFileError(
+                    f"{path!r}: tensor metadata points outside its storage (tampered file?)")
+            item = storage.itemsize
+            return np.lib.stride_tricks.as_strided(
+                storage[offset:], shape=size, strides=tuple(s * item for s in stride)
+            ).copy()
+
         allowed = {("collections", "OrderedDict"): collections.OrderedDict,
-                   ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+                   ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
                    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter}
         allowed.update({("torch", k): _Storage(k) for k in _TORCH_DTYPES})
         try:
-            obj = restricted_loads(zf.read(pkl[0]), allowed, what=repr(path),
-                                   persistent_load=load_storage)
+            obj = restricted_loads(data, allowed, what=repr(path), persistent_load=load_storage,
+                                   states={collections.OrderedDict: _check_dict_state})
         except (MaskFileError, UnsafePickleError):
             raise
         except Exception as e:  # a broken pickle can raise almost anything; report it cleanly
-            raise MaskFileError(f"cannot read {path!r}: {e}") from None
-    return _flatten_tensors(obj, path)
+            raise MaskFileError(
+                f"cannot read {path!r}: its pickle is corrupt ({describe_error(e)})") from None
+    return _flatten_tensors(obj, path, len(data))
 
 
-def _flatten_tensors(obj, path, prefix="") -> dict:
+def _flatten_tensors(obj, path: str, limit: int) -> dict:
+    """The arrays in nested string-keyed mappings, keyed by dotted paths.
+
+    Refuses nesting deeper than :data:`~connsim.safepickle.MAX_DEPTH`, a mapping that contains
+    itself, and more than ``limit`` entries visited in all (a mapping referred to twice is walked
+    twice, so shared mappings could otherwise multiply the work exponentially).
+    """
     if isinstance(obj, np.ndarray):
-        return {prefix.rstrip("."): obj}
-    if not isinstance(obj, Mapping):
-        return {}
-    if prefix == "":
+        return {"": obj}
+    if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
-                return _flatten_tensors(obj[key], path)
-    out = {}
-    for k, v in obj.items():
-        out.update(_flatten_tensors(v, path, f"{prefix}{k}."))
-    if prefix == "" and not out:
+                obj = obj[key]
+                break
+    out: dict = {}
+    visits = 0
+
+    def walk(node, prefix, enclosing):
+        nonlocal visits
+        if id(node) in enclosing:
+            raise MaskFileError(f"{path!r}: a dict in it contains itself (a self-referencing "
+                                "pickle; corrupt or hostile)")
+        if len(enclosing) >= MAX_DEPTH:
+            raise MaskFileError(f"{path!r}: its dicts nest more than {MAX_DEPTH} levels deep "
+                                "(corrupt or hostile)")
+        enclosing = enclosing | {id(node)}
+        for k, v in node.items():
+            visits += 1
+            if visits > limit:
+                raise MaskFileError(
+                    f"{path!r}: its dicts refer to one another so often that reading them would "
+                    f"visit more than {limit} entries, one per byte of its pickle (corrupt or hostile)")
+            if not isinstance(k, str):
+                continue  # cannot name a layer (optimizer state indices, say)
+            if isinstance(v, np.ndarray):
+                out[prefix + k] = v
+            elif isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.", enclosing)
+
+    if isinstance(obj, Mapping):
+        walk(obj, "", frozenset())
+    if not out:
         raise MaskFileError(f"{path!r} holds no tensors")
     return out
 
 
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str,
+              budget: MemoryBudget) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz``, after checking its header against its size."""
+    where = f"{path!r}: entry {reprlib.repr(key)}"
+    with zf.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise MaskFileError(f"{where} has unsupported .npy format version {version}")
+        # version 3.0 differs from 2.0 only in allowing utf-8 field names, which change no size
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _fortran, dtype = read_header(fp)
+        header = fp.tell()
+    if dtype.hasobject:
+        raise MaskFileError(f"{where} holds Python objects (a pickled array), which connsim never "
+                            "loads; save numeric arrays")
+    count = math.prod(shape)
+    held = info.file_size - header
+    if min(shape, default=0) < 0 or count * dtype.itemsize != held:
+        raise MaskFileError(
+            f"{where}: its header declares shape {shape} of {dtype} "
+            f"({format_nbytes(max(count, 0) * dtype.itemsize)}) but it holds {held} bytes of data "
+            "(corrupt or hostile)")
+    if dtype.itemsize == 0:  # no bytes back the elements, but any use needs a byte per element
+        budget.charge(count, f"entry {reprlib.repr(key)} ({count} elements of {dtype})")
+    with zf.open(info) as fp:
+        return np.lib.format.read_array(fp, allow_pickle=False)
+
+
 def read_npz(path: str) -> dict:
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise MaskFileError(f"cannot read {path!r} as .npz (truncated or not an npz?): {e}") from None
+    """Arrays of an ``.npz`` file, in file order, keyed as :func:`numpy.load` keys them.
+
+    Each member's ``.npy`` header is checked against the member's size before its data is read
+    (see the module docstring).
+    """
+    not_npz = f"cannot read {path!r} as .npz (truncated or not an npz?)"
+    with _zip_archive(path, not_npz) as (zf, size):
+        budget = MemoryBudget(path, size)
+        out = {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise MaskFileError(f"{path!r}: member {reprlib.repr(info.filename)} is not a .npy "
+                                    "array; this is not an .npz written by NumPy")
+            key = info.filename[: -len(".npy")]
+            if key in out:
+                raise MaskFileError(f"{path!r} holds entry {reprlib.repr(key)} twice")
+            try:
+                out[key] = _read_npy(zf, info, path, key, budget)
+            except MaskFileError:
+                raise
+            # a corrupt member can fail in any layer: deflate stream (zlib.error), CRC, .npy
+            # header parsing (SyntaxError, tokenize.TokenError), NumPy's reader
+            except Exception as e:
+                raise MaskFileError(f"{path!r}: entry {reprlib.repr(key)} is corrupt "
+                                    f"({describe_error(e)})") from None
+    return out
 
 
 def read_safetensors(path: str) -> dict:
@@ -160,29 +382,37 @@ def read_safetensors(path: str) -> dict:
     try:
         return load_file(path)
     except Exception as e:  # safetensors raises its own error types
-        raise MaskFileError(f"cannot read {path!r} as safetensors: {e}") from None
+        raise MaskFileError(f"cannot read {path!r} as safetensors: {describe_error(e)}") from None
 
 
 def read_arrays(path: str | os.PathLike) -> dict:
     """All arrays of a mask file, in file order, keyed as in the file."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"mask file {path!r} does not exist")
+    kinds = ".npz, .safetensors, .pt or .pth"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file {path!r} does not exist") from None
+    except OSError as e:
+        raise MaskFileError(f"cannot read mask file {path!r}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise MaskFileError(f"{path!r} is a directory; a mask file ({kinds}) is expected")
+    if not stat.S_ISREG(mode):
+        raise MaskFileError(f"{path!r} is not a regular file; a mask file ({kinds}) is expected")
     if path.endswith(".npz"):
         return read_npz(path)
     if path.endswith(".safetensors"):
         return _natural_order(read_safetensors(path))
     if path.endswith((".pt", ".pth", ".bin", ".ckpt")):
         return read_torch(path)
-    raise MaskFileError(
-        f"unknown mask file type {path!r}: use .npz, .safetensors, .pt or .pth"
-    )
+    raise MaskFileError(f"unknown mask file type {path!r}: use {kinds}")
 
 
 def _natural_order(arrays: dict) -> dict:
     """safetensors stores no order; sort keys so that 'layer.10' follows 'layer.9'."""
-    def key(k):
-        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]
+    def key(k):  # a run of digits compares by value: by length without leading zeros, then as text
+        return [(len(t.lstrip("0")), t.lstrip("0")) if i % 2 else t
+                for i, t in enumerate(re.split(r"(\d+)", k))]
     return {k: arrays[k] for k in sorted(arrays, key=key)}
 
 
@@ -216,7 +446,7 @@ def match_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
         chosen = {n: entries[n] for n in names}
     else:
         found = list(entries.items())
-        shapes = [from_layout(np.empty(np.shape(arrays[k]), bool), layout).shape
+        shapes = [from_layout(np.broadcast_to(False, np.shape(arrays[k])), layout).shape
                   for _, (_, k) in found]
         expected = [arch.weight_shape(n) for n in names]
         if shapes != expected:
@@ -234,20 +464,33 @@ def match_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
     return {n: (key, (prio == 0) == prefer_masks) for n, (prio, key) in chosen.items()}
 
 
+def _check_real(a: np.ndarray, where: str, what: str) -> None:
+    if a.dtype.kind not in "biuf":
+        raise MaskFileError(f"{where} has dtype {a.dtype}; {what} must be boolean or real numbers")
+
+
 def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
                       source: str = "mask file") -> dict:
     """Map a file's arrays onto the architecture's layers and return canonical masks."""
     out = {}
     for layer, (key, is_mask) in match_arrays(arch, arrays, layout=layout, source=source).items():
         a = np.asarray(arrays[key])
-        where = f"{source}: entry {key!r} (layer {layer!r})"
-        if is_mask:
-            out[layer] = from_layout(as_mask(a, where), layout)
-            continue
-        if a.dtype.kind == "f" and np.isnan(a).any():
-            raise MaskFileError(f"{where}: weights contain NaN")
-        out[layer] = from_layout(a != 0, layout)
-    return check_masks(arch, out)
+        where = f"{source}: entry {reprlib.repr(key)} (layer {layer!r})"
+        _check_real(a, where, "masks" if is_mask else "weights")
+        with np.errstate(invalid="ignore"):  # arbitrary long-double bytes may be no number at all
+            if is_mask:
+                try:
+                    out[layer] = from_layout(as_mask(a, where), layout)
+                except ValueError as e:
+                    raise MaskFileError(str(e)) from None
+                continue
+            if a.dtype.kind == "f" and np.isnan(a).any():
+                raise MaskFileError(f"{where}: weights contain NaN")
+            out[layer] = from_layout(a != 0, layout)
+    try:
+        return check_masks(arch, out)
+    except ValueError as e:
+        raise MaskFileError(f"{source}: {e}") from None
 
 
 def load_weights(path: str | os.PathLike, arch: Architecture, *, layout: str = "torch"):
@@ -258,12 +501,19 @@ def load_weights(path: str | os.PathLike, arch: Architecture, *, layout: str = "
     matched = match_arrays(arch, arrays, layout=layout, source=repr(path), prefer_masks=False)
     weights = {}
     for layer, (key, is_mask) in matched.items():
+        where = f"{path!r}: entry {reprlib.repr(key)} (layer {layer!r})"
         if is_mask:
-            raise MaskFileError(f"{path!r}: entry {key!r} is a mask, not weights")
-        w = np.asarray(arrays[key], dtype=np.float64)
-        if np.isnan(w).any():
-            raise MaskFileError(f"{path!r}: weights of layer {layer!r} contain NaN")
-        weights[layer] = from_layout(w, layout)
+            raise MaskFileError(f"{where} is a mask, not weights")
+        a = np.asarray(arrays[key])
+        _check_real(a, where, "weights")
+        with np.errstate(invalid="ignore", over="ignore"):  # what does not fit is refused below
+            w = from_layout(np.asarray(a, dtype=np.float64), layout)
+        if not np.isfinite(w).all():
+            raise MaskFileError(f"{path!r}: weights of layer {layer!r} contain NaN or infinity")
+        if w.shape != arch.weight_shape(layer):
+            raise MaskFileError(f"{where} has shape {w.shape} in PyTorch layout; expected "
+                                f"{arch.weight_shape(layer)}")
+        weights[layer] = w
     is_state = all(f"{n}.weight" in arrays for n in arch.layer_names)
     return weights, (dict(arrays) if is_state else {})
 
@@ -329,7 +579,14 @@ def save_masks(path: str | os.PathLike, masks: Mapping, *, layout: str = "torch"
         with atomic_write(path, ".safetensors") as tmp:
             save_file(arrays, tmp)
     elif path.endswith(".npz"):
-        with atomic_write(path, ".npz") as tmp:
-            np.savez_compressed(tmp, **arrays)
+        write_npz(path, arrays)
     else:
         raise ValueError(f"mask files are written as .npz or .safetensors, got {path!r}")
+
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping) -> None:
+    """Write named arrays to a compressed ``.npz``, atomically."""
+    path = os.fspath(path)
+    with atomic_write(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)

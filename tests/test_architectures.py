@@ -1,8 +1,10 @@
 import json
+import os
 
 import pytest
 
 from connsim import ArchBuilder, from_dict, get_arch, load_arch
+from connsim.architectures import SpecError
 
 # SPEC section 3 totals
 TOTALS = [
@@ -160,3 +162,88 @@ def test_spec_file_errors(tmp_path):
     txt.write_text("x")
     with pytest.raises(ValueError, match=".toml or .json"):
         load_arch(txt)
+
+
+# ------------------------------------------------------------------------- hostile spec files
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "3", '"lenet"', "null"])
+def test_spec_top_level_must_be_a_table(tmp_path, text):
+    path = tmp_path / "spec.json"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="must be a table/object at its top level"):
+        load_arch(path)
+    with pytest.raises(SpecError, match="needs the keys 'input'"):
+        from_dict(json.loads(text))
+
+
+@pytest.mark.parametrize(("layer", "key"), [
+    ('type = "dense"\nout = 2.7', "out"),
+    ('type = "dense"\nout = true', "out"),
+    ('type = "dense"\nout = "3"', "out"),
+    ('type = "conv"\nout = 2\nkernel = 2.5', "kernel"),
+    ('type = "conv"\nout = 2\nkernel = [3, 1.5]', "kernel"),
+    ('type = "conv"\nout = 2\nstride = false', "stride"),
+    ('type = "conv"\nout = 2\npadding = 0.5', "padding"),
+    ('type = "pool"\nkernel = 2.5', "kernel"),
+    ('type = "pool"\nstride = [2, 2, 2]', "stride"),
+])
+def test_spec_sizes_must_be_integers(tmp_path, layer, key):
+    path = tmp_path / "spec.toml"
+    path.write_text(f'input = [1, 8, 8]\n[[layers]]\nname = "x"\n{layer}\n')
+    with pytest.raises(SpecError, match=rf"spec\.toml'?: layer 0 \(x\): '{key}' must be an integer"):
+        load_arch(path)
+
+
+def test_spec_input_shape_must_be_integers_and_whole_floats_are_fine():
+    with pytest.raises(SpecError, match="each 'input' entry must be an integer, got 4.5"):
+        from_dict({"input": [4.5], "layers": [{"type": "dense", "out": 2}]})
+    with pytest.raises(SpecError, match="'input' must be a list"):
+        from_dict({"input": "784", "layers": [{"type": "dense", "out": 2}]})
+    arch = from_dict({"input": [4.0], "layers": [{"type": "dense", "out": 2.0}]})
+    assert arch.total_params == 8
+
+
+@pytest.mark.parametrize("spec", [
+    {"input": [4], "layers": "dense"},
+    {"input": [4], "layers": [[1, 2]]},
+    {"input": [4], "layers": [{"type": ["dense"]}]},
+    {"input": [4], "layers": [{"type": "dense", "out": 3, "name": [[["deep"]]]}]},
+    {"input": [4], "layers": [{"type": "dense", "out": 3, "input": 7}]},
+    {"input": [4], "layers": [{"type": "add", "inputs": "input"}]},
+    {"input": [4], "layers": [{"type": "dense", "out": 3, "bias": "no"}]},
+    {"input": [4], "layers": [{"type": "pool", "mode": 1}]},
+    {"input": [4], "layers": [{"type": "dense"}]},
+    {"input": [4], "name": ["x"], "layers": [{"type": "dense", "out": 3}]},
+    {"input": [4], "layers": [{"type": "dense", "out": 3, 7: 1}]},
+], ids=lambda s: json.dumps(s, default=str)[:60])
+def test_malformed_specs_raise_one_clear_error(spec):
+    with pytest.raises(SpecError) as info:
+        from_dict(spec)
+    assert isinstance(info.value, ValueError)  # callers that catch ValueError still work
+    assert "Traceback" not in str(info.value) and len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("deep.json", "[" * 100_000 + "]" * 100_000),
+    ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),
+    ("deep-layer.json", '{"input": [4], "layers": [' + "[" * 900 + "]" * 900 + "]}"),
+])
+def test_deeply_nested_specs_do_not_crash(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SpecError, match="nested too deeply|must be a table/object"):
+        load_arch(path)
+
+
+def test_spec_path_that_is_a_directory_or_unreadable(tmp_path):
+    folder = tmp_path / "spec.toml"
+    folder.mkdir()
+    with pytest.raises(SpecError, match="is a directory; an architecture spec file"):
+        load_arch(folder)
+    if os.geteuid() != 0:  # root reads files whatever their permissions
+        path = tmp_path / "locked.json"
+        path.write_text("{}")
+        path.chmod(0)
+        with pytest.raises(SpecError, match="(?i)permission denied"):
+            load_arch(path)

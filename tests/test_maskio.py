@@ -1,12 +1,24 @@
+import io
 import os
 import pickle
+import re
+import struct
+import time
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
 from connsim import get_arch, ones_masks
-from connsim.maskio import MaskFileError, load_masks, masks_from_arrays, save_masks
+from connsim.maskio import (
+    MaskFileError,
+    load_masks,
+    load_weights,
+    masks_from_arrays,
+    read_arrays,
+    save_masks,
+)
 from connsim.masks import to_layout
 from connsim.safepickle import UnsafePickleError
 from tests.conftest import random_masks
@@ -147,7 +159,6 @@ def test_keras_layout_file():
 
 
 def test_load_weights_prefers_weights_and_recognises_a_run_state(tmp_path, data_dir):
-    from connsim.maskio import load_weights
     from connsim.network import Network
 
     arch = get_arch("mlp:6-5-4-3")
@@ -165,3 +176,190 @@ def test_load_weights_prefers_weights_and_recognises_a_run_state(tmp_path, data_
                      for k, v in net.state_dict().items()})
     with pytest.raises(MaskFileError, match="NaN"):
         load_weights(bad, arch)
+
+
+# ------------------------------------------------------------------------- hostile files
+
+
+def _obj(x) -> bytes:
+    """Pickle opcodes of one object, without the protocol header and STOP."""
+    return pickle.dumps(x, protocol=2)[2:-1]
+
+
+def _tensor_pickle(numel: int, size, stride) -> bytes:
+    """A state-dict pickle of one float32 tensor 'fc1.weight' on storage '0' of ``numel``
+    elements, as torch.save writes it."""
+    return (b"\x80\x02}(" + _obj("fc1.weight") + b"ctorch._utils\n_rebuild_tensor_v2\n(("
+            + _obj("storage") + b"ctorch\nFloatStorage\n" + _obj("0") + _obj("cpu") + _obj(numel)
+            + b"tQ" + _obj(0) + _obj(tuple(size)) + _obj(tuple(stride)) + b"\x89}tRu.")
+
+
+def _torch_file(path, payload: bytes, storage: bytes = b"\0\0\x80?"):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+        z.writestr("archive/data/0", storage)
+        z.writestr("archive/version", "3\n")
+
+
+def _bounded_peak(fn, *args):
+    """Run ``fn``; return the exception it raised and its peak traced allocation in bytes."""
+    tracemalloc.start()
+    try:
+        fn(*args)
+    except Exception as e:  # the caller checks what was raised
+        raised = e
+    else:
+        raised = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return raised, peak
+
+
+def _corrupt_deflate(raw: bytes) -> bytes:
+    """``raw`` (a np.savez_compressed file) with the first member's deflate stream broken: its
+    first block is given the reserved block type 3."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        info = z.infolist()[0]
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    return raw[:start] + bytes([raw[start] | 0x06]) + raw[start + 1:]
+
+
+def test_corrupt_deflate_stream_names_file_and_entry(tmp_path):
+    arch = get_arch("mlp:6-5-4-3")
+    path = tmp_path / "m.npz"
+    save_masks(path, random_masks(arch, 0.5, 0))
+    path.write_bytes(_corrupt_deflate(path.read_bytes()))
+    for read in (read_arrays, lambda p: load_masks(p, arch), lambda p: load_weights(p, arch)):
+        with pytest.raises(MaskFileError, match=r"m\.npz'?: entry 'fc1' is corrupt \(zlib\.error"):
+            read(path)
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.",  # {'a': <itself>}
+    b"\x80\x02" + b"}X\x01\x00\x00\x00a" * 100_000 + b"}" + b"s" * 100_000 + b".",
+    b"\x80\x02}" + b")" + b"\x85" * 1_000_000 + b"K\x01s.",  # a key 10^6 tuples deep
+], ids=["self-reference", "100k-nested-dicts", "1M-nested-tuple-key"])
+def test_self_referencing_and_deep_pickles_fail_cleanly(tmp_path, payload):
+    path = tmp_path / "deep.pt"
+    _torch_like_zip(path, payload)
+    start = time.perf_counter()
+    with pytest.raises(MaskFileError, match="contains itself|levels deep"):
+        read_arrays(path)
+    assert time.perf_counter() - start < 5
+
+
+def test_shared_dicts_cannot_multiply_the_work(tmp_path):
+    shared = {}
+    for _ in range(22):  # 2^22 paths through 22 dicts
+        shared = {"a": shared, "b": shared}
+    path = tmp_path / "shared.pt"
+    _torch_like_zip(path, pickle.dumps(shared, protocol=2))
+    start = time.perf_counter()
+    with pytest.raises(MaskFileError, match="refer to one another"):
+        read_arrays(path)
+    assert time.perf_counter() - start < 1
+
+
+def test_zero_stride_tensor_cannot_inflate_memory(tmp_path):
+    # 30000 x 30000 float32 views of one stored element: 3.4 GiB from a file of a few hundred bytes
+    path = tmp_path / "inflate.pt"
+    _torch_file(path, _tensor_pickle(1, (30000, 30000), (0, 0)))
+    assert path.stat().st_size < 1000
+    raised, peak = _bounded_peak(read_arrays, path)
+    assert isinstance(raised, MaskFileError)
+    assert re.search(r"shape \(30000, 30000\) would need 3\.4 GiB of memory.*at most 64\.0 MiB "
+                     r"\(max\(64\.0 MiB, 16 x its size\)\).*refused", str(raised))
+    assert peak < 16 * 2**20
+    # the same view within the budget is fine
+    _torch_file(path, _tensor_pickle(1, (3, 4), (0, 0)))
+    np.testing.assert_array_equal(read_arrays(path)["fc1.weight"], np.ones((3, 4), np.float32))
+
+
+def test_storage_numel_is_bounded_by_the_bytes_stored(tmp_path):
+    path = tmp_path / "numel.pt"
+    _torch_file(path, _tensor_pickle(10**9, (1,), (1,)))
+    with pytest.raises(MaskFileError, match="declares 1000000000 elements of 4 bytes but holds 4"):
+        read_arrays(path)
+
+
+def test_npz_header_cannot_declare_more_than_its_data(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (2**31,)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("fc1.npy", header.getvalue() + bytes(64))
+    raised, peak = _bounded_peak(read_arrays, path)
+    assert isinstance(raised, MaskFileError)
+    assert re.search(r"entry 'fc1': its header declares shape \(2147483648,\) of float64 "
+                     r"\(16\.0 GiB\) but it holds 64 bytes", str(raised))
+    assert peak < 16 * 2**20
+
+
+def test_zip_directory_claiming_more_than_deflate_can_hold(tmp_path):
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, fc1=np.zeros((5, 6)))
+    raw = bytearray(path.read_bytes())
+    at = raw.rindex(b"PK\x01\x02")  # central directory entry: uncompressed size at offset 24
+    raw[at + 24: at + 28] = (2**32 - 2).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(MaskFileError, match="more than its compression can produce"):
+        read_arrays(path)
+
+
+NON_NUMERIC = [np.full((5, 6), "1"), np.full((5, 6), b"1"), np.zeros((5, 6), "datetime64[s]"),
+               np.zeros((5, 6), "timedelta64[s]"), np.ones((5, 6), object), np.ones((5, 6), complex),
+               np.zeros((5, 6), "V4"), np.zeros((5, 6), [("a", "<f4")])]
+
+
+@pytest.mark.parametrize("values", NON_NUMERIC, ids=lambda a: str(a.dtype))
+@pytest.mark.parametrize("key", ["fc1", "fc1.weight_mask"])
+def test_non_numeric_arrays_are_refused(values, key):
+    arch = get_arch("mlp:6-5")
+    with pytest.raises(MaskFileError, match=rf"entry '{key}' \(layer 'fc1'\) has dtype "
+                                            r".*; (masks|weights) must be boolean or real numbers"):
+        masks_from_arrays(arch, {key: values})
+
+
+@pytest.mark.parametrize("values", [np.full((5, 6), "1"), np.ones((5, 6), complex),
+                                    np.zeros((5, 6), "datetime64[s]")], ids=lambda a: str(a.dtype))
+def test_load_weights_refuses_non_numeric_and_infinite_weights(tmp_path, values):
+    arch = get_arch("mlp:6-5")
+    path = tmp_path / "w.npz"
+    np.savez(path, fc1=values)
+    with pytest.raises(MaskFileError, match=r"has dtype .*weights must be boolean or real"):
+        load_weights(path, arch)
+    np.savez(path, fc1=np.full((5, 6), np.inf))
+    with pytest.raises(MaskFileError, match="NaN or infinity"):
+        load_weights(path, arch)
+
+
+def test_directories_and_special_files_are_named_for_what_they_are(tmp_path):
+    arch = get_arch("mlp:2-2")
+    folder = tmp_path / "masks.npz"
+    folder.mkdir()
+    with pytest.raises(MaskFileError, match="is a directory; a mask file .* is expected"):
+        load_masks(folder, arch)
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(MaskFileError, match="is not a regular file"):
+        load_masks(fifo, arch)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+@pytest.mark.parametrize("suffix", [".npz", ".pt", ".safetensors"])
+def test_unreadable_mask_file(tmp_path, suffix):
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(b"x")
+    path.chmod(0)
+    with pytest.raises(MaskFileError, match="(?i)permission denied"):
+        read_arrays(path)
+
+
+def test_failed_save_names_the_target_not_a_temporary_file(tmp_path):
+    target = tmp_path / "missing-folder" / "m.npz"
+    with pytest.raises(OSError) as info:
+        save_masks(target, ones_masks(get_arch("mlp:2-2")))
+    assert str(target) in str(info.value) and ".tmp-" not in str(info.value)

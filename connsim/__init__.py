@@ -11,7 +11,7 @@ Examples
 266200
 """
 
-from .architectures import ArchBuilder, Architecture, Node, from_dict, load_arch
+from .architectures import ArchBuilder, Architecture, Node, SpecError, from_dict, load_arch
 from .design import design_quota
 from .effective import Connectivity, connectivity, effective_masks
 from .graph import Block, LayeredGraph, build_graph, chain, effective_edges, reachability
@@ -32,9 +32,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL_RULES", "ArchBuilder", "Architecture", "Block", "Connectivity", "GlobalOrder",
     "InfeasibleQuota", "LayerMeasure", "LayeredGraph", "LayerwiseOrder", "Measurement", "Node",
-    "Quota", "TargetResult", "build_graph", "chain", "check_masks", "connectivity", "design_quota",
-    "effective_edges", "effective_masks", "from_dict", "get_arch", "keep_ranks", "kept_counts",
-    "load_arch", "load_masks", "measure", "monte_carlo", "ones_masks", "predict", "prune", "quota",
-    "random_masks", "random_order", "reachability", "resolve_density", "save_masks", "summarize",
-    "target_effective", "topk_masks",
+    "Quota", "SpecError", "TargetResult", "build_graph", "chain", "check_masks", "connectivity",
+    "design_quota", "effective_edges", "effective_masks", "from_dict", "get_arch", "keep_ranks",
+    "kept_counts", "load_arch", "load_masks", "measure", "monte_carlo", "ones_masks", "predict",
+    "prune", "quota", "random_masks", "random_order", "reachability", "resolve_density",
+    "save_masks", "summarize", "target_effective", "topk_masks",
 ]

@@ -664,7 +664,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=positive_float, default=0.1, help="step factor (default 0.1)")
     p.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up iterations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
-    p.add_argument("--momentum", type=_number(float, lambda v: 0 <= v < 1, "a number in [0, 1)"), default=0.9, help="default 0.9")
+    p.add_argument("--momentum", type=_number(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+                   default=0.9, help="default 0.9")
     p.add_argument("--weight-decay", type=nonneg_float, default=1e-3,
                    help="L2 added to the gradient, PyTorch-style (default 1e-3)")
     p.add_argument("--augment", action="store_true",

@@ -32,7 +32,7 @@ import numpy as np
 from .architectures import Architecture
 from .data import Dataset
 from .files import atomic_write, clean_stale_temps, write_json
-from .maskio import load_masks, save_masks
+from .maskio import load_masks, read_npz, save_masks
 from .masks import ones_masks
 from .measures import measure
 from .network import Network
@@ -112,7 +112,8 @@ def _read_levels(out_dir: str) -> list:
             records = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path!r} is unreadable ({e}); remove the folder to start over") from None
-    if [r.get("level") for r in records] != list(range(len(records))):
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records) \
+            or [r.get("level") for r in records] != list(range(len(records))):
         raise ValueError(f"{path!r} does not list levels 0, 1, ... in order; refusing to resume")
     return records
 
@@ -170,8 +171,7 @@ def _run(arch, data, out_dir, levels, fraction, rewind, scope, config, progress)
     records = _read_levels(out_dir)[:levels + 1]
     rewind_path = os.path.join(out_dir, "rewind.npz")
     if os.path.exists(rewind_path):
-        with np.load(rewind_path, allow_pickle=False) as f:
-            state = {k: f[k] for k in f.files}
+        state = read_npz(rewind_path)
     else:
         if rewind > 0:  # late rewinding: the state after `rewind` iterations of dense training
             warm = train(arch, data, None, replace(config, iterations=rewind, epochs=None))

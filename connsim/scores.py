@@ -75,7 +75,7 @@ class ScoreContext:
                              f"{self.batch_size}; lower the batch size")
         order = batches(n, self.batch_size, np.random.default_rng(0))
         return [(self.data.x_train[idx], self.data.y_train[idx])
-                for idx, _ in zip(order, range(self.n_batches))]
+                for idx, _ in zip(order, range(self.n_batches), strict=False)]
 
 
 def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:

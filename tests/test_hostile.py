@@ -20,7 +20,6 @@ from connsim.targeting import target_effective
 from connsim.theory import half_disconnection_compression
 from connsim.train import TrainConfig, train
 
-
 # ---------------------------------------------------------------- exact quotas (item 4)
 
 @pytest.mark.parametrize("name", ["lenet-300-100", "vgg-19", "resnet-18"])

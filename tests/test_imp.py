@@ -159,3 +159,16 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="batch size"):
         imp(arch, data, str(tmp_path / "run"), config=replace(cfg, batch_size=1000))
     assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_run_files_give_clean_errors(tmp_path):
+    arch, data, cfg = setup()
+    imp(arch, data, str(tmp_path), levels=0, config=cfg)
+    raw = bytearray((tmp_path / "rewind.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "rewind.npz").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="rewind.npz"):
+        imp(arch, data, str(tmp_path), levels=1, config=cfg)
+    (tmp_path / "levels.json").write_text('{"level": 0}')
+    with pytest.raises(ValueError, match="in order"):
+        imp(arch, data, str(tmp_path), levels=1, config=cfg)

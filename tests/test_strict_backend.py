@@ -51,7 +51,7 @@ def test_double_refuses_functions_cupy_lacks():
     with pytest.raises(AttributeError, match="numpy.nanmedian"):
         np.nanmedian(x)
     with pytest.raises(AttributeError, match="cupy.lexsort"):
-        strict.lexsort
+        _ = strict.lexsort
 
 
 def test_double_counts_transfers():

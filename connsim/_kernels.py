@@ -200,70 +200,108 @@ def sample_distinct(n, k):
     return np.flatnonzero(~seen).astype(np.int64)
 
 
-@pnjit
-def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_nsrc, l_k, l_nw, l_d, l_kept,
-               e_kind, e_src, e_dst, e_layer, eff, disc, active):
-    """Channel-level Monte Carlo over random masks, one sample per ``prange`` iteration.
+@njit
+def count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst, e_layer,
+                    eff_row, active_row):
+    """Effective weights of one mask given as kept flat positions per layer (``pos``, a list of
+    int arrays); writes per-layer effective counts and active destination nodes, returns whether
+    the output is unreachable.
 
-    Sample ``s`` seeds its own stream with ``seeds[s]``. Layer ``l`` joins group ``l_src`` to group
-    ``l_dst``; a kept weight at flat position ``p`` lies on group edge ``g = p // l_k`` from source
-    node ``g % l_nsrc`` to destination node ``g // l_nsrc``. Edges ``e_*`` (sorted by destination)
-    are layers (kind 0) or node-to-node identities (kind 1). Writes per-layer effective counts,
-    the disconnected flag and the active nodes of each layer's destination group.
+    Layer ``l`` joins group ``l_src`` to group ``l_dst``; a kept weight at flat position ``p`` lies
+    on group edge ``g = p // l_k`` from source node ``g % l_nsrc`` to destination node
+    ``g // l_nsrc``. Edges ``e_*`` (sorted by destination) are layers (kind 0) or node-to-node
+    identities (kind 1).
     """
     n_layers = l_src.shape[0]
     n_groups = offsets.shape[0] - 1
+    fwd = np.zeros(offsets[-1], dtype=np.bool_)
+    bwd = np.zeros(offsets[-1], dtype=np.bool_)
+    fwd[offsets[0]:offsets[1]] = True
+    bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
+    for e in range(e_kind.shape[0]):
+        a, b = offsets[e_src[e]], offsets[e_dst[e]]
+        if e_kind[e] == 1:
+            for j in range(offsets[e_dst[e] + 1] - b):
+                if fwd[a + j]:
+                    fwd[b + j] = True
+        else:
+            lay = e_layer[e]
+            for p in pos[lay]:
+                g = p // l_k[lay]
+                if fwd[a + g % l_nsrc[lay]]:
+                    fwd[b + g // l_nsrc[lay]] = True
+    for e in range(e_kind.shape[0] - 1, -1, -1):
+        a, b = offsets[e_src[e]], offsets[e_dst[e]]
+        if e_kind[e] == 1:
+            for j in range(offsets[e_dst[e] + 1] - b):
+                if bwd[b + j]:
+                    bwd[a + j] = True
+        else:
+            lay = e_layer[e]
+            for p in pos[lay]:
+                g = p // l_k[lay]
+                if bwd[b + g // l_nsrc[lay]]:
+                    bwd[a + g % l_nsrc[lay]] = True
+    for lay in range(n_layers):
+        a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
+        c = 0
+        for p in pos[lay]:
+            g = p // l_k[lay]
+            if fwd[a + g % l_nsrc[lay]] and bwd[b + g // l_nsrc[lay]]:
+                c += 1
+        eff_row[lay] = c
+        act = 0
+        for j in range(b, offsets[l_dst[lay] + 1]):
+            if fwd[j] and bwd[j]:
+                act += 1
+        active_row[lay] = act
+    for j in range(offsets[n_groups - 1], offsets[n_groups]):
+        if fwd[j]:
+            return False
+    return True
+
+
+@pnjit
+def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_nsrc, l_k, l_nw, l_d, l_kept,
+               e_kind, e_src, e_dst, e_layer, eff, disc, active):
+    """Channel-level Monte Carlo over random masks, one sample per ``prange`` iteration: sample
+    ``s`` seeds its own stream with ``seeds[s]``, draws each layer's kept positions
+    (:func:`sample_distinct`) and counts them with :func:`count_effective`."""
+    n_layers = l_src.shape[0]
     for s in prange(seeds.shape[0]):
         np.random.seed(seeds[s])  # noqa: NPY002 - per-thread stream, seeded per sample
         pos = []  # kept flat positions of each layer
         for lay in range(n_layers):
             k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
             pos.append(sample_distinct(l_nw[lay], k))
-        fwd = np.zeros(offsets[-1], dtype=np.bool_)
-        bwd = np.zeros(offsets[-1], dtype=np.bool_)
-        fwd[offsets[0]:offsets[1]] = True
-        bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
-        for e in range(e_kind.shape[0]):
-            a, b = offsets[e_src[e]], offsets[e_dst[e]]
-            if e_kind[e] == 1:
-                for j in range(offsets[e_dst[e] + 1] - b):
-                    if fwd[a + j]:
-                        fwd[b + j] = True
-            else:
-                lay = e_layer[e]
-                for p in pos[lay]:
-                    g = p // l_k[lay]
-                    if fwd[a + g % l_nsrc[lay]]:
-                        fwd[b + g // l_nsrc[lay]] = True
-        for e in range(e_kind.shape[0] - 1, -1, -1):
-            a, b = offsets[e_src[e]], offsets[e_dst[e]]
-            if e_kind[e] == 1:
-                for j in range(offsets[e_dst[e] + 1] - b):
-                    if bwd[b + j]:
-                        bwd[a + j] = True
-            else:
-                lay = e_layer[e]
-                for p in pos[lay]:
-                    g = p // l_k[lay]
-                    if bwd[b + g // l_nsrc[lay]]:
-                        bwd[a + g % l_nsrc[lay]] = True
-        for lay in range(n_layers):
-            a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
-            c = 0
-            for p in pos[lay]:
-                g = p // l_k[lay]
-                if fwd[a + g % l_nsrc[lay]] and bwd[b + g // l_nsrc[lay]]:
-                    c += 1
-            eff[s, lay] = c
-            act = 0
-            for j in range(b, offsets[l_dst[lay] + 1]):
-                if fwd[j] and bwd[j]:
-                    act += 1
-            active[s, lay] = act
-        last = offsets[n_groups - 1]
-        hit = False
-        for j in range(last, offsets[n_groups]):
-            if fwd[j]:
-                hit = True
-                break
-        disc[s] = not hit
+        disc[s] = count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst,
+                                  e_layer, eff[s], active[s])
+
+
+@njit
+def mc_count(flat, starts, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst, e_layer,
+             eff, active):
+    """:func:`count_effective` on one given mask: layer ``l`` keeps the flat positions
+    ``flat[starts[l]:starts[l + 1]]``."""
+    pos = [flat[starts[lay]:starts[lay + 1]] for lay in range(l_src.shape[0])]
+    return count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst,
+                           e_layer, eff, active)
+
+
+@njit
+def mc_sample(seed, bernoulli, l_nw, l_d, l_kept):
+    """The kept flat positions that :func:`mc_channel` draws for a sample seeded ``seed``, as one
+    flat array and per-layer starts."""
+    np.random.seed(seed)  # noqa: NPY002 - the same stream as the sample in mc_channel
+    n_layers = l_nw.shape[0]
+    pos = []
+    for lay in range(n_layers):
+        k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
+        pos.append(sample_distinct(l_nw[lay], k))
+    starts = np.zeros(n_layers + 1, dtype=np.int64)
+    for lay in range(n_layers):
+        starts[lay + 1] = starts[lay] + pos[lay].shape[0]
+    flat = np.empty(starts[n_layers], dtype=np.int64)
+    for lay in range(n_layers):
+        flat[starts[lay]:starts[lay + 1]] = pos[lay]
+    return flat, starts

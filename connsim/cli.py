@@ -116,6 +116,32 @@ def _emit(args, obj: dict, text: str) -> None:
     print(dumps(obj) if args.json else text)
 
 
+def _check_out_masks(path: str) -> None:
+    """An output masks file, checked before any work (including the package it needs)."""
+    check_writable(path, (".npz", ".safetensors"))
+    if path.endswith(".safetensors"):
+        try:
+            import safetensors  # noqa: F401
+        except ImportError:
+            raise ImportError("writing .safetensors needs the 'safetensors' package: pip install "
+                              "'connsim[io]' (or write .npz)") from None
+
+
+def _check_inputs(args) -> None:
+    """Files and backends that training commands need, checked before the data is loaded."""
+    import os
+
+    from .backend import get_backend
+
+    for name in ("masks", "weights", "match"):
+        path = getattr(args, name, None)
+        if path and not os.path.isfile(path):
+            what = "a directory" if os.path.isdir(path) else "missing"
+            raise FileNotFoundError(f"--{name} {path!r} is {what}; a file is expected")
+    if getattr(args, "backend", "numpy") != "numpy":
+        get_backend(args.backend)
+
+
 def _big_arch(arch, bytes_per_weight: int, what: str):
     """Refuse, before any work, a network whose per-weight arrays cannot fit in memory."""
     from .memory import check_memory
@@ -249,7 +275,8 @@ def cmd_prune(args) -> int:
     from .quotas import quota
     from .sampling import random_masks
 
-    check_writable(args.out, (".npz", ".safetensors"))
+    _check_out_masks(args.out)
+    _check_inputs(args)
     arch = _big_arch(_arch(args), 48, "pruning")
     density = _target(args)
     if density is None and (args.target == "effective" or args.rule not in ("induced", "custom")):
@@ -562,6 +589,7 @@ def cmd_train(args) -> int:
     config = _train_config(args)
     if args.out:
         check_writable(args.out, folder=True)
+    _check_inputs(args)
     data, arch = _train_data_arch(args)
     _big_arch(arch, 64, "training")
     masks = load_masks(args.masks, arch, layout=args.layout) if args.masks else None
@@ -626,6 +654,7 @@ def cmd_imp(args) -> int:
 
     config = _train_config(args)
     check_writable(args.out, folder=True)
+    _check_inputs(args)
     data, arch = _train_data_arch(args)
     _big_arch(arch, 64, "training")
     bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)

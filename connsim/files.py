@@ -62,14 +62,14 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", suffix=suffix, dir=folder)
     except OSError as e:
-        raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
+        raise type(e)(f"cannot write {path!r}: {e.strerror}") from None
     os.close(fd)
     try:
         try:
             yield tmp
         except OSError as e:
             if e.filename == tmp or tmp in str(e):
-                raise type(e)(e.errno, f"cannot write {path!r}: {e.strerror}") from None
+                raise type(e)(f"cannot write {path!r}: {e.strerror}") from None
             raise
         umask = os.umask(0)
         os.umask(umask)
@@ -125,9 +125,9 @@ def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...] = (), *,
             if parent == os.path.abspath(probe):
                 break
             probe = parent
-        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-            raise ValueError(f"{what} {path!r} cannot be written: {probe!r} is not a writable "
-                             "folder")
+        if not os.path.isdir(probe):
+            raise ValueError(f"{what} {path!r} cannot be written: {probe!r} is not a folder")
+        _probe(probe, f"{what} {path!r}: folder {probe!r}")
         return path
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a directory; give a file name ending in "
@@ -137,8 +137,18 @@ def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...] = (), *,
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise ValueError(f"{what} {path!r}: folder {parent!r} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {path!r}: folder {parent!r} is not writable")
+    _probe(parent, f"{what} {path!r}: folder {parent!r}")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise ValueError(f"{what} {path!r} exists and is not writable")
     return path
+
+
+def _probe(folder: str, what: str) -> None:
+    """Create and remove a temporary file in ``folder``: the only writability test that also
+    holds for root (for whom ``os.access`` always says yes) and for read-only file systems."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=folder)
+    except OSError as e:
+        raise ValueError(f"{what} is not writable ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(tmp)

@@ -76,7 +76,12 @@ def prunable_layers(arch: Architecture, granularity: str) -> tuple[str, ...]:
     granularity (removing an output channel would remove a class)."""
     _check(granularity)
     if granularity == "channel":
-        return tuple(n for n in arch.layer_names if n != arch.output.name)
+        names = tuple(n for n in arch.layer_names if n != arch.output.name)
+        if not names:
+            raise ValueError(f"{arch.name} has no hidden or convolutional channels to prune: at "
+                             "channel granularity the classifier's channels (the classes) are "
+                             "kept; use weight or kernel granularity")
+        return names
     return arch.layer_names
 
 

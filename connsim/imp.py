@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -95,12 +96,34 @@ def _check_config(out_dir: str, config: dict) -> None:
         raise ValueError(f"{path!r} is unreadable ({e}); remove the folder to start over") from None
     normal = json.loads(json.dumps(config))  # tuples as lists, as they were stored
     if old != normal:
-        keys = sorted(k for k in set(old) | set(normal) if old.get(k) != normal.get(k))
-        detail = "; ".join(f"{k}: {old.get(k)!r} in the folder, {normal.get(k)!r} now"
-                           for k in keys)
+        was, now = _flat(old), _flat(normal)
+        keys = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+        detail = "; ".join(f"{k}: {was.get(k)!r} in the folder, {now.get(k)!r} now"
+                           for k in keys[:6]) + ("; ..." if len(keys) > 6 else "")
         raise ValueError(f"run folder {out_dir!r} was made with other settings ({detail}); "
                          "re-run with the same settings to resume (only --levels may change), "
                          "or use another --out")
+
+
+def _flat(obj, prefix: str = "") -> dict:
+    """Nested dicts as one dict with dotted keys (``train.lr``), for naming what differs."""
+    if isinstance(obj, dict) and obj:
+        out = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """SHA-256 of a dataset's arrays: any other source, subset or preprocessing (standardising,
+    another ``--data-dir``) gives another fingerprint."""
+    h = hashlib.sha256(data.name.encode())
+    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def _read_levels(out_dir: str) -> list:
@@ -162,7 +185,8 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         clean_stale_temps(out_dir)
         _check_config(out_dir, {
             "arch": arch.to_dict(), "dataset": data.name, "n_train": int(len(data.y_train)),
-            "n_test": int(len(data.y_test)), "fraction": float(fraction), "rewind": int(rewind),
+            "n_test": int(len(data.y_test)), "data_sha256": data_fingerprint(data),
+            "fraction": float(fraction), "rewind": int(rewind),
             "scope": scope, "train": asdict(config)})
         return _run(arch, data, out_dir, levels, fraction, rewind, scope, config, progress)
 

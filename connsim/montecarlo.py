@@ -137,6 +137,67 @@ def _mc_arrays(arch: Architecture, densities: np.ndarray, kept: np.ndarray):
             e[:, 3].copy())
 
 
+def _layer_arrays(arch: Architecture, densities=None, kept=None):
+    """The channel-level arrays of the Monte Carlo kernels; ``densities``/``kept`` default to 0."""
+    n = len(arch.layer_names)
+    return _mc_arrays(arch, np.zeros(n) if densities is None else densities,
+                      np.zeros(n, np.int64) if kept is None else kept)
+
+
+def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.ndarray]:
+    """Monte Carlo's own count on one given mask: effective weights and active output nodes per
+    layer, and whether the network is disconnected (channel level).
+
+    This is the count every Monte Carlo sample runs (the same compiled routine), exposed so that
+    it can be checked exactly against :func:`connsim.connectivity` on the same masks.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, ones_masks
+    >>> eff, disc, active = count_effective(get_arch("mlp:4-3-2"), ones_masks(get_arch("mlp:4-3-2")))
+    >>> eff.tolist(), disc, active.tolist()
+    ([12, 6], False, [3, 2])
+    """
+    from .masks import check_masks
+
+    canon = check_masks(arch, masks)
+    arrays = _layer_arrays(arch)
+    offsets, l_src, l_dst, l_nsrc, l_k = arrays[:5]
+    e_kind, e_src, e_dst, e_layer = arrays[8:]
+    pos = [np.flatnonzero(canon[n]).astype(np.int64) for n in arch.layer_names]
+    starts = np.concatenate([[0], np.cumsum([p.size for p in pos])]).astype(np.int64)
+    flat = np.concatenate(pos) if pos else np.zeros(0, np.int64)
+    eff = np.zeros(len(pos), np.int64)
+    active = np.zeros(len(pos), np.int64)
+    disc = _kernels.mc_count(flat, starts, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src,
+                             e_dst, e_layer, eff, active)
+    return eff, bool(disc), active
+
+
+def sample_seeds(samples: int, rng=None) -> np.ndarray:
+    """The per-sample seeds :func:`monte_carlo` uses for ``rng``."""
+    seq = rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
+        np.random.default_rng(rng).integers(0, 2**63))
+    return seq.generate_state(samples, dtype=np.uint32).astype(np.int64)
+
+
+def sampled_masks(arch: Architecture, q: Quota, seed: int, mask_model="bernoulli") -> dict:
+    """The masks that the channel-level Monte Carlo draws for a sample seeded ``seed`` (one of
+    :func:`sample_seeds`): lets a sample be recounted by any other method."""
+    if mask_model not in MASK_MODELS:
+        raise ValueError(f"mask_model must be one of {MASK_MODELS}, got {mask_model!r}")
+    flat, starts = _kernels.mc_sample(int(seed), mask_model == "bernoulli",
+                                      np.asarray(q.params, np.int64),
+                                      np.asarray(q.densities, np.float64),
+                                      np.asarray(q.kept, np.int64))
+    out = {}
+    for k, name in enumerate(arch.layer_names):
+        m = np.zeros(arch.n_params(name), dtype=bool)
+        m[flat[starts[k]:starts[k + 1]]] = True
+        out[name] = m.reshape(arch.weight_shape(name))
+    return out
+
+
 def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model="bernoulli",
                 level: str = "channel", rng=None) -> MonteCarlo:
     """Monte Carlo estimate of effective weights and disconnection under random pruning.
@@ -176,16 +237,16 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
         raise ValueError(f"quota is for layers {list(q.names)}, not {list(arch.layer_names)}")
     params = q.params
     n_layers = len(params)
-    per_sample = 16 * n_layers + 1 + (arch.total_params if level == "position" else 0)
-    check_memory(samples * per_sample, f"{samples:,} Monte Carlo samples of {arch.name}",
-                 "ask for fewer samples")
+    once = 16 * arch.total_params if level == "position" else 0  # one sample's masks at a time
+    check_memory(samples * (16 * n_layers + 1) + once,
+                 f"{samples:,} Monte Carlo samples of {arch.name}", "ask for fewer samples")
     seq = rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
         np.random.default_rng(rng).integers(0, 2**63))
     eff = np.zeros((samples, n_layers), dtype=np.int64)
     active = np.zeros((samples, n_layers), dtype=np.int64)
     disc = np.zeros(samples, dtype=bool)
     if level == "channel":
-        seeds = seq.generate_state(samples, dtype=np.uint32).astype(np.int64)
+        seeds = sample_seeds(samples, seq)
         arrays = _mc_arrays(arch, q.densities, q.kept)
         # chunks: the kernel cannot be interrupted, so Ctrl-C is seen between chunks; per-sample
         # seeds make the result independent of the chunking

@@ -190,17 +190,23 @@ def igq_force(n: np.ndarray, density: float) -> float:
         return math.inf
 
     def excess(log_f):
-        return (n / (1.0 + math.exp(log_f) * n)).sum() - target
+        # n / (1 + F n) written with e^-log_f, finite for every log F in the bracket below
+        g = math.exp(-log_f)
+        return (n * g / (g + n)).sum() - target
 
     lo, hi = -1.0, 1.0  # log F; kept weights fall monotonically as F grows
     while excess(lo) < 0:
+        if lo < -700:
+            return 0.0  # F below 1e-304: the budget differs from N by less than rounding
         lo *= 2.0
     while excess(hi) > 0:
+        if hi > 700:
+            return math.inf  # F above 1e304: fewer than 1e-290 weights are asked for
         hi *= 2.0
     from scipy.optimize import brentq  # imported here: scipy.optimize is slow to import
 
-    return math.exp(brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps,
-                           maxiter=500))
+    root = brentq(excess, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return math.exp(root) if root < 709 else math.inf
 
 
 def igq(arch: Architecture, density: float) -> np.ndarray:

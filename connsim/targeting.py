@@ -96,16 +96,12 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     if not 0.0 <= density <= 1.0 or math.isnan(density):
         raise ValueError(f"target effective density must lie in [0, 1], got {density}")
     probes = 0
-    seen = {}
 
     def probe(kept):
         nonlocal probes
-        if kept not in seen:
-            probes += 1
-            masks = order.masks(kept)
-            seen.clear()  # keep at most one probe's masks alive at a time besides the answer
-            seen[kept] = (masks, measure(arch, masks, level=level))
-        return seen[kept]
+        probes += 1
+        masks = order.masks(kept)
+        return masks, measure(arch, masks, level=level)
 
     limit = density * arch.total_params  # effective weights allowed
     k_min, k_max = order.kept_range()
@@ -136,13 +132,22 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     if best is None:
         best = probe(lo)
     masks, m = best
-    if m.disconnected and density > 0 and hi <= k_max:
-        if hi_masks is None:
-            hi_masks = probe(hi)
+    if m.disconnected and density > 0 and hi > k_max:
+        return TargetResult(masks, lo, m, float(density), probes, False,
+                            f"the order's quota rule allows at most {k_max} kept, and the "
+                            f"network is disconnected there: effective density {density:.6g} "
+                            "cannot be reached with a connected network")
+    if m.disconnected and density > 0:  # hi <= k_max: hi was probed, and it is connected
         return TargetResult(
             hi_masks[0], hi, hi_masks[1], float(density), probes, False,
             f"effective density {density:.6g} cannot be reached with a connected network along "
             f"this order: it falls from {hi_masks[1].effective_density:.6g} (keeping {hi}) straight "
             f"to 0 (disconnected, keeping {lo}); the connected masks at "
             f"{hi_masks[1].effective_density:.6g} are returned")
+    if lo == k_max < order.total and m.effective_density < density:
+        return TargetResult(masks, lo, m, float(density), probes, False,
+                            f"the order's quota rule allows at most {k_max} of {order.total} "
+                            f"kept (density {k_max / order.total:.6g}); its densest valid masks "
+                            f"reach effective density {m.effective_density:.6g}, below the target "
+                            f"{density:.6g}")
     return TargetResult(masks, lo, m, float(density), probes)

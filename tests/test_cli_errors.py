@@ -61,6 +61,12 @@ BAD = [
     (TRAIN + ["--milestones", "10,x"], "--milestones"),
     (TRAIN + ["--out", "FILE"], "existing file"),
     (TRAIN + ["--masks", "MASKS"], "expected shape"),
+    (TRAIN + ["--masks", "MISSING.npz"], "missing"),
+    (TRAIN + ["--masks", "DIR"], "a directory"),
+    (PRUNE + ["--method", "magnitude", "--weights", "MISSING.npz", "--compression", "10",
+              "--out", "OUT.npz"], "missing"),
+    (PRUNE + ["--compression", "10", "--out", "/proc/m.npz"], "not writable"),
+    (TRAIN + ["--out", "/proc/run"], "not writable"),
     (IMP + ["--levels", "-2", "--out", "RUN"], "--levels"),
     (IMP + ["--rewind", "-3", "--out", "RUN"], "--rewind"),
     (IMP + ["--fraction", "1.5", "--out", "RUN"], "--fraction"),
@@ -144,3 +150,19 @@ def test_ctrl_c_exits_130_quietly_and_promptly():
     assert p.returncode == 130, err
     assert "Traceback" not in err
     assert time.monotonic() - start < 10
+
+
+def test_missing_packages_are_found_before_any_work(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if not installed
+    argv = PRUNE + ["--method", "synflow", "--compression", "10", "--out",
+                    str(tmp_path / "m.safetensors")]
+    start = time.monotonic()
+    assert main(argv) == 2
+    assert "connsim[io]" in capsys.readouterr().err
+    assert time.monotonic() - start < 2  # refused before SynFlow's rounds
+    if importlib.util.find_spec("cupy") is None:
+        assert main(TRAIN + ["--backend", "cupy", "--dataset", "mnist"]) == 2
+        assert "connsim[gpu]" in capsys.readouterr().err  # before MNIST is loaded
+    assert os.listdir(tmp_path) == []

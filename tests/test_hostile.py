@@ -224,3 +224,38 @@ def test_blas_runs_one_thread_in_the_suite():
 
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+# ------------------------------------------------------------ found in review
+
+def test_igq_at_astronomical_compression_is_clean():
+    arch = get_arch("lenet-300-100")
+    for d in (1e-300, 1e-250, 1e-12, 1 - 1e-13):
+        q = quota(arch, "igq", d)
+        assert np.isfinite(q.densities).all() and int(q.kept.sum()) == round(d * arch.total_params)
+
+
+def test_channel_granularity_with_only_a_classifier_says_why():
+    with pytest.raises(ValueError, match="no hidden or convolutional channels"):
+        prune(get_arch("mlp:4-2"), "magnitude", 0.5, granularity="channel")
+
+
+def test_effective_target_above_the_rules_cap_is_reported_unmet():
+    arch = get_arch("lenet-5")
+    rng = np.random.default_rng(0)
+    order = LayerwiseOrder(arch, {n.name: rng.random(arch.weight_shape(n)) for n in arch.layers},
+                           "erk-redistribute")
+    res = target_effective(arch, order, 0.9)
+    assert not res.met and "at most" in res.message
+    assert res.kept == order.kept_range()[1]
+
+
+def test_position_level_monte_carlo_memory_counts_one_mask(monkeypatch):
+    # the estimate once counted every sample's masks at once (37 GiB for VGG-19 at 2000 samples);
+    # samples are drawn one at a time, so only one mask counts
+    arch = get_arch("lenet-300-100")
+    monkeypatch.setattr("connsim.memory.physical_memory", lambda: 10 * 2**20)
+    q = quota(arch, "uniform", 0.05)
+    assert monte_carlo(arch, q, samples=50, level="position", rng=0).samples == 50
+    with pytest.raises(MemoryError, match="fewer samples"):
+        monte_carlo(arch, q, samples=10**6, level="position", rng=0)

@@ -104,6 +104,10 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         args = {"levels": 2, "fraction": 0.3, "config": cfg} | kwargs
         with pytest.raises(ValueError, match=f"other settings.*{key}"):
             imp(arch, data, str(tmp_path), **args)
+    with pytest.raises(ValueError, match=r"train\.lr: 0\.05 in the folder, 0\.01 now"):
+        imp(arch, data, str(tmp_path), levels=2, fraction=0.3, config=replace(cfg, lr=0.01))
+    with pytest.raises(ValueError, match="data_sha256"):  # standardised, or other files
+        imp(arch, data.standardized(), str(tmp_path), levels=2, fraction=0.3, config=cfg)
     other = get_arch("mlp:36-20-3", input_shape=(1, 6, 6))
     with pytest.raises(ValueError, match="arch"):
         imp(other, data, str(tmp_path), levels=2, fraction=0.3, config=cfg)

@@ -116,3 +116,61 @@ def test_result_summary_and_validation():
         monte_carlo(arch, q, mask_model="poisson")
     with pytest.raises(ValueError, match="samples"):
         monte_carlo(arch, q, samples=0)
+
+
+# ------------------------------------------- the count of Monte Carlo, checked exactly
+
+def _exact_counts(arch, masks):
+    from connsim import connectivity
+
+    conn = connectivity(arch, masks, level="channel")
+    eff = [int(np.count_nonzero(conn.effective[n])) for n in arch.layer_names]
+    active = [int(np.count_nonzero(conn.active(n))) for n in arch.layer_names]
+    return eff, conn.disconnected, active
+
+
+SMALL_ZOO = ["lenet-300-100", "lenet-5", "resnet-20", "mlp:20-10-10-3"]
+
+
+@pytest.mark.parametrize("name", SMALL_ZOO)
+@pytest.mark.parametrize("density", [0.3, 0.02, 0.002])
+def test_monte_carlo_count_equals_connectivity(name, density):
+    # Monte Carlo's count and connectivity() lower the network independently; on the same masks
+    # they must agree exactly, not only statistically
+    from connsim.montecarlo import count_effective
+    from tests.conftest import random_masks
+
+    arch = get_arch(name)
+    masks = random_masks(arch, density, 11)
+    eff, disc, active = count_effective(arch, masks)
+    assert (eff.tolist(), disc, active.tolist()) == _exact_counts(arch, masks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg-11", "vgg-16", "vgg-19", "resnet-18", "resnet-32"])
+def test_monte_carlo_count_equals_connectivity_large(name):
+    from connsim.montecarlo import count_effective
+    from tests.conftest import random_masks
+
+    arch = get_arch(name)
+    for density in (0.01, 0.0005):
+        masks = random_masks(arch, density, 3)
+        eff, disc, active = count_effective(arch, masks)
+        assert (eff.tolist(), disc, active.tolist()) == _exact_counts(arch, masks)
+
+
+@pytest.mark.parametrize("mask_model", ["bernoulli", "exact"])
+def test_monte_carlo_samples_are_recountable(mask_model):
+    # the samples a run draws can be rebuilt and recounted by connectivity(): equal per sample
+    from connsim.montecarlo import sample_seeds, sampled_masks
+
+    arch = get_arch("resnet-20")
+    q = quota(arch, "uniform", 1 / 200)
+    mc = monte_carlo(arch, q, samples=6, mask_model=mask_model, rng=5)
+    for s, seed in enumerate(sample_seeds(6, 5)):
+        masks = sampled_masks(arch, q, seed, mask_model)
+        if mask_model == "exact":
+            assert [int(masks[n].sum()) for n in arch.layer_names] == q.kept.tolist()
+        eff, disc, active = _exact_counts(arch, masks)
+        assert mc.effective[s].tolist() == eff and mc.disconnected[s] == disc
+        assert mc.active[s].tolist() == active

@@ -115,8 +115,9 @@ def main():
         a = run_fused(arch, q, samples, 1)  # compile and check
         mc = monte_carlo(arch, q, samples=samples, rng=1)
         assert (a[0] == mc.effective).all() and (a[1] == mc.disconnected).all()
-        f_min, f_med = timed(lambda: run_fused(arch, q, samples, 2), args.repeat)
-        s_min, s_med = timed(lambda: monte_carlo(arch, q, samples=samples, rng=2), args.repeat)
+        f_min, f_med = timed(lambda a=arch, q=q, n=samples: run_fused(a, q, n, 2), args.repeat)
+        s_min, s_med = timed(lambda a=arch, q=q, n=samples: monte_carlo(a, q, samples=n, rng=2),
+                             args.repeat)
         print(f"{name} @ compression {c}, {samples} samples: fused {samples / f_min:,.0f} "
               f"samples/s (median {samples / f_med:,.0f}), split {samples / s_min:,.0f} "
               f"(median {samples / s_med:,.0f}); ratio fused/split min {f_min / s_min:.2f}, "

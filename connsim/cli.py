@@ -416,6 +416,11 @@ def _predict_rule(arch, rule, densities, args, progress):
     return results, preds
 
 
+def _dash(value):
+    """A table cell: '-' for an undefined (null) value."""
+    return "-" if value is None else value
+
+
 def _effc(value, expected_effective=None):
     """An effective compression for the table: 'disconnected' where it is undefined, or where
     less than one effective weight is expected (N / E[effective] is then astronomically large
@@ -455,17 +460,18 @@ def cmd_predict(args) -> int:
         rows = []
         for r in results:
             if "infeasible" in r:
-                rows.append([r["compression"], "infeasible"] + ["-"] * (len(head) - 2))
+                rows.append([r["compression"] or math.inf, "infeasible"]
+                            + ["-"] * (len(head) - 2))
                 continue
             e = r["expected_effective_params"]
             row = [r["compression"], r["p_disconnected"], e,
                    _effc(r["effective_compression"], e),
-                   r["expected_effective_params_connected"] or "-",
+                   _dash(r["expected_effective_params_connected"]),
                    _effc(r["effective_compression_connected"])]
             if args.samples:
                 mc = r["mc"]
-                row += [mc["mean_effective_params"], mc["stderr"] or "-",
-                        mc["mean_effective_params_connected"] or "-", mc["p_disconnected"]]
+                row += [mc["mean_effective_params"], _dash(mc["stderr"]),
+                        _dash(mc["mean_effective_params_connected"]), mc["p_disconnected"]]
             rows.append(row)
         label = "approximate theory (DAG, docs/theory.md)" if approximate else "exact theory"
         print(f"{arch.name}, rule {rule} - {label} for Bernoulli masks"
@@ -706,7 +712,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", choices=INITS, default="kaiming", help="weight initialisation")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of initialisation and batches")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="numpy (default) or cupy (pip install 'connsim[gpu]')")
+                   help="numpy (default) or cupy (pip install 'connsim[gpu]'; verified so far "
+                        "against a strict CPU double of CuPy, see docs/training.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -888,8 +895,10 @@ def build_parser() -> argparse.ArgumentParser:
                "connectivity --samples 200",
     )
     _add_arch_args(p)
-    p.add_argument("--compression", type=compression_float, required=True,
-                   help="direct compression (>= 1)")
+    p.add_argument("--compression", required=True,
+                   type=_number(float, lambda v: math.isfinite(v) and v > 1,
+                                "a finite compression > 1"),
+                   help="direct compression (> 1)")
     p.add_argument("--objective", choices=("effective", "connectivity"), default="effective",
                    help="what to optimise (default: effective)")
     p.add_argument("--samples", type=nonneg_int, default=0,

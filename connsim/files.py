@@ -84,7 +84,7 @@ def json_safe(obj):
     """``obj`` with every non-finite float replaced by ``None``: standard JSON has no
     ``Infinity`` or ``NaN`` (the records carry flags such as ``disconnected`` instead)."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -16,6 +16,7 @@ import numpy as np
 from . import _kernels
 from .architectures import Architecture
 from .effective import connectivity
+from .files import json_safe
 from .memory import check_memory
 from .quotas import Quota
 from .sampling import random_masks
@@ -103,18 +104,13 @@ class MonteCarlo:
         lo, hi = self.p_disconnected_ci
         return {
             "samples": self.samples, "mask_model": self.mask_model, "level": self.level,
-            "mean_effective_params": self.mean_effective_params, "stderr": _num(self.stderr),
-            "mean_effective_params_connected": _num(self.mean_effective_params_connected),
-            "stderr_connected": _num(self.stderr_connected),
+            "mean_effective_params": self.mean_effective_params, "stderr": json_safe(self.stderr),
+            "mean_effective_params_connected": json_safe(self.mean_effective_params_connected),
+            "stderr_connected": json_safe(self.stderr_connected),
             "p_disconnected": self.p_disconnected, "p_disconnected_ci95": [lo, hi],
             "quantiles": self.quantiles(),
             "mean_active_units": [float(x) for x in self.active.mean(axis=0)],
         }
-
-
-def _num(x: float) -> float | None:
-    """JSON has no NaN: undefined statistics are null."""
-    return float(x) if math.isfinite(x) else None
 
 
 def _mc_arrays(arch: Architecture, densities: np.ndarray, kept: np.ndarray):

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from .architectures import Architecture
+from .files import json_safe
 from .quotas import Quota, quota
 
 TINY = 1e-300  # pmf entries below this contribute nothing representable
@@ -354,9 +355,9 @@ class Prediction:
             "effective_density": self.effective_density,
             "effective_compression": None if math.isinf(eff_c) else eff_c,
             "p_disconnected": self.p_disconnected,
-            "expected_effective_params_connected": _finite_or_none(
+            "expected_effective_params_connected": json_safe(
                 self.expected_effective_params_connected),
-            "effective_compression_connected": _finite_or_none(
+            "effective_compression_connected": json_safe(
                 self.effective_compression_connected),
             "active_units": [float(x) for x in self.expected_active],
             "exact": self.exact,
@@ -365,10 +366,6 @@ class Prediction:
                        for n, p, d, e in zip(self.names, self.params, self.densities,
                                              self.expected_effective, strict=True)],
         }
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def predict(arch: Architecture, densities) -> Prediction:

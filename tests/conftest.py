@@ -7,7 +7,13 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from connsim import ArchBuilder
+from connsim.backend import register_backend
 from connsim.graph import Block, LayeredGraph
+from tests.strict import strict
+
+# the strict CPU double of CuPy (tests/strict.py): trainer tests run on it as backend "strict"
+register_backend("strict", lambda: strict)
+TRAINER_BACKENDS = ("numpy", "strict")
 
 # One BLAS thread for the whole suite: BLAS threads otherwise fight Numba's and each other on small
 # machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread).

@@ -188,6 +188,9 @@ class DeviceArray:
             if isinstance(other, np.ndarray) and other.ndim > 0:
                 raise TypeError(f"operand is a NumPy array: move it to the device first "
                                 f"({op}, shape {other.shape})")
+            if isinstance(other, list | tuple):
+                raise TypeError(f"unsupported operand type: {type(other).__name__} ({op}); "
+                                "CuPy takes device arrays and scalars")
             a, b = self._a, _unwrap(other)
             return _wrap(getattr(np, op)(b, a) if reflected else getattr(np, op)(a, b))
         return method

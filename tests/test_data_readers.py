@@ -74,6 +74,8 @@ def test_mnist_cache_is_written_compressed_and_an_old_uncompressed_cache_still_l
     np.testing.assert_array_equal(again.x_train, ds.x_train)
     np.savez(cached, **arrays)  # what connsim wrote before: uncompressed
     np.testing.assert_array_equal(load_mnist(cache=str(tmp_path)).y_test, arrays["y_test"])
+    with zipfile.ZipFile(cached) as z:  # ... and it is rewritten compressed on first use
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
 def _idx(dims, payload: bytes) -> bytes:

@@ -6,10 +6,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connsim import ArchBuilder, get_arch
+from connsim.backend import to_numpy
 from connsim.layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, cross_entropy, init_weight
 from connsim.network import Network
+from tests.conftest import TRAINER_BACKENDS
 
 EPS = 1e-6
+
+
+def numeric_grad_fn(f, x):
+    """Central differences of ``f(x)`` (f takes the whole array) at a host array ``x``."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = EPS
+        g[i] = (f(x + step) - f(x - step)) / (2 * EPS)
+    return g
 
 
 def numeric_grad(f, x):
@@ -160,27 +172,39 @@ def tiny_net():
     return b.build()
 
 
+@pytest.mark.parametrize("backend", TRAINER_BACKENDS)
 @pytest.mark.parametrize("train", [True, False])
-def test_whole_network_gradient(train):
+def test_whole_network_gradient(train, backend):
     arch = tiny_net()
     rng = np.random.default_rng(6)
     masks = {n.name: rng.random(arch.weight_shape(n)) < 0.8 for n in arch.layers}
-    net = Network(arch, masks, rng=1, dtype="float64")
+    net = Network(arch, masks, rng=1, dtype="float64", backend=backend)
+    xp = net.xp
     for _, layer, key in net.parameters():  # generic values: no unit sits on a ReLU kink
-        layer.params[key] = rng.normal(0.3, 1.0, layer.params[key].shape)
+        layer.params[key] = xp.asarray(rng.normal(0.3, 1.0, layer.params[key].shape))
     net.apply_masks()
     x = rng.normal(size=(4, 2, 6, 6))
-    labels = np.array([0, 1, 2, 1])
+    labels = xp.asarray(np.array([0, 1, 2, 1]))
 
     def f():
-        return float(cross_entropy(np, net.forward(x, train), labels)[0])
+        return float(cross_entropy(xp, net.forward(x, train), labels)[0])
 
-    _, g = cross_entropy(np, net.forward(x, train), labels)
+    _, g = cross_entropy(xp, net.forward(x, train), labels)
     net.backward(g)
     for name, layer, key in net.parameters():
-        analytic = layer.grads[key].copy()
-        np.testing.assert_allclose(analytic, numeric_grad(f, layer.params[key]), atol=1e-6,
-                                   rtol=1e-4, err_msg=name)
+        analytic = to_numpy(layer.grads[key])
+        host = to_numpy(layer.params[key])
+
+        def set_param(value, layer=layer, key=key):
+            layer.params[key] = xp.asarray(value)
+
+        def f_at(value, set_param=set_param):
+            set_param(value)
+            return f()
+
+        numeric = numeric_grad_fn(f_at, host)
+        set_param(host)
+        np.testing.assert_allclose(analytic, numeric, atol=1e-6, rtol=1e-4, err_msg=name)
 
 
 def test_init_schemes():

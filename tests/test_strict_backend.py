@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from connsim import get_arch
-from connsim.backend import get_backend, register_backend
+from connsim.backend import get_backend
 from connsim.data import make_synthetic
 from connsim.layers import cross_entropy
 from connsim.network import Network
@@ -16,7 +16,7 @@ from connsim.zoo import ZOO
 from tests import strict as strict_module
 from tests.strict import TRANSFERS, DeviceArray, strict
 
-register_backend("strict", lambda: strict)
+# conftest.py registers the double as backend "strict"
 
 
 def _masks(arch, density=0.6, seed=1):
@@ -25,6 +25,9 @@ def _masks(arch, density=0.6, seed=1):
 
 
 def _same_state(a, b):
+    assert a.network.xp is np and b.network.xp is strict  # the double really ran
+    assert isinstance(b.network.ops[b.network.arch.layer_names[0]][0].params["weight"],
+                      DeviceArray)
     sa, sb = a.network.state_dict(), b.network.state_dict()
     assert sa.keys() == sb.keys()
     for k in sa:
@@ -39,6 +42,8 @@ def test_double_refuses_implicit_conversion():
         np.asarray(x)  # a planted np.asarray on a device array
     with pytest.raises(TypeError, match="NumPy array"):
         x + np.ones(3)  # host and device arrays do not mix
+    with pytest.raises(TypeError, match="list"):
+        x + [1.0, 2.0, 3.0]  # nor do lists (CuPy: unsupported type)
     assert np.exp(x).get().tolist() == pytest.approx([np.e] * 3)  # NumPy dispatches, as in CuPy
 
 
@@ -156,3 +161,21 @@ def test_get_backend_knows_registered_names():
     with pytest.raises(ValueError, match="strict"):
         get_backend("jax")
     assert isinstance(strict.zeros(2), DeviceArray)
+
+
+@pytest.mark.parametrize("rewind", [0, 5])
+def test_imp_on_the_double_equals_numpy(tmp_path, rewind):
+    from connsim.imp import imp
+
+    arch = get_arch("mlp:36-24-12-3", input_shape=(1, 6, 6))
+    data = make_synthetic((1, 6, 6), classes=3, n_train=120, n_test=30, seed=0)
+    runs = []
+    for backend in ("numpy", "strict"):
+        cfg = TrainConfig(iterations=12, batch_size=20, lr=0.05, seed=1, backend=backend)
+        strict_module.reset()
+        runs.append(imp(arch, data, str(tmp_path / backend), levels=2, fraction=0.4,
+                        rewind=rewind, config=cfg))
+    assert TRANSFERS["to_device"] > 0
+    for a, b in zip(*runs, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == \
+            {k: v for k, v in b.items() if k != "seconds"}

@@ -24,18 +24,21 @@ from connsim.data import (
 from connsim.optim import SGD, Adam, cosine_schedule, make_schedule, step_schedule, warmup
 from connsim.safepickle import UnsafePickleError
 from connsim.train import TrainConfig, train
+from tests.conftest import TRAINER_BACKENDS
 
 
 def small_task():
     return make_synthetic((1, 6, 6), classes=3, n_train=300, n_test=100, noise=0.8, seed=1)
 
 
-def test_pruned_weights_stay_exactly_zero_and_training_learns(tmp_path):
+@pytest.mark.parametrize("backend", TRAINER_BACKENDS)
+def test_pruned_weights_stay_exactly_zero_and_training_learns(tmp_path, backend):
     data = small_task()
     arch = get_arch("mlp:36-32-16-3", input_shape=(1, 6, 6))
     rng = np.random.default_rng(0)
     masks = {n.name: rng.random(arch.weight_shape(n)) < 0.3 for n in arch.layers}
-    cfg = TrainConfig(iterations=150, batch_size=30, lr=0.05, weight_decay=1e-3, eval_every=50)
+    cfg = TrainConfig(iterations=150, batch_size=30, lr=0.05, weight_decay=1e-3, eval_every=50,
+                      backend=backend)
     res = train(arch, data, masks, cfg, out_dir=str(tmp_path / "run"))
     for name, w in res.network.weights().items():
         assert (w[~masks[name]] == 0).all()  # exactly zero after 150 steps with momentum and wd
@@ -49,22 +52,25 @@ def test_pruned_weights_stay_exactly_zero_and_training_learns(tmp_path):
     assert summary["config"]["iterations"] == 150
 
 
-def test_same_seed_identical_runs_and_other_seed_differs():
+@pytest.mark.parametrize("backend", TRAINER_BACKENDS)
+def test_same_seed_identical_runs_and_other_seed_differs(backend):
     data = small_task()
     arch = get_arch("mlp:36-16-3", input_shape=(1, 6, 6))
-    cfg = TrainConfig(iterations=40, batch_size=20, lr=0.05, seed=3)
+    cfg = TrainConfig(iterations=40, batch_size=20, lr=0.05, seed=3, backend=backend)
     a, b = train(arch, data, config=cfg), train(arch, data, config=cfg)
     for k, v in a.network.state_dict().items():
         np.testing.assert_array_equal(v, b.network.state_dict()[k])
-    c = train(arch, data, config=TrainConfig(iterations=40, batch_size=20, lr=0.05, seed=4))
+    c = train(arch, data, config=TrainConfig(iterations=40, batch_size=20, lr=0.05, seed=4,
+                                             backend=backend))
     assert any((v != c.network.state_dict()[k]).any() for k, v in a.network.state_dict().items())
 
 
-def test_conv_residual_net_trains():
+@pytest.mark.parametrize("backend", TRAINER_BACKENDS)
+def test_conv_residual_net_trains(backend):
     data = make_synthetic((3, 8, 8), classes=4, n_train=256, n_test=128, noise=0.7, seed=2)
     arch = get_arch("resnet-20", input_shape=(3, 8, 8), classes=4)
     res = train(arch, data, config=TrainConfig(iterations=60, batch_size=32, lr=0.05,
-                                               schedule="cosine"))
+                                               schedule="cosine", backend=backend))
     assert res.test_accuracy > 0.6 and np.isfinite(res.train_loss)
 
 

@@ -1,4 +1,5 @@
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -81,3 +82,19 @@ def conv_archs(draw, residual=None, padded=None):
 @pytest.fixture(scope="session")
 def data_dir():
     return os.path.join(os.path.dirname(__file__), "data")
+
+
+def peak_memory(fn, *args):
+    """Run ``fn(*args)``; return the exception it raised (or None) and its peak traced
+    allocation in bytes."""
+    tracemalloc.start()
+    try:
+        fn(*args)
+    except Exception as e:  # the caller checks what was raised
+        raised = e
+    else:
+        raised = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return raised, peak

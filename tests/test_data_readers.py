@@ -4,7 +4,6 @@ import gzip
 import io
 import pickle
 import struct
-import tracemalloc
 import zipfile
 
 import numpy as np
@@ -13,21 +12,7 @@ import pytest
 import connsim.data as data
 from connsim.data import DataError, load_cifar, load_mnist
 from connsim.safepickle import UnsafePickleError
-
-
-def _peak_of(fn, *args):
-    """Run ``fn``; return the exception it raised and its peak traced allocation in bytes."""
-    tracemalloc.start()
-    try:
-        fn(*args)
-    except Exception as e:  # the caller checks what was raised
-        raised = e
-    else:
-        raised = None
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return raised, peak
+from tests.conftest import peak_memory
 
 
 def _mnist_arrays(n=3):
@@ -101,7 +86,7 @@ def test_gzip_idx_cannot_expand_beyond_what_its_header_declares(tmp_path):
         f.write(_idx((10,), b""))
         for _ in range(100):
             f.write(bytes(2**20))
-    raised, peak = _peak_of(data._read_idx, str(path))
+    raised, peak = peak_memory(data._read_idx, str(path))
     assert isinstance(raised, DataError) and "trailing data" in str(raised)
     assert peak < 16 * 2**20
 
@@ -129,7 +114,7 @@ def _cifar_folder(tmp_path, test_batch: bytes):
 ], ids=["ndarray-call", "object-array", "deep-tuple-key", "dtype-state"])
 def test_cifar_pickle_cannot_allocate_from_metadata_or_crash(tmp_path, payload):
     folder = _cifar_folder(tmp_path, payload)
-    raised, peak = _peak_of(load_cifar, folder, 10)
+    raised, peak = peak_memory(load_cifar, folder, 10)
     assert isinstance(raised, DataError | UnsafePickleError), raised
     assert peak < 64 * 2**20
 
@@ -138,6 +123,6 @@ def test_cifar_labels_are_checked_before_conversion(tmp_path):
     shared = list(range(10)) * 100_000  # one list of 10^6 labels, referred to by every image
     batch = {b"data": np.zeros((100, 3072), np.uint8), b"labels": [shared] * 100}
     folder = _cifar_folder(tmp_path, pickle.dumps(batch, protocol=2))
-    raised, peak = _peak_of(load_cifar, folder, 10)
+    raised, peak = peak_memory(load_cifar, folder, 10)
     assert isinstance(raised, DataError) and "a list of N integers in [0, 9]" in str(raised)
     assert peak < 256 * 2**20

@@ -4,7 +4,6 @@ import pickle
 import re
 import struct
 import time
-import tracemalloc
 import zipfile
 
 import numpy as np
@@ -21,7 +20,7 @@ from connsim.maskio import (
 )
 from connsim.masks import to_layout
 from connsim.safepickle import UnsafePickleError
-from tests.conftest import random_masks
+from tests.conftest import peak_memory, random_masks
 
 
 def assert_masks_equal(a, b):
@@ -201,19 +200,6 @@ def _torch_file(path, payload: bytes, storage: bytes = b"\0\0\x80?"):
         z.writestr("archive/version", "3\n")
 
 
-def _bounded_peak(fn, *args):
-    """Run ``fn``; return the exception it raised and its peak traced allocation in bytes."""
-    tracemalloc.start()
-    try:
-        fn(*args)
-    except Exception as e:  # the caller checks what was raised
-        raised = e
-    else:
-        raised = None
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return raised, peak
 
 
 def _corrupt_deflate(raw: bytes) -> bytes:
@@ -267,7 +253,7 @@ def test_zero_stride_tensor_cannot_inflate_memory(tmp_path):
     path = tmp_path / "inflate.pt"
     _torch_file(path, _tensor_pickle(1, (30000, 30000), (0, 0)))
     assert path.stat().st_size < 1000
-    raised, peak = _bounded_peak(read_arrays, path)
+    raised, peak = peak_memory(read_arrays, path)
     assert isinstance(raised, MaskFileError)
     assert re.search(r"shape \(30000, 30000\) would need 3\.4 GiB of memory.*at most 64\.0 MiB "
                      r"\(max\(64\.0 MiB, 16 x its size\)\).*refused", str(raised))
@@ -291,7 +277,7 @@ def test_npz_header_cannot_declare_more_than_its_data(tmp_path):
     path = tmp_path / "huge.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("fc1.npy", header.getvalue() + bytes(64))
-    raised, peak = _bounded_peak(read_arrays, path)
+    raised, peak = peak_memory(read_arrays, path)
     assert isinstance(raised, MaskFileError)
     assert re.search(r"entry 'fc1': its header declares shape \(2147483648,\) of float64 "
                      r"\(16\.0 GiB\) but it holds 64 bytes", str(raised))

@@ -1,4 +1,4 @@
-"""Datasets for the trainer (SPEC 11): MNIST, CIFAR-10/100, scikit-learn digits, synthetic tasks.
+"""Datasets for the trainer (``docs/training.md``): MNIST, CIFAR-10/100, scikit-learn digits, synthetic tasks.
 
 Arrays are NumPy on the host: images ``float32`` of shape ``(N, C, H, W)`` in [0, 1], labels
 ``int64``. Every pickle is read through the restricted unpickler (:mod:`connsim.safepickle`) that

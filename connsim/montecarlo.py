@@ -1,4 +1,4 @@
-"""Monte Carlo of random pruning: the truth the theory is checked against (SPEC 7).
+"""Monte Carlo of random pruning: the truth the theory is checked against (``docs/theory.md``).
 
 Every sample draws a mask under the chosen model and counts its effective weights. Sample ``s``
 uses its own seed (from :class:`numpy.random.SeedSequence`), so results do not depend on the number
@@ -19,10 +19,12 @@ from .effective import connectivity
 from .files import json_safe
 from .memory import check_memory
 from .quotas import Quota
+from .sampling import MASK_MODELS as SAMPLING_MODELS
 from .sampling import random_masks
 from .theory import TheoryGraph
 
-MASK_MODELS = ("bernoulli", "exact")
+# the mask models of connsim.sampling that draw one mask at a time ('nested' is an order)
+MC_MASK_MODELS = tuple(m for m in SAMPLING_MODELS if m != "nested")
 CHUNK = 256  # samples per kernel call
 
 
@@ -180,8 +182,8 @@ def sample_seeds(samples: int, rng=None) -> np.ndarray:
 def sampled_masks(arch: Architecture, q: Quota, seed: int, mask_model="bernoulli") -> dict:
     """The masks that the channel-level Monte Carlo draws for a sample seeded ``seed`` (one of
     :func:`sample_seeds`): lets a sample be recounted by any other method."""
-    if mask_model not in MASK_MODELS:
-        raise ValueError(f"mask_model must be one of {MASK_MODELS}, got {mask_model!r}")
+    if mask_model not in MC_MASK_MODELS:
+        raise ValueError(f"mask_model must be one of {MC_MASK_MODELS}, got {mask_model!r}")
     flat, starts = _kernels.mc_sample(int(seed), mask_model == "bernoulli",
                                       np.asarray(q.params, np.int64),
                                       np.asarray(q.densities, np.float64),
@@ -222,8 +224,8 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     >>> 200 < mc.mean_effective_params < 300
     True
     """
-    if mask_model not in MASK_MODELS:
-        raise ValueError(f"mask_model must be one of {MASK_MODELS}, got {mask_model!r}")
+    if mask_model not in MC_MASK_MODELS:
+        raise ValueError(f"mask_model must be one of {MC_MASK_MODELS}, got {mask_model!r}")
     if level not in ("channel", "position"):
         raise ValueError(f"level must be 'channel' or 'position', got {level!r}")
     samples = int(samples)

@@ -2,7 +2,7 @@
 
 An order ranks the weights from most to least important (``keep rank`` 0 is kept longest). The mask
 with ``K`` kept weights keeps the ``K`` best, so masks at decreasing ``K`` are subsets of each other,
-which effective targeting needs (SPEC 6). Ties are broken deterministically by flat index: among
+which effective targeting needs (``docs/quotas.md``). Ties are broken deterministically by flat index: among
 equal scores the lower index is kept longer.
 
 * :class:`GlobalOrder`: one ranking over all layers (global threshold).

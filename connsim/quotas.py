@@ -281,15 +281,6 @@ class Quota:
     kept: np.ndarray
     force: float | None = None
 
-    @property
-    def achieved_density(self) -> float:
-        return int(self.kept.sum()) / int(self.params.sum())
-
-    def as_dict(self) -> dict:
-        """Layer name -> density of the integer counts."""
-        return {n: int(k) / int(p) for n, k, p in zip(self.names, self.kept, self.params,
-                                                      strict=True)}
-
     def to_dict(self) -> dict:
         return {
             "arch": self.arch, "rule": self.rule, "density": self.density,

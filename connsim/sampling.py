@@ -1,4 +1,4 @@
-"""Random masks under a quota: exact counts, Bernoulli, or nested (SPEC 5).
+"""Random masks under a quota: exact counts, Bernoulli, or nested (``docs/quotas.md``).
 
 Every function takes ``rng`` (anything :func:`numpy.random.default_rng` accepts). Sampling uses
 NumPy generators only, so the masks do not depend on the number of Numba threads.

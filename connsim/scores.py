@@ -1,4 +1,4 @@
-"""Pruning scores (SPEC 8), in a registry of plain functions.
+"""Pruning scores (``docs/pruning.md``), in a registry of plain functions.
 
 A one-shot score maps ``(ScoreContext, granularity)`` to group-shaped scores (higher = keep).
 Iterative methods (``iterative-snip``, ``synflow``) prune in rounds to the requested density and

@@ -1,4 +1,4 @@
-"""Effective targeting: prune until the *effective* density reaches a target (SPEC 6).
+"""Effective targeting: prune until the *effective* density reaches a target (``docs/quotas.md``).
 
 With nested masks (an order from :mod:`connsim.orders`), the effective density never rises as
 weights are removed, so the smallest number of pruned weights whose effective density is at most

@@ -1,4 +1,4 @@
-"""Exact expected disconnection of random pruning (SPEC 7).
+"""Exact expected disconnection of random pruning (``docs/theory.md``).
 
 Under Bernoulli masks (every weight of layer l kept independently with probability d_l) the
 channel-level group edge of a layer is present independently with probability
@@ -295,7 +295,6 @@ class Prediction:
     expected_effective: np.ndarray  # per layer
     p_reach: np.ndarray  # per group (architecture node)
     p_coreach: np.ndarray
-    group_names: tuple[str, ...]
     group_sizes: np.ndarray
     p_disconnected: float
     p_connected: float  # summed from the pmf's nonzero part: accurate also when P(disc) ~ 1
@@ -423,7 +422,7 @@ def predict(arch: Architecture, densities) -> Prediction:
         arch=arch.name, names=names, params=params, densities=d,
         expected_effective=np.array([eff[n] for n in names]),
         p_reach=np.clip(mean, 0, 1), p_coreach=np.clip(cmean, 0, 1),
-        group_names=graph.names, group_sizes=sizes.astype(np.int64),
+        group_sizes=sizes.astype(np.int64),
         p_disconnected=float(min(1.0, max(0.0, fwd[-1][0]))),
         p_connected=float(min(1.0, max(0.0, fwd[-1][1:].sum()))), exact=exact,
         layer_groups=tuple(graph.names.index(n) for n in names), expected_paths=paths,

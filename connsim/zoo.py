@@ -1,4 +1,4 @@
-"""The built-in architecture zoo (SPEC section 3) and the name registry :func:`get_arch`.
+"""The built-in architecture zoo (``docs/architectures.md``) and the name registry :func:`get_arch`.
 
 Defaults follow the reference papers' setups: LeNet-300-100 on MNIST, LeNet-5, VGG-11/13/16 and the
 CIFAR ResNets on CIFAR-10, VGG-19 on CIFAR-100, ResNet-18 on Tiny ImageNet (3x64x64, 200 classes).
@@ -116,7 +116,7 @@ def _basic_block(b: ArchBuilder, prefix: str, width: int, stride: int) -> None:
 
 
 def resnet(depth: int, input_shape=None, classes=None) -> Architecture:
-    """ResNet-18 (SPEC: 3x3 stride-1 stem, no max-pool) or the CIFAR ResNet-20/32/56."""
+    """ResNet-18 (3x3 stride-1 stem, no max-pool) or the CIFAR ResNet-20/32/56."""
     name = f"resnet-{depth}"
     shape, n_cls = _DEFAULTS[name]
     input_shape = input_shape or shape

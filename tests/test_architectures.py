@@ -6,7 +6,7 @@ import pytest
 from connsim import ArchBuilder, from_dict, get_arch, load_arch
 from connsim.architectures import SpecError
 
-# SPEC section 3 totals
+# the prunable-weight totals of docs/architectures.md
 TOTALS = [
     ("lenet-300-100", {}, 266_200),
     ("lenet-5", {}, 61_770),

@@ -135,13 +135,6 @@ def _mc_arrays(arch: Architecture, densities: np.ndarray, kept: np.ndarray):
             e[:, 3].copy())
 
 
-def _layer_arrays(arch: Architecture, densities=None, kept=None):
-    """The channel-level arrays of the Monte Carlo kernels; ``densities``/``kept`` default to 0."""
-    n = len(arch.layer_names)
-    return _mc_arrays(arch, np.zeros(n) if densities is None else densities,
-                      np.zeros(n, np.int64) if kept is None else kept)
-
-
 def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.ndarray]:
     """Monte Carlo's own count on one given mask: effective weights and active output nodes per
     layer, and whether the network is disconnected (channel level).
@@ -159,7 +152,8 @@ def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.nda
     from .masks import check_masks
 
     canon = check_masks(arch, masks)
-    arrays = _layer_arrays(arch)
+    n = len(arch.layer_names)
+    arrays = _mc_arrays(arch, np.zeros(n), np.zeros(n, np.int64))  # no sampling: no densities
     offsets, l_src, l_dst, l_nsrc, l_k = arrays[:5]
     e_kind, e_src, e_dst, e_layer = arrays[8:]
     pos = [np.flatnonzero(canon[n]).astype(np.int64) for n in arch.layer_names]
@@ -172,11 +166,14 @@ def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.nda
     return eff, bool(disc), active
 
 
-def sample_seeds(samples: int, rng=None) -> np.ndarray:
-    """The per-sample seeds :func:`monte_carlo` uses for ``rng``."""
-    seq = rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
+def _seed_sequence(rng) -> np.random.SeedSequence:
+    return rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
         np.random.default_rng(rng).integers(0, 2**63))
-    return seq.generate_state(samples, dtype=np.uint32).astype(np.int64)
+
+
+def sample_seeds(samples: int, rng=None) -> np.ndarray:
+    """The per-sample seeds the channel-level :func:`monte_carlo` uses for ``rng``."""
+    return _seed_sequence(rng).generate_state(samples, dtype=np.uint32).astype(np.int64)
 
 
 def sampled_masks(arch: Architecture, q: Quota, seed: int, mask_model="bernoulli") -> dict:
@@ -238,8 +235,7 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     once = 16 * arch.total_params if level == "position" else 0  # one sample's masks at a time
     check_memory(samples * (16 * n_layers + 1) + once,
                  f"{samples:,} Monte Carlo samples of {arch.name}", "ask for fewer samples")
-    seq = rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
-        np.random.default_rng(rng).integers(0, 2**63))
+    seq = _seed_sequence(rng)
     eff = np.zeros((samples, n_layers), dtype=np.int64)
     active = np.zeros((samples, n_layers), dtype=np.int64)
     disc = np.zeros(samples, dtype=bool)

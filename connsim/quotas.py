@@ -30,7 +30,8 @@ class LayerSubset:
         if unknown:
             raise ValueError(f"layers {unknown} are not prunable layers of {arch.name}")
         self.arch, self.name = arch, arch.name
-        self.layers = tuple(node for node in arch.layers if node.name in set(names))
+        keep = set(names)
+        self.layers = tuple(node for node in arch.layers if node.name in keep)
         self.layer_names = tuple(node.name for node in self.layers)
 
     def weight_shape(self, layer) -> tuple[int, ...]:

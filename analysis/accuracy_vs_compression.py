@@ -13,9 +13,9 @@ import os
 import matplotlib.pyplot as plt
 
 import connsim
-from connsim.data import load_mnist
 from connsim.pruning import prune
-from connsim.train import TrainConfig, train
+from connsim.trainer.data import load_mnist
+from connsim.trainer.train import TrainConfig, train
 
 METHODS = [("random", "uniform"), ("random", "erk"), ("random", "igq"), ("synflow", None)]
 

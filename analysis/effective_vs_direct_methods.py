@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import connsim
-from connsim.data import load_mnist, make_synthetic
 from connsim.plots import plot_compression
 from connsim.pruning import prune
+from connsim.trainer.data import load_mnist, make_synthetic
 
 METHODS = [("random", "uniform"), ("random", "igq"), ("magnitude", None), ("snip", None),
            ("synflow", None)]

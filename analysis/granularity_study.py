@@ -11,9 +11,9 @@ import argparse
 import os
 
 import connsim
-from connsim.data import load_mnist
 from connsim.pruning import prune
-from connsim.train import TrainConfig, train
+from connsim.trainer.data import load_mnist
+from connsim.trainer.train import TrainConfig, train
 
 
 def main():

@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 import connsim
-from connsim.data import load_mnist
-from connsim.layers import cross_entropy
-from connsim.network import Network
-from connsim.optim import SGD
+from connsim.trainer.data import load_mnist
+from connsim.trainer.layers import cross_entropy
+from connsim.trainer.network import Network
+from connsim.trainer.optim import SGD
 
 
 def time_connsim(arch, masks, x, y, iters):

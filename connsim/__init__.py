@@ -3,6 +3,9 @@
 Count what is really left of a pruned network: effective (input-to-output connected) weights next
 to the direct (nonzero) ones, at channel or exact position level.
 
+``import connsim`` is cheap: each public name below is imported from its module on first use, so
+a script that only reads an architecture never loads Numba, SciPy's sparse module or the trainer.
+
 Examples
 --------
 >>> import connsim
@@ -11,30 +14,40 @@ Examples
 266200
 """
 
-from .architectures import ArchBuilder, Architecture, Node, SpecError, from_dict, load_arch
-from .design import design_quota
-from .effective import Connectivity, connectivity, effective_masks
-from .graph import Block, LayeredGraph, build_graph, chain, effective_edges, reachability
-from .maskio import load_masks, save_masks
-from .masks import check_masks, ones_masks
-from .measures import LayerMeasure, Measurement, measure, resolve_density, summarize
-from .montecarlo import monte_carlo
-from .orders import GlobalOrder, LayerwiseOrder, keep_ranks, topk_masks
-from .pruning import prune
-from .quotas import ALL_RULES, InfeasibleQuota, Quota, kept_counts, quota
-from .sampling import random_masks, random_order
-from .targeting import TargetResult, target_effective
-from .theory import predict
-from .zoo import get_arch
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ALL_RULES", "ArchBuilder", "Architecture", "Block", "Connectivity", "GlobalOrder",
-    "InfeasibleQuota", "LayerMeasure", "LayeredGraph", "LayerwiseOrder", "Measurement", "Node",
-    "Quota", "SpecError", "TargetResult", "build_graph", "chain", "check_masks", "connectivity",
-    "design_quota", "effective_edges", "effective_masks", "from_dict", "get_arch", "keep_ranks",
-    "kept_counts", "load_arch", "load_masks", "measure", "monte_carlo", "ones_masks", "predict",
-    "prune", "quota", "random_masks", "random_order", "reachability", "resolve_density",
-    "save_masks", "summarize", "target_effective", "topk_masks",
-]
+_EXPORTS = {
+    "architectures": ("ArchBuilder", "Architecture", "Node", "SpecError", "from_dict", "load_arch"),
+    "design": ("design_quota",),
+    "effective": ("Connectivity", "connectivity", "effective_masks"),
+    "graph": ("Block", "LayeredGraph", "build_graph", "chain", "effective_edges", "reachability"),
+    "maskio": ("load_masks", "save_masks"),
+    "masks": ("check_masks", "ones_masks"),
+    "measures": ("LayerMeasure", "Measurement", "measure", "resolve_density", "summarize"),
+    "montecarlo": ("monte_carlo",),
+    "orders": ("GlobalOrder", "LayerwiseOrder", "keep_ranks", "topk_masks"),
+    "pruning": ("prune",),
+    "quotas": ("ALL_RULES", "InfeasibleQuota", "Quota", "kept_counts", "quota"),
+    "sampling": ("random_masks", "random_order"),
+    "targeting": ("TargetResult", "target_effective"),
+    "theory": ("predict",),
+    "zoo": ("get_arch",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'connsim' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -131,7 +131,7 @@ def _check_inputs(args) -> None:
     """Files and backends that training commands need, checked before the data is loaded."""
     import os
 
-    from .backend import get_backend
+    from .trainer.backend import get_backend
 
     for name in ("masks", "weights", "match"):
         path = getattr(args, name, None)
@@ -268,12 +268,12 @@ def cmd_quotas(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .data import load_dataset
     from .maskio import load_masks, load_weights, save_masks
     from .measures import measure
     from .pruning import prune
     from .quotas import quota
     from .sampling import random_masks
+    from .trainer.data import load_dataset
 
     _check_out_masks(args.out)
     _check_inputs(args)
@@ -590,7 +590,7 @@ def cmd_design(args) -> int:
 
 def cmd_train(args) -> int:
     from .maskio import load_masks
-    from .train import train
+    from .trainer.train import train
 
     config = _train_config(args)
     if args.out:
@@ -630,7 +630,7 @@ def cmd_train(args) -> int:
 
 
 def _train_config(args):
-    from .train import TrainConfig
+    from .trainer.train import TrainConfig
 
     milestones = args.milestones or ()
     return TrainConfig(
@@ -642,7 +642,7 @@ def _train_config(args):
 
 
 def _train_data_arch(args):
-    from .data import load_dataset
+    from .trainer.data import load_dataset
 
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed,
                         input_shape=args.input_shape, classes=args.classes)
@@ -682,9 +682,9 @@ def cmd_imp(args) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    from .backend import BACKENDS
-    from .layers import INITS
-    from .optim import OPTIMIZERS, SCHEDULES
+    from .trainer.backend import BACKENDS
+    from .trainer.layers import INITS
+    from .trainer.optim import OPTIMIZERS, SCHEDULES
 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=positive_float, default=1.0, help="epochs (default 1)")
@@ -787,10 +787,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_quotas)
 
-    from .data import DATASETS
     from .granularity import GRANULARITIES
     from .pruning import SCOPES
     from .scores import METHODS
+    from .trainer.data import DATASETS
 
     p = sub.add_parser(
         "prune", help="prune an architecture and write its masks",
@@ -836,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match", help="for --scope layer-matched: masks whose per-layer densities "
                                    "are copied")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default: 0)")
-    from .backend import BACKENDS
+    from .trainer.backend import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="array backend of the gradient passes of snip, iterative-snip, grasp "

@@ -31,14 +31,14 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from .architectures import Architecture
-from .data import Dataset
 from .files import atomic_write, clean_stale_temps, write_json
 from .maskio import load_masks, read_npz, save_masks
 from .masks import ones_masks
 from .measures import measure
-from .network import Network
 from .orders import GlobalOrder, topk_masks
-from .train import TrainConfig, _check_int, train
+from .trainer.data import Dataset
+from .trainer.network import Network
+from .trainer.train import TrainConfig, _check_int, train
 
 SCOPES = ("global", "layerwise")
 

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .architectures import Architecture
-from .data import Dataset
 from .granularity import GRANULARITIES, prunable_layers
 from .masks import check_masks
 from .measures import Measurement, measure
-from .network import Network
 from .orders import GlobalOrder, LayerwiseOrder
 from .quotas import scaled_rule
 from .scores import METHODS, ScoreContext, method_scores
 from .targeting import target_effective
+from .trainer.data import Dataset
+from .trainer.network import Network
 
 SCOPES = ("global", "layerwise", "layer-matched")
 TARGETS = ("direct", "effective")
@@ -94,7 +94,7 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
         ``progress(t, rounds)`` after every round of an iterative method.
     backend : str
         Array backend of the gradient passes (SNIP, GraSP, SynFlow): ``'numpy'`` or
-        ``'cupy'`` (:mod:`connsim.backend`); scores and masks are on the host either way.
+        ``'cupy'`` (:mod:`connsim.trainer.backend`); scores and masks are on the host either way.
 
     Returns
     -------

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .architectures import Architecture
-from .backend import get_backend, to_numpy
-from .data import Dataset, batches
 from .granularity import group_shape, group_sizes, to_groups
-from .layers import Conv2d, Dense, Pool2d, cross_entropy
-from .network import Network
 from .orders import top_k
+from .trainer.backend import get_backend, to_numpy
+from .trainer.data import Dataset, batches
+from .trainer.layers import Conv2d, Dense, Pool2d, cross_entropy
+from .trainer.network import Network
 
 METHODS = ("random", "magnitude", "lamp", "snip", "iterative-snip", "grasp", "synflow")
 
@@ -53,7 +53,7 @@ class ScoreContext:
     n_batches: int = 1
     batch_size: int = 128
     state: dict = field(default_factory=dict)  # full network state (BatchNorm etc.), optional
-    backend: str = "numpy"  # where gradients are computed (connsim.backend); scores are host
+    backend: str = "numpy"  # where gradients are computed (connsim.trainer.backend); scores are host
 
     def network(self, masks=None, dtype="float32") -> Network:
         net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend)

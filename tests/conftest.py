@@ -3,13 +3,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.linalg  # noqa: F401 - loads SciPy's BLAS so that the limit below reaches it
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from connsim import ArchBuilder
-from connsim.backend import register_backend
 from connsim.graph import Block, LayeredGraph
+from connsim.trainer.backend import register_backend
 from tests.strict import strict
 
 # the strict CPU double of CuPy (tests/strict.py): trainer tests run on it as backend "strict"
@@ -17,7 +18,8 @@ register_backend("strict", lambda: strict)
 TRAINER_BACKENDS = ("numpy", "strict")
 
 # One BLAS thread for the whole suite: BLAS threads otherwise fight Numba's and each other on small
-# machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread).
+# machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread). Every BLAS
+# must be loaded first: the limit reaches only libraries already in the process.
 threadpool_limits(limits=1, user_api="blas")
 
 # JIT compile time makes wall-clock deadlines meaningless; CI derandomizes for reproducibility.

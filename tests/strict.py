@@ -17,7 +17,7 @@ including ``random`` (device-side random numbers would differ from NumPy's) and 
 ``AttributeError`` naming the function. Arithmetic runs in NumPy in the same order as on the host,
 so results equal NumPy's bit for bit.
 
-Use: ``connsim.backend.register_backend("strict", lambda: strict)`` then
+Use: ``connsim.trainer.backend.register_backend("strict", lambda: strict)`` then
 ``TrainConfig(backend="strict")``.
 """
 

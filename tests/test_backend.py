@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from connsim import get_arch
-from connsim.backend import get_backend, to_numpy
-from connsim.data import make_synthetic
-from connsim.train import TrainConfig, train
+from connsim.trainer.backend import get_backend, to_numpy
+from connsim.trainer.data import make_synthetic
+from connsim.trainer.train import TrainConfig, train
 
 
 def _gpu_available() -> bool:

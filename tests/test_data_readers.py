@@ -1,4 +1,4 @@
-"""The dataset readers of connsim.data on hostile files: clean DataErrors, bounded memory."""
+"""The dataset readers of connsim.trainer.data on hostile files: clean DataErrors, bounded memory."""
 
 import gzip
 import io
@@ -9,9 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
-import connsim.data as data
-from connsim.data import DataError, load_cifar, load_mnist
+import connsim.trainer.data as data
 from connsim.safepickle import UnsafePickleError
+from connsim.trainer.data import DataError, load_cifar, load_mnist
 from tests.conftest import peak_memory
 
 

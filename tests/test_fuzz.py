@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from connsim import get_arch
 from connsim.architectures import SpecError, load_arch
-from connsim.data import DataError, _load_npz, _read_idx, _unpickle_batch
 from connsim.maskio import MaskFileError, load_masks, load_weights, read_arrays
 from connsim.safepickle import UnsafePickleError
+from connsim.trainer.data import DataError, _load_npz, _read_idx, _unpickle_batch
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SECONDS = 10

@@ -10,7 +10,6 @@ import pytest
 
 from connsim import get_arch, measure, monte_carlo, predict, quota
 from connsim.cli import Progress
-from connsim.data import DataError, Dataset, batches, make_synthetic
 from connsim.files import dumps
 from connsim.orders import LayerwiseOrder
 from connsim.pruning import prune
@@ -18,7 +17,8 @@ from connsim.quotas import InfeasibleQuota, feasible_densities
 from connsim.sampling import random_order
 from connsim.targeting import target_effective
 from connsim.theory import half_disconnection_compression
-from connsim.train import TrainConfig, train
+from connsim.trainer.data import DataError, Dataset, batches, make_synthetic
+from connsim.trainer.train import TrainConfig, train
 
 # ---------------------------------------------------------------- exact quotas (item 4)
 

@@ -9,9 +9,9 @@ import pytest
 
 import connsim.imp as imp_module
 from connsim import get_arch
-from connsim.data import make_synthetic
 from connsim.imp import imp, prune_survivors
-from connsim.train import TrainConfig
+from connsim.trainer.data import make_synthetic
+from connsim.trainer.train import TrainConfig
 
 
 def setup():

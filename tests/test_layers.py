@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connsim import ArchBuilder, get_arch
-from connsim.backend import to_numpy
-from connsim.layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, cross_entropy, init_weight
-from connsim.network import Network
+from connsim.trainer.backend import to_numpy
+from connsim.trainer.layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, cross_entropy, init_weight
+from connsim.trainer.network import Network
 from tests.conftest import TRAINER_BACKENDS
 
 EPS = 1e-6

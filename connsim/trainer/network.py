@@ -12,10 +12,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .architectures import Architecture
+from ..architectures import Architecture
+from ..masks import check_masks
 from .backend import get_backend, to_numpy
 from .layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, init_weight
-from .masks import check_masks
 
 
 class Network:

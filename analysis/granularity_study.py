@@ -35,7 +35,7 @@ def main():
     for gran in ("weight", "kernel", "channel"):
         for method in methods:
             for f in fractions:
-                res = prune(arch, method, f, granularity=gran, data=data, n_batches=2,
+                res = prune(arch, method, f, granularity=gran, scope="global", data=data, n_batches=2,
                             rounds=20, rng=0)
                 m = res.measurement
                 acc = train(arch, data, res.masks, cfg).test_accuracy

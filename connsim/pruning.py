@@ -9,6 +9,8 @@ into a nested order over groups (:mod:`connsim.orders`) and then keeps
 
 Scopes: ``global`` (one ranking), ``layerwise`` (a quota rule splits the budget), ``layer-matched``
 (per-layer densities copied from reference masks, scaled proportionally when the budget differs).
+Random pruning defaults to ``layerwise`` and, at weight granularity with a direct target, draws its
+masks from the quota under a mask model (:func:`connsim.sampling.random_masks`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from .granularity import GRANULARITIES, prunable_layers
 from .masks import check_masks
 from .measures import Measurement, measure
 from .orders import GlobalOrder, LayerwiseOrder
-from .quotas import scaled_rule
+from .quotas import quota, scaled_rule
+from .sampling import MASK_MODELS, random_masks
 from .scores import METHODS, ScoreContext, method_scores
 from .targeting import target_effective
 from .trainer.data import Dataset
@@ -31,6 +34,7 @@ from .trainer.network import Network
 
 SCOPES = ("global", "layerwise", "layer-matched")
 TARGETS = ("direct", "effective")
+IMPLIED_RULES = ("induced", "custom")  # quota rules whose per-layer densities imply the density
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,9 @@ class PruneResult:
     ``kept_groups`` and ``total_groups`` count the groups the order may prune (at channel
     granularity the classes are always kept and not counted). ``target_met`` is False, with the
     reason in ``message``, when an effective target could not be met (see
-    :func:`connsim.targeting.target_effective`).
+    :func:`connsim.targeting.target_effective`). ``scope`` and ``density`` are the ones used: the
+    default scope when none was given, the density a rule ``induced``/``custom`` implies when none
+    was given.
     """
 
     masks: dict
@@ -48,6 +54,8 @@ class PruneResult:
     kept_groups: int
     total_groups: int
     probes: int | None
+    scope: str
+    density: float
     target_met: bool = True
     message: str | None = None
 
@@ -56,8 +64,9 @@ class PruneResult:
         return self.kept_groups / self.total_groups
 
 
-def prune(arch: Architecture, method: str, density: float, *, granularity: str = "weight",
-          scope: str = "global", rule="uniform", reference_masks: Mapping | None = None,
+def prune(arch: Architecture, method: str, density: float | None, *, granularity: str = "weight",
+          scope: str | None = None, rule="uniform", rule_kw: Mapping | None = None,
+          mask_model: str | None = None, reference_masks: Mapping | None = None,
           target: str = "direct", level: str = "channel", weights: Mapping | None = None,
           state: Mapping | None = None, data: Dataset | None = None, n_batches: int = 1,
           batch_size: int = 128, rounds: int | None = None, rng=None,
@@ -69,13 +78,22 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
     arch : Architecture
     method : str
         One of ``random, magnitude, lamp, snip, iterative-snip, grasp, synflow``.
-    density : float
+    density : float or None
         Fraction of groups to keep (``target='direct'``) or the effective density to reach
-        (``target='effective'``).
+        (``target='effective'``). ``None`` only with a rule ``induced`` or ``custom`` on the
+        mask-model path (see ``mask_model``), whose densities imply it.
     granularity : {'weight', 'kernel', 'channel'}
-    scope : {'global', 'layerwise', 'layer-matched'}
+    scope : {'global', 'layerwise', 'layer-matched'}, optional
+        Default: ``layerwise`` for ``random``, ``global`` for every score method.
     rule : str or callable
-        Quota rule for ``scope='layerwise'``.
+        Quota rule for ``scope='layerwise'`` (see :func:`connsim.quota`).
+    rule_kw : mapping, optional
+        Keyword arguments of :func:`connsim.quota` for ``rule``: ``masks`` for ``induced``,
+        ``densities`` for ``custom``.
+    mask_model : {'exact', 'bernoulli', 'nested'}, optional
+        Random pruning with ``scope='layerwise'``, ``target='direct'`` at weight granularity draws
+        its masks from the quota under this model (:func:`connsim.sampling.random_masks`; default
+        ``exact``). Any other combination ranks groups and refuses a ``mask_model``.
     reference_masks : mapping, optional
         For ``scope='layer-matched'``: masks whose per-layer densities are copied.
     target : {'direct', 'effective'}
@@ -107,15 +125,40 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
     >>> res = prune(arch, "magnitude", 0.01, rng=0)
     >>> res.kept_groups, round(res.measurement.density, 4)
     (2662, 0.01)
+    >>> res = prune(arch, "random", 0.01, rule="igq", mask_model="exact", rng=0)
+    >>> res.scope, [int(m.sum()) for m in res.masks.values()]
+    ('layerwise', [1087, 1053, 522])
     """
+    if scope is None:
+        scope = "layerwise" if method == "random" else "global"
     for value, valid, what in ((method, METHODS, "method"), (granularity, GRANULARITIES,
                                                                "granularity"),
                                (scope, SCOPES, "scope"), (target, TARGETS, "target")):
         if value not in valid:
             raise ValueError(f"{what} must be one of {', '.join(valid)}, got {value!r}")
-    if not 0.0 <= density <= 1.0:
+    if mask_model is not None and mask_model not in MASK_MODELS:
+        raise ValueError(f"mask_model must be one of {', '.join(MASK_MODELS)} (or None for exact), "
+                         f"got {mask_model!r}")
+    sampled = (method, scope, target, granularity) == ("random", "layerwise", "direct", "weight")
+    if not sampled and mask_model is not None:
+        raise ValueError("mask_model applies to method 'random' with scope 'layerwise', target "
+                         f"'direct' and weight granularity; got method {method!r}, scope "
+                         f"{scope!r}, target {target!r}, granularity {granularity!r}")
+    if not sampled and rule in IMPLIED_RULES:
+        raise ValueError("rules induced/custom work with method 'random', scope 'layerwise', "
+                         "target 'direct' and weight granularity; scope 'layer-matched' with "
+                         "reference_masks copies another mask's per-layer densities")
+    if density is None and rule not in IMPLIED_RULES:
+        raise ValueError("a density is needed (only the rules induced/custom imply it)")
+    if density is not None and not 0.0 <= density <= 1.0:
         raise ValueError(f"density must lie in [0, 1], got {density}")
     rng = np.random.default_rng(rng)
+    if sampled:
+        q = quota(arch, rule, density, **(rule_kw or {}))
+        masks = random_masks(arch, q, model=mask_model or "exact", rng=rng)
+        kept = sum(int(np.count_nonzero(m)) for m in masks.values())
+        return PruneResult(masks, measure(arch, masks, level=level), kept, arch.total_params, None,
+                           scope, q.density)
     if weights is None:
         net = Network(arch, rng=rng, dtype="float64")
         weights = net.weights()
@@ -136,7 +179,8 @@ def prune(arch: Architecture, method: str, density: float, *, granularity: str =
     if target == "direct":
         kept = round(density * order.total)
         masks = order.masks(kept)
-        return PruneResult(masks, measure(arch, masks, level=level), kept, order.total, None)
+        return PruneResult(masks, measure(arch, masks, level=level), kept, order.total, None, scope,
+                           density)
     res = target_effective(arch, order, density, level=level)
-    return PruneResult(res.masks, res.measurement, res.kept, order.total, res.probes, res.met,
-                       res.message)
+    return PruneResult(res.masks, res.measurement, res.kept, order.total, res.probes, scope,
+                       density, res.met, res.message)

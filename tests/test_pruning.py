@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -7,7 +8,9 @@ from hypothesis import strategies as st
 
 from connsim import ArchBuilder, GlobalOrder, get_arch, measure, quota
 from connsim.granularity import expand, group_shape, group_sizes, prunable_layers, to_groups
+from connsim.maskio import load_masks
 from connsim.pruning import prune
+from connsim.sampling import random_masks
 from connsim.scores import (
     ScoreContext,
     hessian_gradient,
@@ -285,7 +288,8 @@ def test_effective_target_at_group_granularity(granularity, floor):
     # the target, within the jump of one group (a kernel is at most 25 weights here, a dense row
     # 400); counting the limit in groups would stop far short (0.286 and 0.0)
     arch = get_arch("lenet-5")
-    res = prune(arch, "random", 0.3, granularity=granularity, target="effective", rng=0)
+    res = prune(arch, "random", 0.3, granularity=granularity, scope="global", target="effective",
+                rng=0)
     assert floor < res.measurement.effective_density <= 0.3
 
 
@@ -294,3 +298,65 @@ def test_iterative_progress_reports_every_round():
     prune(get_arch("mlp:8-8-2"), "synflow", 0.3, rounds=7, rng=0,
           progress=lambda t, n: calls.append((t, n)))
     assert calls == [(t, 7) for t in range(1, 8)]
+
+
+def test_random_pruning_honours_the_mask_model():
+    arch = get_arch("lenet-300-100")
+    q = quota(arch, "igq", 0.01)
+    exact = prune(arch, "random", 0.01, rule="igq", mask_model="exact", rng=0)
+    assert [int(exact.masks[n].sum()) for n in arch.layer_names] == q.kept.tolist()
+    default = prune(arch, "random", 0.01, rule="igq", rng=0)
+    for model in ("bernoulli", "nested"):
+        res = prune(arch, "random", 0.01, rule="igq", mask_model=model, rng=5)
+        ref = random_masks(arch, q, model=model, rng=5)
+        for n in arch.layer_names:
+            np.testing.assert_array_equal(res.masks[n], ref[n])
+        assert res.kept_groups == sum(int(m.sum()) for m in ref.values())
+    bernoulli = prune(arch, "random", 0.01, rule="igq", mask_model="bernoulli", rng=5)
+    assert [int(bernoulli.masks[n].sum()) for n in arch.layer_names] != q.kept.tolist()
+    sparser = prune(arch, "random", 0.005, rule="igq", mask_model="nested", rng=5)
+    denser = prune(arch, "random", 0.01, rule="igq", mask_model="nested", rng=5)
+    for n in arch.layer_names:
+        np.testing.assert_array_equal(default.masks[n], exact.masks[n])
+        assert not (sparser.masks[n] & ~denser.masks[n]).any()
+
+
+def test_default_scope_is_the_same_from_the_command_line(tmp_path, capsys):
+    from connsim.cli import main
+
+    arch = get_arch("lenet-300-100")
+    for method, scope in (("random", "layerwise"), ("magnitude", "global")):
+        out = tmp_path / f"{method}.npz"
+        assert main(["prune", "--arch", "lenet-300-100", "--method", method, "--compression",
+                     "100", "--seed", "3", "--out", str(out), "--json"]) == 0
+        cli = json.loads(capsys.readouterr().out)
+        api = prune(arch, method, 0.01, rng=3)
+        assert cli["scope"] == api.scope == scope
+        got = load_masks(str(out), arch)
+        for n in arch.layer_names:
+            np.testing.assert_array_equal(got[n], api.masks[n])
+
+
+def test_mask_model_is_checked():
+    arch = get_arch("lenet-5")
+    with pytest.raises(ValueError, match="mask_model must be one of exact, bernoulli, nested"):
+        prune(arch, "random", 0.1, mask_model="poisson")
+    with pytest.raises(ValueError, match="mask_model applies to method 'random'"):
+        prune(arch, "magnitude", 0.1, mask_model="exact")
+    with pytest.raises(ValueError, match="target 'effective'"):
+        prune(arch, "random", 0.1, target="effective", mask_model="bernoulli")
+
+
+def test_rules_induced_and_custom_imply_the_density():
+    arch = get_arch("lenet-300-100")
+    ref = prune(arch, "magnitude", 0.05, rng=0).masks
+    res = prune(arch, "random", None, rule="induced", rule_kw={"masks": ref}, rng=1)
+    assert [int(res.masks[n].sum()) for n in arch.layer_names] == \
+        [int(ref[n].sum()) for n in arch.layer_names]
+    assert res.density == pytest.approx(0.05, abs=1e-5)
+    res = prune(arch, "random", None, rule="custom", rule_kw={"densities": [0.1, 0.2, 0.5]}, rng=1)
+    assert [round(float(res.masks[n].mean()), 3) for n in arch.layer_names] == [0.1, 0.2, 0.5]
+    with pytest.raises(ValueError, match="induced/custom work with method 'random'"):
+        prune(arch, "magnitude", None, rule="induced", rule_kw={"masks": ref})
+    with pytest.raises(ValueError, match="density is needed"):
+        prune(arch, "random", None)

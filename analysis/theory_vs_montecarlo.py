@@ -8,7 +8,6 @@ Writes theory_vs_mc.md (the table) and theory_vs_mc.png into --out.
 """
 
 import argparse
-import math
 import os
 
 import matplotlib.pyplot as plt
@@ -65,11 +64,11 @@ def main():
                     f"{p.p_disconnected:.3g} | {mc.p_disconnected:.3g} [{lo:.3g}, {hi:.3g}] | "
                     f"{n} |")
                 print(lines[-1], flush=True)
-                m, se = mc.mean_effective_params, mc.stderr
+                centre, low, high = mc.effective_compression_band(z=2.0)
                 mcx.append(c)
-                mcy.append(arch.total_params / m if m > 0 else math.inf)
-                mlo.append(arch.total_params / (m + 2 * se) if m > 0 else math.inf)
-                mhi.append(arch.total_params / (m - 2 * se) if m - 2 * se > 0 else math.inf)
+                mcy.append(centre)
+                mlo.append(low)
+                mhi.append(high)
             grid = np.geomspace(comps[0] / 2, comps[-1] * 2, 50)
             th = [predict(arch, connsim.quota(arch, rule, 1 / c)).effective_compression
                   for c in grid]

@@ -99,6 +99,34 @@ class MonteCarlo:
     def p_disconnected_ci(self) -> tuple[float, float]:
         return wilson_interval(int(self.disconnected.sum()), self.samples)
 
+    def effective_compression_band(self, z: float = 2.0) -> tuple[float, float, float]:
+        """Effective compression ``N / mean`` with its error band ``N / (mean ± z · stderr)``.
+
+        Parameters
+        ----------
+        z : float
+            Half-width of the band of the mean effective weights, in standard errors.
+
+        Returns
+        -------
+        compression, low, high : float
+            ``N`` is the number of prunable weights; a quotient whose denominator is not positive
+            is ``inf``. One sample has no standard error: its band is the point.
+
+        Examples
+        --------
+        >>> mc = MonteCarlo("toy", ("fc1",), np.array([100]), "bernoulli", "channel",
+        ...                 np.array([[8], [10], [12]]), np.zeros(3, bool), np.ones((3, 1)))
+        >>> [round(c, 3) for c in mc.effective_compression_band()]
+        [10.0, 8.124, 13.003]
+        >>> mc.effective_compression_band(z=10)[2]
+        inf
+        """
+        n, m = float(self.params.sum()), self.mean_effective_params
+        half = z * self.stderr if self.samples > 1 else 0.0
+        low, centre, high = (n / x if x > 0 else math.inf for x in (m + half, m, m - half))
+        return centre, low, high
+
     def quantiles(self, qs=(0.05, 0.5, 0.95)) -> dict:
         return {str(q): float(np.quantile(self.total_effective, q)) for q in qs}
 

@@ -174,3 +174,17 @@ def test_monte_carlo_samples_are_recountable(mask_model):
         eff, disc, active = _exact_counts(arch, masks)
         assert mc.effective[s].tolist() == eff and mc.disconnected[s] == disc
         assert mc.active[s].tolist() == active
+
+
+def test_effective_compression_band():
+    arch = get_arch("lenet-300-100")
+    n = arch.total_params
+    mc = monte_carlo(arch, quota(arch, "uniform", 0.01), samples=100, rng=0)
+    centre, low, high = mc.effective_compression_band(z=2.0)
+    m, se = mc.mean_effective_params, mc.stderr
+    assert se > 0 and low < centre < high
+    assert (centre, low, high) == pytest.approx((n / m, n / (m + 2 * se), n / (m - 2 * se)))
+    one = monte_carlo(arch, quota(arch, "uniform", 0.01), samples=1, rng=0)
+    assert len(set(one.effective_compression_band())) == 1  # no standard error: the point
+    empty = monte_carlo(arch, quota(arch, "uniform", 0.0), samples=5, rng=0)
+    assert empty.effective_compression_band() == (math.inf, math.inf, math.inf)

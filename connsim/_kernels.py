@@ -201,16 +201,23 @@ def sample_distinct(n, k):
 
 
 @njit
-def count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst, e_layer,
-                    eff_row, active_row):
+def _edge_ends(p, k, a, b):
+    """Source and destination node of the group edge of kept weight ``p`` (``connsim.ops``)."""
+    g = p // k
+    o = g // a
+    return (o // b) * a + g % a, o
+
+
+@njit
+def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_dst, e_layer,
+                    e_off, eff_row, active_row):
     """Effective weights of one mask given as kept flat positions per layer (``pos``, a list of
     int arrays); writes per-layer effective counts and active destination nodes, returns whether
     the output is unreachable.
 
-    Layer ``l`` joins group ``l_src`` to group ``l_dst``; a kept weight at flat position ``p`` lies
-    on group edge ``g = p // l_k`` from source node ``g % l_nsrc`` to destination node
-    ``g // l_nsrc``. Edges ``e_*`` (sorted by destination) are layers (kind 0) or node-to-node
-    identities (kind 1).
+    Layer ``l`` joins group ``l_src`` to group ``l_dst``; the kept weight at flat position ``p`` lies
+    on the group edge of :func:`_edge_ends`. Edges ``e_*`` (sorted by destination) are layers
+    (kind 0) or structural edges (kind 1) joining source node ``j`` to node ``e_off + j``.
     """
     n_layers = l_src.shape[0]
     n_groups = offsets.shape[0] - 1
@@ -219,35 +226,35 @@ def count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_ds
     fwd[offsets[0]:offsets[1]] = True
     bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
     for e in range(e_kind.shape[0]):
-        a, b = offsets[e_src[e]], offsets[e_dst[e]]
+        a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
         if e_kind[e] == 1:
-            for j in range(offsets[e_dst[e] + 1] - b):
+            for j in range(offsets[e_src[e] + 1] - a):
                 if fwd[a + j]:
                     fwd[b + j] = True
         else:
             lay = e_layer[e]
             for p in pos[lay]:
-                g = p // l_k[lay]
-                if fwd[a + g % l_nsrc[lay]]:
-                    fwd[b + g // l_nsrc[lay]] = True
+                i, o = _edge_ends(p, l_k[lay], l_a[lay], l_b[lay])
+                if fwd[a + i]:
+                    fwd[b + o] = True
     for e in range(e_kind.shape[0] - 1, -1, -1):
-        a, b = offsets[e_src[e]], offsets[e_dst[e]]
+        a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
         if e_kind[e] == 1:
-            for j in range(offsets[e_dst[e] + 1] - b):
+            for j in range(offsets[e_src[e] + 1] - a):
                 if bwd[b + j]:
                     bwd[a + j] = True
         else:
             lay = e_layer[e]
             for p in pos[lay]:
-                g = p // l_k[lay]
-                if bwd[b + g // l_nsrc[lay]]:
-                    bwd[a + g % l_nsrc[lay]] = True
+                i, o = _edge_ends(p, l_k[lay], l_a[lay], l_b[lay])
+                if bwd[b + o]:
+                    bwd[a + i] = True
     for lay in range(n_layers):
         a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
         c = 0
         for p in pos[lay]:
-            g = p // l_k[lay]
-            if fwd[a + g % l_nsrc[lay]] and bwd[b + g // l_nsrc[lay]]:
+            i, o = _edge_ends(p, l_k[lay], l_a[lay], l_b[lay])
+            if fwd[a + i] and bwd[b + o]:
                 c += 1
         eff_row[lay] = c
         act = 0
@@ -262,8 +269,8 @@ def count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_ds
 
 
 @pnjit
-def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_nsrc, l_k, l_nw, l_d, l_kept,
-               e_kind, e_src, e_dst, e_layer, eff, disc, active):
+def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_a, l_b, l_k, l_nw, l_d, l_kept,
+               e_kind, e_src, e_dst, e_layer, e_off, eff, disc, active):
     """Channel-level Monte Carlo over random masks, one sample per ``prange`` iteration: sample
     ``s`` seeds its own stream with ``seeds[s]``, draws each layer's kept positions
     (:func:`sample_distinct`) and counts them with :func:`count_effective`."""
@@ -274,18 +281,18 @@ def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_nsrc, l_k, l_nw, l_d, 
         for lay in range(n_layers):
             k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
             pos.append(sample_distinct(l_nw[lay], k))
-        disc[s] = count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst,
-                                  e_layer, eff[s], active[s])
+        disc[s] = count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src,
+                                  e_dst, e_layer, e_off, eff[s], active[s])
 
 
 @njit
-def mc_count(flat, starts, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst, e_layer,
-             eff, active):
+def mc_count(flat, starts, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_dst, e_layer,
+             e_off, eff, active):
     """:func:`count_effective` on one given mask: layer ``l`` keeps the flat positions
     ``flat[starts[l]:starts[l + 1]]``."""
     pos = [flat[starts[lay]:starts[lay + 1]] for lay in range(l_src.shape[0])]
-    return count_effective(pos, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src, e_dst,
-                           e_layer, eff, active)
+    return count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_dst,
+                           e_layer, e_off, eff, active)
 
 
 @njit

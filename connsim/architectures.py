@@ -8,11 +8,17 @@ Node operations
 ---------------
 ``input``    the network input.
 ``dense``    fully connected layer, weight ``(out, in)`` (prunable).
-``conv``     2-D convolution, weight ``(out, in, kh, kw)``, with stride and zero padding (prunable).
+``conv``     2-D convolution, weight ``(out, in/groups, kh, kw)``, with stride, zero padding and
+             ``groups`` (prunable): output channel ``o`` reads the ``in/groups`` input channels of
+             its group; ``groups = in = out`` is a depthwise convolution.
 ``pool``     average or max pooling over a window (``mode`` 'avg' or 'max'); global average pooling is
              a pool whose window is the whole feature map.
 ``flatten``  ``(C, H, W) -> (C*H*W,)`` in PyTorch order: unit index = c*H*W + h*W + w.
 ``add``      elementwise sum of two or more nodes of equal shape (residual connections).
+``concat``   channel concatenation of two or more maps of equal height and width (or vectors).
+
+A flatten may feed dense layers only. What each operation does for the graph, the theory and the
+position level is in :mod:`connsim.ops`.
 
 ``batchnorm`` and ``relu`` flags describe what follows a node in the trainable model; they do not
 change connectivity.
@@ -43,6 +49,7 @@ class Node:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     mode: str = ""
+    groups: int = 1
     bias: bool = False
     batchnorm: bool = False
     relu: bool = False
@@ -107,13 +114,12 @@ class Architecture:
 
     def weight_shape(self, layer: str | Node) -> tuple[int, ...]:
         """Weight shape of a prunable layer in PyTorch layout."""
+        from .ops import OPS
+
         node = self[layer] if isinstance(layer, str) else layer
-        src = self[node.inputs[0]]
-        if node.op == "dense":
-            return (node.channels, src.size)
-        if node.op == "conv":
-            return (node.channels, src.channels, *node.kernel)
-        raise ValueError(f"node {node.name!r} ({node.op}) has no prunable weight")
+        if not node.prunable:
+            raise ValueError(f"node {node.name!r} ({node.op}) has no prunable weight")
+        return OPS[node.op].weight_shape(node, self)
 
     def n_params(self, layer: str | Node) -> int:
         return math.prod(self.weight_shape(layer))
@@ -157,6 +163,8 @@ class Architecture:
                 d["stride"] = list(n.stride)
             if n.op == "conv":
                 d["padding"] = list(n.padding)
+                if n.groups != 1:
+                    d["groups"] = n.groups
             if n.op == "pool":
                 d["mode"] = n.mode
             if n.op == "add":
@@ -232,6 +240,10 @@ class ArchBuilder:
         )
 
     def _append(self, node: Node) -> str:
+        flat = [s for s in node.inputs if self._src(s).op == "flatten"]
+        if flat and node.op != "dense":
+            raise ValueError(f"{node.op} node {node.name!r} reads flatten node {flat[0]!r}; a "
+                             "flatten may feed dense layers only")
         self._nodes.append(node)
         self._names.add(node.name)
         return node.name
@@ -251,10 +263,15 @@ class ArchBuilder:
         )
 
     def conv(
-        self, out, kernel, *, stride=1, padding=0, src=None, name=None, bias=False,
+        self, out, kernel, *, stride=1, padding=0, groups=1, src=None, name=None, bias=False,
         batchnorm=False, relu=False,
     ):
-        """2-D convolution; ``padding`` is an int, a pair, 'valid' or 'same' (odd kernels)."""
+        """2-D convolution; ``padding`` is an int, a pair, 'valid' or 'same' (odd kernels).
+
+        ``groups`` splits the input and output channels into that many groups (both counts must
+        be divisible by it); each output channel reads only the input channels of its group.
+        ``groups`` equal to the number of input channels is a depthwise convolution.
+        """
         s = self._src(src)
         name = self._new_name("conv", name)
         if len(s.shape) != 3:
@@ -273,6 +290,11 @@ class ArchBuilder:
             raise ValueError(
                 f"layer {name!r}: out, kernel and stride must be positive and padding >= 0"
             )
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0 \
+                or s.channels % groups or int(out) % groups:
+            raise ValueError(f"layer {name!r}: groups must be a positive integer that divides "
+                             f"both the {s.channels} input and the {int(out)} output channels, "
+                             f"got {groups!r}")
         _, h, w = s.shape
         ho = (h + 2 * pad[0] - k[0]) // st[0] + 1
         wo = (w + 2 * pad[1] - k[1]) // st[1] + 1
@@ -281,8 +303,8 @@ class ArchBuilder:
                 f"layer {name!r}: a {k} kernel does not fit the {h}x{w} input with padding {pad}"
             )
         return self._append(
-            Node(name, "conv", (s.name,), (int(out), ho, wo), k, st, pad, bias=bias,
-                 batchnorm=batchnorm, relu=relu)
+            Node(name, "conv", (s.name,), (int(out), ho, wo), k, st, pad, groups=groups,
+                 bias=bias, batchnorm=batchnorm, relu=relu)
         )
 
     def pool(self, mode, kernel=2, *, stride=None, src=None, name=None):
@@ -329,6 +351,21 @@ class ArchBuilder:
             Node(name, "add", tuple(n.name for n in nodes), nodes[0].shape, relu=relu)
         )
 
+    def concat(self, srcs: Sequence[str], *, name=None):
+        """Channel concatenation, in the given order, of maps of equal height and width (or of
+        vectors)."""
+        nodes = [self._src(x) for x in srcs]
+        name = self._new_name("concat", name)
+        if len(nodes) < 2:
+            raise ValueError(f"concat node {name!r} needs at least two inputs")
+        if len({n.shape[1:] for n in nodes}) != 1:
+            raise ValueError(
+                f"concat node {name!r}: inputs must agree in all but the channel axis, got "
+                f"{ {n.name: n.shape for n in nodes} }"
+            )
+        shape = (sum(n.channels for n in nodes), *nodes[0].shape[1:])
+        return self._append(Node(name, "concat", tuple(n.name for n in nodes), shape))
+
     def build(self) -> Architecture:
         if len(self._nodes) < 2 or not any(n.prunable for n in self._nodes):
             raise ValueError(f"architecture {self.name!r} has no prunable (dense or conv) layer")
@@ -348,11 +385,12 @@ class SpecError(ValueError):
 
 _SPEC_KEYS = {
     "dense": {"out", "bias", "batchnorm", "relu"},
-    "conv": {"out", "kernel", "stride", "padding", "bias", "batchnorm", "relu"},
+    "conv": {"out", "kernel", "stride", "padding", "groups", "bias", "batchnorm", "relu"},
     "pool": {"mode", "kernel", "stride"},
     "global_pool": set(),
     "flatten": set(),
     "add": {"relu"},
+    "concat": set(),
 }
 _BOOL_KEYS = ("bias", "batchnorm", "relu")
 _PAIR_KEYS = ("kernel", "stride", "padding")
@@ -403,9 +441,9 @@ def _spec_layer(b: ArchBuilder, k: int, layer) -> None:
             raise SpecError(f"{where}: 'inputs' must be a list of node names, got "
                             f"{reprlib.repr(inputs)}")
         inputs = [_spec_name(x, f"{where}: 'inputs'") for x in inputs]
-        if kind != "add":
+        if kind not in ("add", "concat"):
             if len(inputs) != 1:
-                raise SpecError(f"{where}: only 'add' layers take several inputs")
+                raise SpecError(f"{where}: only 'add' and 'concat' layers take several inputs")
             src = inputs[0]
     unknown = set(layer) - _SPEC_KEYS[kind]
     if unknown:
@@ -417,7 +455,7 @@ def _spec_layer(b: ArchBuilder, k: int, layer) -> None:
         what = f"{where}: {key!r}"
         if key in _BOOL_KEYS and not isinstance(value, bool):
             raise SpecError(f"{what} must be true or false, got {reprlib.repr(value)}")
-        if key == "out":
+        if key in ("out", "groups"):
             layer[key] = _spec_int(value, what)
         elif key == "padding" and value in ("same", "valid"):
             pass
@@ -428,10 +466,10 @@ def _spec_layer(b: ArchBuilder, k: int, layer) -> None:
     if kind in ("dense", "conv") and "out" not in layer:
         raise SpecError(f"{where}: a {kind} layer needs 'out', its number of "
                         + ("units" if kind == "dense" else "channels"))
-    if kind == "add":
+    if kind in ("add", "concat"):
         if inputs is None:
-            raise SpecError(f"{where}: an 'add' layer needs 'inputs', a list of node names")
-        b.add(inputs, name=name, **layer)
+            raise SpecError(f"{where}: an {kind!r} layer needs 'inputs', a list of node names")
+        getattr(b, kind)(inputs, name=name, **layer)
     elif kind == "dense":
         b.dense(layer.pop("out"), src=src, name=name, **layer)
     elif kind == "conv":
@@ -448,10 +486,11 @@ def from_dict(spec: Mapping) -> Architecture:
     """Build an architecture from its spec-file form.
 
     The form is ``{"name": str, "input": [C, H, W] or [n], "layers": [layer, ...]}`` where each
-    layer has ``type`` (dense, conv, pool, global_pool, flatten, add), an optional ``name``, an
-    optional ``input`` (a node name; default: the previous layer) or, for ``add``, ``inputs``
-    (a list of node names), and the type's own keys: dense ``out``; conv ``out, kernel, stride,
-    padding``; pool ``mode, kernel, stride``; dense/conv ``bias, batchnorm, relu``; add ``relu``.
+    layer has ``type`` (dense, conv, pool, global_pool, flatten, add, concat), an optional
+    ``name``, an optional ``input`` (a node name; default: the previous layer) or, for ``add`` and
+    ``concat``, ``inputs`` (a list of node names), and the type's own keys: dense ``out``; conv
+    ``out, kernel, stride, padding, groups``; pool ``mode, kernel, stride``; dense/conv ``bias,
+    batchnorm, relu``; add ``relu``.
     Sizes are integers (``3.0`` is accepted as 3, ``2.7`` and ``true`` are not); ``kernel``,
     ``stride`` and ``padding`` may also be pairs, ``padding`` also ``"same"`` or ``"valid"``.
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
 from .architectures import Architecture
-from .graph import _build_graph, dense_to_csr, reachability
+from .graph import _build_graph, reachability
 from .masks import check_masks
+from .ops import OPS, lower
 
 LEVELS = ("channel", "position")
 
@@ -67,118 +67,43 @@ class Connectivity:
 
 
 def _channel_level(arch: Architecture, masks: dict) -> Connectivity:
-    flat = {n.name: np.flatnonzero(masks[n.name]) for n in arch.layers if n.op == "conv"}
-    graph = _build_graph(arch, masks, flat)
-    fwd, bwd = reachability(graph)
-    forward = {n.name: fwd[k] for k, n in enumerate(arch.nodes)}
-    backward = {n.name: bwd[k] for k, n in enumerate(arch.nodes)}
-    effective = {}
-    for node in arch.layers:
-        mask, src_fwd, dst_bwd = masks[node.name], forward[node.inputs[0]], backward[node.name]
-        if node.op == "dense":
-            effective[node.name] = mask & src_fwd[None, :] & dst_bwd[:, None]
-        else:  # scatter the kept entries whose kernel joins a reached and a co-reached channel
-            n_in, k = mask.shape[1], mask.shape[2] * mask.shape[3]
-            pair = flat[node.name] // k
-            eff = np.zeros(mask.shape, dtype=bool)
-            eff.reshape(-1)[flat[node.name][src_fwd[pair % n_in] & dst_bwd[pair // n_in]]] = True
-            effective[node.name] = eff
+    topo = lower(arch)
+    flat = {n.name: np.flatnonzero(masks[n.name]) for n in arch.layers}
+    fwd, bwd = reachability(_build_graph(arch, masks, flat))
+    effective, units = {}, {}
+    for e in topo.layer_edges:
+        src, dst = e.ends(flat[e.layer])
+        hit = fwd[e.src][src] & bwd[e.dst][dst]
+        eff = np.zeros(masks[e.layer].shape, dtype=bool)
+        eff.reshape(-1)[flat[e.layer][hit]] = True
+        effective[e.layer] = eff
+        if e.k > 1 and arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads
+            n_in = masks[e.layer].shape[1]
+            seen = units.setdefault(e.src, np.zeros(n_in, dtype=bool))
+            seen[flat[e.layer][bwd[e.dst][flat[e.layer] // n_in]] % n_in] = True
+    forward, backward = {}, {}
+    for k, node in enumerate(arch.nodes):
+        forward[node.name], backward[node.name] = fwd[k], bwd[k]
+        if node.op == "flatten" and node.size != topo.sizes[k]:  # report units, not channels
+            forward[node.name] = np.repeat(fwd[k], node.size // topo.sizes[k])
+            backward[node.name] = units[k]
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 
-@dataclass(frozen=True)
-class _KeptConv:
-    """Kept entries of one conv mask: flat indices, coordinates, and two groupings."""
-
-    flat: np.ndarray  # flat index into the mask, ascending (so grouped by output channel)
-    co: np.ndarray
-    ci: np.ndarray
-    ky: np.ndarray
-    kx: np.ndarray
-    out_ptr: np.ndarray  # entries of output channel o: out_ptr[o]:out_ptr[o + 1]
-    in_order: np.ndarray  # permutation grouping the entries by input channel
-    in_ptr: np.ndarray
-
-    @classmethod
-    def of(cls, mask: np.ndarray) -> _KeptConv:
-        n_out, n_in, kh, kw = mask.shape
-        flat = np.flatnonzero(mask)
-        co, rest = np.divmod(flat, n_in * kh * kw)
-        ci, k = np.divmod(rest, kh * kw)
-        ky, kx = np.divmod(k, kw)
-        # a stable sort on a narrow integer type is a radix sort: O(kept)
-        narrow = ci.astype(np.int16 if n_in < 2**15 else np.int64)
-        in_order = np.argsort(narrow, kind="stable")
-        return cls(flat, co, ci, ky, kx, _pointers(co, n_out), in_order, _pointers(ci, n_in))
-
-    def by_output(self):
-        return self.out_ptr, self.ci, self.ky, self.kx
-
-    def by_input(self):
-        o = self.in_order
-        return self.in_ptr, self.co[o], self.ky[o], self.kx[o]
-
-
-def _pointers(group: np.ndarray, n: int) -> np.ndarray:
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(group, minlength=n), out=ptr[1:])
-    return ptr
-
-
 def _position_level(arch: Architecture, masks: dict) -> Connectivity:
+    cache = {n.name: OPS[n.op].prepare(n, masks[n.name]) for n in arch.layers}
     fwd = {arch.nodes[0].name: np.ones(arch.input_shape, dtype=bool)}
-    csr, kept = {}, {}
     for node in arch.nodes[1:]:
-        x = fwd[node.inputs[0]]
-        out = np.zeros(node.shape, dtype=bool)
-        if node.op == "dense":
-            csr[node.name] = dense_to_csr(masks[node.name].T)
-            _kernels.push_reach(csr[node.name].indptr, csr[node.name].indices, x, out)
-        elif node.op == "conv":
-            kept[node.name] = _KeptConv.of(masks[node.name])
-            _kernels.conv_push(*kept[node.name].by_output(), x, *node.stride, *node.padding, out)
-        elif node.op == "pool":
-            _kernels.pool_push(x, *node.kernel, *node.stride, out)
-        elif node.op == "flatten":
-            out = x.reshape(-1).copy()
-        else:  # add
-            for src in node.inputs:
-                out |= fwd[src]
-        fwd[node.name] = out
-
+        fwd[node.name] = OPS[node.op].push(node, [fwd[s] for s in node.inputs],
+                                           cache.get(node.name))
     bwd = {n.name: np.zeros(n.shape, dtype=bool) for n in arch.nodes}
     bwd[arch.output.name][:] = True
     for node in reversed(arch.nodes[1:]):
-        y = bwd[node.name]
-        src = node.inputs[0]
-        if node.op == "dense":
-            _kernels.pull_reach(csr[node.name].indptr, csr[node.name].indices, y, bwd[src])
-        elif node.op == "conv":
-            _kernels.conv_pull(*kept[node.name].by_input(), y, *node.stride, *node.padding,
-                               bwd[src])
-        elif node.op == "pool":
-            _kernels.pool_pull(y, *node.kernel, *node.stride, bwd[src])
-        elif node.op == "flatten":
-            bwd[src] |= y.reshape(bwd[src].shape)
-        else:  # add: co-reachability flows into every branch
-            for s in node.inputs:
-                bwd[s] |= y
-
-    effective = {}
-    for node in arch.layers:
-        mask, src = masks[node.name], node.inputs[0]
-        if node.op == "dense":
-            effective[node.name] = (
-                mask & fwd[src][None, :] & bwd[node.name].reshape(-1)[:, None]
-            )
-        else:
-            kc = kept[node.name]
-            hit = np.empty(kc.flat.size, dtype=bool)
-            _kernels.conv_effective(*kc.by_output(), fwd[src], bwd[node.name], *node.stride,
-                                    *node.padding, hit)
-            eff = np.zeros(mask.shape, dtype=bool)
-            eff.reshape(-1)[kc.flat[hit]] = True
-            effective[node.name] = eff
+        OPS[node.op].pull(node, bwd[node.name], [bwd[s] for s in node.inputs],
+                          cache.get(node.name))
+    effective = {n.name: OPS[n.op].effective(n, masks[n.name], cache[n.name],
+                                             fwd[n.inputs[0]], bwd[n.name])
+                 for n in arch.layers}
     return Connectivity(arch, "position", masks, fwd, bwd, effective)
 
 

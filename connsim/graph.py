@@ -5,13 +5,16 @@ units, the last group the output units. Each :class:`Block` is a SciPy CSR bipar
 rows = source group and columns = destination group, and ``src < dst`` (groups are numbered in
 topological order). See ``docs/conventions.md`` for the full conventions.
 
-From an architecture and its masks (:func:`build_graph`) there is one group per architecture node:
+From an architecture and its masks (:func:`build_graph`) there is one group per architecture node,
+and one block per edge of the architecture's lowering (:func:`connsim.ops.lower`):
 
 * dense layer: one edge per kept weight (the block is the transposed mask);
-* conv layer: channel edge ``i -> o`` iff any of the ``kh*kw`` entries of kernel ``(o, i)`` is kept;
-* pooling and residual add: identity blocks (one per input of an add);
-* flatten: a block from each channel to its ``H*W`` units, so that each unit inherits its
-  channel's forward status and a channel is co-reachable iff any of its units is.
+* conv layer: channel edge ``i -> o`` iff any of the ``kh*kw`` entries of kernel ``(o, i)`` is kept
+  (a grouped conv only joins channels of the same group);
+* dense layer after a flatten: the flatten's group keeps the ``C`` channels, and edge ``c -> o``
+  is present iff any of the ``H*W`` weights from channel ``c`` to unit ``o`` is kept;
+* pooling, residual add, concat: identity blocks (one per input; a concat's place each input in
+  its own slice of channels).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import scipy.sparse as sp
 from . import _kernels
 from .architectures import Architecture
 from .masks import check_masks
+from .ops import Edge, lower
 
 
 @dataclass(frozen=True)
@@ -182,36 +186,31 @@ def dense_to_csr(a: np.ndarray) -> sp.csr_array:
     )
 
 
-def kernel_edges(mask: np.ndarray, flat: np.ndarray | None = None) -> np.ndarray:
-    """``(out, in)`` boolean: is any entry of kernel ``(o, i)`` of a conv mask kept?
+def layer_adjacency(edge: Edge, n_src: int, n_dst: int, mask: np.ndarray,
+                    flat: np.ndarray | None = None) -> sp.csr_array:
+    """The ``(n_src, n_dst)`` adjacency of a prunable edge: group edge present iff any of its ``k``
+    weights is kept (:mod:`connsim.ops`). ``flat`` may hold the mask's flat nonzero indices.
 
-    Marks the kernels of the kept entries (``flat``, the mask's flat nonzero indices), which is
-    several times faster than a reduction over the kernel axes on sparse masks.
+    Marking the groups of the kept entries is several times faster than a reduction over the
+    kernel axes on sparse masks.
     """
-    out_ch, in_ch, kh, kw = mask.shape
+    if edge.k == 1 and edge.a == n_src:  # a plain dense layer: the block is the transposed mask
+        return dense_to_csr(mask.reshape(n_dst, n_src).T)
     if flat is None:
         flat = np.flatnonzero(mask)
-    edges = np.zeros(out_ch * in_ch, dtype=bool)
-    edges[flat // (kh * kw)] = True
-    return edges.reshape(out_ch, in_ch)
+    pairs = np.zeros(n_dst * edge.a, dtype=bool)
+    pairs[flat // edge.k] = True
+    if edge.a == n_src:
+        return dense_to_csr(pairs.reshape(n_dst, n_src).T)
+    dst, within = np.nonzero(pairs.reshape(n_dst, edge.a))  # grouped: place each group's block
+    src = (dst // edge.b) * edge.a + within
+    return sp.csr_array((np.ones(src.size, dtype=bool), (src, dst)), shape=(n_src, n_dst))
 
 
-def _identity(n: int) -> sp.csr_array:
-    return sp.csr_array(sp.identity(n, dtype=bool, format="csr"))
-
-
-def _expand(channels: int, per: int) -> sp.csr_array:
-    indptr = np.arange(channels + 1, dtype=np.int64) * per
-    indices = np.arange(channels * per, dtype=np.int64)
-    return sp.csr_array(
-        (np.ones(channels * per, dtype=bool), indices, indptr), shape=(channels, channels * per)
-    )
-
-
-def group_size(arch: Architecture, index: int) -> int:
-    """Channel-level group size of node ``index``: channels, units, or C*H*W for a flatten."""
-    node = arch.nodes[index]
-    return node.size if node.op == "flatten" else node.channels
+def _structural(edge: Edge, n_src: int, n_dst: int) -> sp.csr_array:
+    indptr = np.arange(n_src + 1, dtype=np.int64)
+    indices = np.arange(edge.offset, edge.offset + n_src, dtype=np.int64)
+    return sp.csr_array((np.ones(n_src, dtype=bool), indices, indptr), shape=(n_src, n_dst))
 
 
 def build_graph(arch: Architecture, masks: Mapping, *, layout: str = "torch") -> LayeredGraph:
@@ -230,24 +229,18 @@ def build_graph(arch: Architecture, masks: Mapping, *, layout: str = "torch") ->
 
 def _build_graph(arch: Architecture, masks: dict, kept_flat: dict | None = None) -> LayeredGraph:
     """:func:`build_graph` on masks already in canonical form; ``kept_flat`` may hold the flat
-    indices of the kept entries of conv layers (``np.flatnonzero``), computed once by the caller."""
+    indices of the kept entries of some layers (``np.flatnonzero``), computed once by the caller."""
     kept_flat = kept_flat or {}
+    topo = lower(arch)
     blocks = []
-    for k, node in enumerate(arch.nodes[1:], 1):
-        for src_name in node.inputs:
-            s = arch.index(src_name)
-            if node.op == "dense":
-                adj = dense_to_csr(masks[node.name].T)
-            elif node.op == "conv":
-                adj = dense_to_csr(kernel_edges(masks[node.name], kept_flat.get(node.name)).T)
-            elif node.op == "flatten":
-                src = arch.nodes[s]
-                adj = _expand(src.channels, src.size // src.channels)
-            else:
-                adj = _identity(arch.nodes[s].channels)
-            blocks.append(Block(s, k, adj, node.name if node.prunable else None))
-    sizes = tuple(group_size(arch, k) for k in range(len(arch.nodes)))
-    return LayeredGraph(tuple(n.name for n in arch.nodes), sizes, tuple(blocks))
+    for e in topo.edges:
+        n_src, n_dst = topo.sizes[e.src], topo.sizes[e.dst]
+        if e.layer is None:
+            adj = _structural(e, n_src, n_dst)
+        else:
+            adj = layer_adjacency(e, n_src, n_dst, masks[e.layer], kept_flat.get(e.layer))
+        blocks.append(Block(e.src, e.dst, adj, e.layer))
+    return LayeredGraph(topo.names, topo.sizes, tuple(blocks))
 
 
 def chain(blocks: Sequence, names: Sequence[str] | None = None) -> LayeredGraph:

@@ -18,10 +18,10 @@ from .architectures import Architecture
 from .effective import connectivity
 from .files import json_safe
 from .memory import check_memory
+from .ops import lower
 from .quotas import Quota
 from .sampling import MASK_MODELS as SAMPLING_MODELS
 from .sampling import random_masks
-from .theory import TheoryGraph
 
 # the mask models of connsim.sampling that draw one mask at a time ('nested' is an order)
 MC_MASK_MODELS = tuple(m for m in SAMPLING_MODELS if m != "nested")
@@ -143,24 +143,27 @@ class MonteCarlo:
         }
 
 
-def _mc_arrays(arch: Architecture, densities: np.ndarray, kept: np.ndarray):
-    graph = TheoryGraph.of(arch)
-    offsets = np.zeros(len(graph.sizes) + 1, dtype=np.int64)
-    np.cumsum(graph.sizes, out=offsets[1:])
-    index = {n: k for k, n in enumerate(arch.layer_names)}
-    layers = sorted(graph.layers, key=lambda lay: index[lay.name])
-    l_src = np.array([lay.src for lay in layers], dtype=np.int64)
-    l_dst = np.array([lay.dst for lay in layers], dtype=np.int64)
-    l_nsrc = np.array([graph.sizes[lay.src] for lay in layers], dtype=np.int64)
-    l_k = np.array([lay.k for lay in layers], dtype=np.int64)
-    l_nw = np.array([lay.params for lay in layers], dtype=np.int64)
-    edges = [(lay.dst, 0, lay.src, index[lay.name]) for lay in layers]
-    edges += [(d, 1, s, -1) for s, d in graph.identity]
-    edges.sort(key=lambda e: e[0])  # stable: by destination
-    e = np.array(edges, dtype=np.int64).reshape(-1, 4)
-    return (offsets, l_src, l_dst, l_nsrc, l_k, l_nw, np.asarray(densities, np.float64),
-            np.asarray(kept, np.int64), e[:, 1].copy(), e[:, 2].copy(), e[:, 0].copy(),
-            e[:, 3].copy())
+@dataclass(frozen=True)
+class _Lowered:
+    """The lowering of :func:`connsim.ops.lower` as the arrays the Monte Carlo kernels read."""
+
+    offsets: np.ndarray  # node ranges of the groups in one flat array
+    layers: tuple  # l_src, l_dst, l_a, l_b, l_k: per layer, in arch.layer_names order
+    edges: tuple  # e_kind, e_src, e_dst, e_layer, e_off: sorted by destination
+
+    @classmethod
+    def of(cls, arch: Architecture) -> _Lowered:
+        topo = lower(arch)
+        offsets = np.zeros(len(topo.sizes) + 1, dtype=np.int64)
+        np.cumsum(topo.sizes, out=offsets[1:])
+        lays = topo.layer_edges
+        layers = tuple(np.array([getattr(e, f) for e in lays], dtype=np.int64)
+                       for f in ("src", "dst", "a", "b", "k"))
+        index = {n: k for k, n in enumerate(arch.layer_names)}
+        rows = [(e.layer is None, e.src, e.dst, -1 if e.layer is None else index[e.layer], e.offset)
+                for e in topo.edges]
+        table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        return cls(offsets, layers, tuple(table[:, j].copy() for j in range(5)))
 
 
 def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.ndarray]:
@@ -180,17 +183,13 @@ def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.nda
     from .masks import check_masks
 
     canon = check_masks(arch, masks)
-    n = len(arch.layer_names)
-    arrays = _mc_arrays(arch, np.zeros(n), np.zeros(n, np.int64))  # no sampling: no densities
-    offsets, l_src, l_dst, l_nsrc, l_k = arrays[:5]
-    e_kind, e_src, e_dst, e_layer = arrays[8:]
+    low = _Lowered.of(arch)
     pos = [np.flatnonzero(canon[n]).astype(np.int64) for n in arch.layer_names]
     starts = np.concatenate([[0], np.cumsum([p.size for p in pos])]).astype(np.int64)
     flat = np.concatenate(pos) if pos else np.zeros(0, np.int64)
     eff = np.zeros(len(pos), np.int64)
     active = np.zeros(len(pos), np.int64)
-    disc = _kernels.mc_count(flat, starts, offsets, l_src, l_dst, l_nsrc, l_k, e_kind, e_src,
-                             e_dst, e_layer, eff, active)
+    disc = _kernels.mc_count(flat, starts, low.offsets, *low.layers, *low.edges, eff, active)
     return eff, bool(disc), active
 
 
@@ -269,13 +268,15 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     disc = np.zeros(samples, dtype=bool)
     if level == "channel":
         seeds = sample_seeds(samples, seq)
-        arrays = _mc_arrays(arch, q.densities, q.kept)
+        low = _Lowered.of(arch)
+        sampling = (np.asarray(q.params, np.int64), np.asarray(q.densities, np.float64),
+                    np.asarray(q.kept, np.int64))
         # chunks: the kernel cannot be interrupted, so Ctrl-C is seen between chunks; per-sample
         # seeds make the result independent of the chunking
         for s in range(0, samples, CHUNK):
             t = slice(s, min(s + CHUNK, samples))
-            _kernels.mc_channel(seeds[t], mask_model == "bernoulli", *arrays, eff[t], disc[t],
-                                active[t])
+            _kernels.mc_channel(seeds[t], mask_model == "bernoulli", low.offsets, *low.layers,
+                                *sampling, *low.edges, eff[t], disc[t], active[t])
     else:
         for s, child in enumerate(seq.spawn(samples)):
             masks = random_masks(arch, q, model=mask_model, rng=np.random.default_rng(child))

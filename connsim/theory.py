@@ -17,7 +17,14 @@ whose branches all leave one fork, the pmf is computed conditionally on the fork
 each join node independently given the count before its last layer, and branches are independent
 given the fork's set. Only joins whose branches leave different forks (e.g. a skip over several
 blocks) fall back to treating the branches as independent exchangeable subsets (hypergeometric
-union, :func:`union`); such results carry ``exact = False``. See ``docs/theory.md``.
+union, :func:`union`); such results carry ``exact = False``.
+
+Grouped convolutions and concats (:class:`Step`): a depthwise conv (each output reads one input
+channel) thins the count, ``R_l | r ~ Binomial(r, q_l)``, exactly in both directions; a concat's
+count is the sum of its inputs' (exact when they leave one fork), and backward each input's slice
+of the co-reached set is hypergeometric (exact when every consumer of the concat reads all of it).
+A general grouped conv (``1 < groups < channels``) takes the reached sources as spread evenly over
+its groups: an approximation, flagged ``exact = False``. See ``docs/theory.md``.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaln
+from scipy.stats import binom, hypergeom
 
 from .architectures import Architecture
 from .files import json_safe
+from .ops import lower
 from .quotas import Quota, quota
 
 TINY = 1e-300  # pmf entries below this contribute nothing representable
@@ -38,59 +47,82 @@ TINY = 1e-300  # pmf entries below this contribute nothing representable
 
 @dataclass(frozen=True)
 class TheoryLayer:
-    """A prunable layer of the theory graph: group edge probability from ``k`` weights each."""
+    """A prunable layer of the theory graph: group edge probability from ``k`` weights each.
+
+    ``a`` and ``b`` are the source nodes one destination reads and the destinations per group
+    (:mod:`connsim.ops`): a plain layer reads every source (``a = n_src``), a depthwise conv
+    ``a = b = 1``.
+    """
 
     name: str
     src: int
     dst: int
     k: int  # weights per group edge
     params: int
+    a: int = 1
+    b: int = 1
 
 
 @dataclass(frozen=True)
 class TheoryGraph:
-    """Channel-level groups of an architecture (node order kept) and how they connect.
+    """Channel-level groups of an architecture (node order kept) and how they connect: the
+    lowering of :func:`connsim.ops.lower`.
 
     ``sizes[g]`` is the number of channels/units of group ``g`` (a flatten keeps its channels);
-    ``identity`` lists ``(src, dst)`` pairs joined node-to-node (pooling, flatten, adds).
+    ``identity`` lists ``(src, dst, offset)`` structural edges (pooling, flatten, add, concat);
+    ``concat`` the groups that concatenate their inputs (their count is a sum, not a union).
     """
 
     names: tuple[str, ...]
     sizes: tuple[int, ...]
     layers: tuple[TheoryLayer, ...]
-    identity: tuple[tuple[int, int], ...]
+    identity: tuple[tuple[int, int, int], ...]
+    concat: frozenset = frozenset()
 
     @property
     def is_chain(self) -> bool:
         ins = [0] * len(self.sizes)
         outs = [0] * len(self.sizes)
-        for s, d in [(lay.src, lay.dst) for lay in self.layers] + list(self.identity):
+        for s, d in [(lay.src, lay.dst) for lay in self.layers] + [e[:2] for e in self.identity]:
             outs[s] += 1
             ins[d] += 1
         return all(x <= 1 for x in ins + outs)
 
     @classmethod
     def of(cls, arch: Architecture) -> TheoryGraph:
-        index = {n.name: k for k, n in enumerate(arch.nodes)}
-        sizes, layers, identity = [], [], []
-        for k, node in enumerate(arch.nodes):
-            if node.op == "flatten":
-                sizes.append(arch[node.inputs[0]].channels)
-            else:
-                sizes.append(node.channels)
-            for src in node.inputs:
-                s = index[src]
-                if node.op == "conv":
-                    layers.append(TheoryLayer(node.name, s, k, node.kernel[0] * node.kernel[1],
-                                              arch.n_params(node)))
-                elif node.op == "dense":
-                    src_node = arch.nodes[s]
-                    per = src_node.size // sizes[s] if src_node.op == "flatten" else 1
-                    layers.append(TheoryLayer(node.name, s, k, per, arch.n_params(node)))
-                else:
-                    identity.append((s, k))
-        return cls(tuple(n.name for n in arch.nodes), tuple(sizes), tuple(layers),
-                   tuple(identity))
+        topo = lower(arch)
+        layers = tuple(TheoryLayer(e.layer, e.src, e.dst, e.k, arch.n_params(e.layer), e.a, e.b)
+                       for e in topo.layer_edges)
+        identity = tuple((e.src, e.dst, e.offset) for e in topo.edges if e.layer is None)
+        concat = frozenset(k for k, n in enumerate(arch.nodes) if n.op == "concat")
+        return cls(topo.names, topo.sizes, layers, identity, concat)
+
+
+@dataclass(frozen=True)
+class Step:
+    """How a count crosses one directed edge of the propagation.
+
+    ``mode``: ``full`` (every destination may read every reached source: :func:`transition`),
+    ``thin`` (each reached source feeds ``factor`` destinations of its own: a Binomial thinning,
+    exact), ``share`` (a grouped layer: each destination reads a ``factor`` share of the sources;
+    the reached sources are taken as spread evenly over the groups, an approximation) or ``slice``
+    (backward through a concat: the co-reached nodes of one input's slice, hypergeometric, exact
+    when the concat's co-reached set is exchangeable).
+    """
+
+    mode: str
+    q: float = 1.0
+    factor: float = 1.0
+    exact: bool = True
+
+
+def _layer_step(lay: TheoryLayer, q: float, n_src: int, n_dst: int, forward: bool) -> Step:
+    a, b, n_in = (lay.a, lay.b, n_src) if forward else (lay.b, lay.a, n_dst)
+    if a == n_in:
+        return Step("full", q)
+    if a == 1:
+        return Step("thin", q, b)
+    return Step("share", q, a / n_in, exact=False)
 
 
 # ---------------------------------------------------------------------------- pmf algebra
@@ -101,14 +133,16 @@ def _log_binom_coef(n: int) -> np.ndarray:
     return gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
 
 
-def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0) -> np.ndarray:
+def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
+               share: float = 1.0) -> np.ndarray:
     """pmf of the reached count of a group of ``n_dst`` nodes, each joined to each of ``r``
     reached source nodes independently with probability ``q``, with ``r ~ pmf``.
 
     Exact: ``sum_r pmf[r] Binomial(n_dst, 1 - exp(log_miss0) (1 - q)^r)``, computed in log space;
     ``log_miss0 <= 0`` is an extra log-probability that a node is missed by other, independent
-    routes (used at residual joins). Source counts with probability below 1e-300 are skipped
-    (their contribution is not representable).
+    routes (used at residual joins). ``share < 1`` replaces ``r`` by ``share * r`` (a grouped
+    layer whose destinations read that share of the sources; an approximation). Source counts
+    with probability below 1e-300 are skipped (their contribution is not representable).
     """
     out = np.zeros(n_dst + 1)
     rows = np.flatnonzero(pmf > TINY)
@@ -116,7 +150,7 @@ def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0) ->
         return out
     lq = math.log1p(-q) if q < 1.0 else -math.inf
     with np.errstate(invalid="ignore"):  # 0 * -inf for r = 0 is replaced by 0 below
-        log_miss = np.where(rows > 0, rows * lq, 0.0) + log_miss0
+        log_miss = np.where(rows > 0, rows * share * lq, 0.0) + log_miss0
     none, every = log_miss == 0.0, np.isneginf(log_miss)
     out[0] += pmf[rows[none]].sum()
     out[n_dst] += pmf[rows[every]].sum()
@@ -160,6 +194,40 @@ def union(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     return out
 
 
+def thin(pmf: np.ndarray, n_dst: int, factor: int, q: float) -> np.ndarray:
+    """pmf of ``Binomial(factor * r, q)`` with ``r ~ pmf``, on ``0..n_dst`` (a depthwise layer:
+    each reached source feeds ``factor`` destinations of its own, each kept with probability q)."""
+    rows = np.flatnonzero(pmf > TINY)
+    out = np.zeros(n_dst + 1)
+    if rows.size:
+        out += binom.pmf(np.arange(n_dst + 1)[None, :], factor * rows[:, None], q).T @ pmf[rows]
+    return out
+
+
+def select(pmf: np.ndarray, n_dst: int) -> np.ndarray:
+    """pmf of how many of ``n_dst`` given nodes of an ``N``-node group (``N = pmf.size - 1``) lie
+    in a uniformly random subset whose size follows ``pmf`` (hypergeometric)."""
+    rows = np.flatnonzero(pmf > TINY)
+    out = np.zeros(n_dst + 1)
+    if rows.size:
+        x = np.arange(n_dst + 1)[None, :]
+        out += hypergeom.pmf(x, pmf.size - 1, n_dst, rows[:, None]).T @ pmf[rows]
+    return out
+
+
+def _apply(pmf: np.ndarray, n_dst: int, step: Step | None) -> np.ndarray:
+    """The pmf after crossing one directed edge (``None``: a node-to-node identity)."""
+    if step is None:
+        return pmf
+    if step.mode == "full":
+        return transition(pmf, n_dst, step.q)
+    if step.mode == "share":
+        return transition(pmf, n_dst, step.q, share=step.factor)
+    if step.mode == "thin":
+        return thin(pmf, n_dst, int(step.factor), step.q)
+    return select(pmf, n_dst)
+
+
 def _point(n: int, at: int) -> np.ndarray:
     p = np.zeros(n + 1)
     p[at] = 1.0
@@ -167,10 +235,19 @@ def _point(n: int, at: int) -> np.ndarray:
 
 
 def _directed_edges(graph: TheoryGraph, q: dict, forward: bool):
-    """Edges ``(src, dst, q or None)`` in the direction of propagation (None = identity)."""
-    edges = [(lay.src, lay.dst, q[lay.name]) for lay in graph.layers]
-    edges += [(s, d, None) for s, d in graph.identity]
-    return edges if forward else [(d, s, qe) for s, d, qe in edges]
+    """Edges ``(src, dst, step)`` in the direction of propagation (``step`` None = identity)."""
+    sizes = graph.sizes
+    edges = [(lay.src, lay.dst, _layer_step(lay, q[lay.name], sizes[lay.src], sizes[lay.dst],
+                                            forward)) for lay in graph.layers]
+    if forward:
+        return edges + [(s, d, None) for s, d, _ in graph.identity]
+    # a concat's co-reached set is exchangeable when every consumer is a layer reading all of it
+    plain = {g for g in graph.concat
+             if all(st.mode == "full" for s, _, st in edges if s == g)
+             and not any(s == g for s, _, _ in graph.identity)}
+    edges = [(d, s, st) for s, d, st in edges]
+    return edges + [(d, s, None if sizes[s] == sizes[d] else Step("slice", exact=d in plain))
+                    for s, d, _ in graph.identity]
 
 
 def _branches(join, ins, outs, start):
@@ -198,22 +275,22 @@ def _join(pmf_fork: np.ndarray, n_join: int, paths, sizes) -> np.ndarray:
 
     Given the fork's reached count ``r``: a branch without layers delivers the fork's own set
     (``r`` nodes); a branch with layers reaches each join node independently with probability
-    ``1 - (1 - q_last)^c``, ``c`` the reached count at the source of its last layer, whose law given
-    ``r`` follows from the branch's earlier layers. Branches use disjoint weights, so given the
-    fork's set they are independent, and a join node outside the fixed set is missed with
-    probability ``prod_b (1 - q_b)^(c_b)``. Sums over the joint counts of all multi-layer branches
-    but one; the last enters through :func:`transition`.
+    ``1 - (1 - q_last)^c``, ``c`` the reached count at the source of its last layer (a layer that
+    reads all its sources), whose law given ``r`` follows from the branch's earlier steps. Branches
+    use disjoint weights, so given the fork's set they are independent, and a join node outside
+    the fixed set is missed with probability ``prod_b (1 - q_b)^(c_b)``. Sums over the joint counts
+    of all multi-layer branches but one; the last enters through :func:`transition`.
     """
     fixed = False
     direct, nested = [], []  # last-layer q of branches whose last layer reads the fork; others
     for path in paths:
-        layers = [k for k, (_, _, qe) in enumerate(path) if qe is not None]
+        layers = [k for k, (_, _, st) in enumerate(path) if st is not None]
         if not layers:
             fixed = True
         elif len(layers) == 1:
-            direct.append(path[layers[0]][2])
+            direct.append(path[layers[0]][2].q)
         else:
-            nested.append((path[:layers[-1]], path[layers[-1]][2]))
+            nested.append((path[:layers[-1]], path[layers[-1]][2].q))
 
     def log1m(qq):
         return math.log1p(-qq) if qq < 1 else -math.inf
@@ -222,12 +299,7 @@ def _join(pmf_fork: np.ndarray, n_join: int, paths, sizes) -> np.ndarray:
     for r in np.flatnonzero(pmf_fork > 1e-17 * pmf_fork.max()):
         base = r if fixed else 0
         log_miss0 = sum(r * log1m(qd) if r else 0.0 for qd in direct)
-        counts = []  # law of c for each multi-layer branch, given r
-        for inner, _ in nested:
-            pmf_c = _point(sizes[inner[0][0]], r)
-            for _, dst, qe in inner:
-                pmf_c = pmf_c if qe is None else transition(pmf_c, sizes[dst], qe)
-            counts.append(pmf_c)
+        counts = [_along(inner, r, sizes) for inner, _ in nested]  # law of c given r
         if not nested:
             counts, qs = [_point(0, 0)], [0.0]
         else:
@@ -241,38 +313,72 @@ def _join(pmf_fork: np.ndarray, n_join: int, paths, sizes) -> np.ndarray:
     return out
 
 
+def _along(path, r: int, sizes) -> np.ndarray:
+    """pmf of the count at the end of ``path`` (a list of directed edges) given ``r`` at its start."""
+    pmf = _point(sizes[path[0][0]], r)
+    for _, dst, st in path:
+        pmf = _apply(pmf, sizes[dst], st)
+    return pmf
+
+
+def _concat(pmf_fork: np.ndarray, n: int, paths, sizes) -> np.ndarray:
+    """Exact pmf of the reached count of a concat whose branches all leave one fork: given the
+    fork's count the branches are independent, and the concat's count is the sum of theirs."""
+    out = np.zeros(n + 1)
+    for r in np.flatnonzero(pmf_fork > TINY):
+        total = _point(0, 0)
+        for path in paths:
+            total = np.convolve(total, _along(path, r, sizes))
+        out += pmf_fork[r] * total
+    return out
+
+
+def _exact_join(paths) -> bool:
+    """Whether :func:`_join` is exact for these branches: only layer steps that depend on counts
+    alone, and every branch with layers ends in a layer that reads all its sources."""
+    steps = [st for path in paths for _, _, st in path if st is not None]
+    lasts = [next(st for _, _, st in reversed(p) if st is not None) for p in paths
+             if any(st is not None for _, _, st in p)]
+    return (all(st.mode in ("full", "thin") for st in steps)
+            and all(st.mode == "full" for st in lasts))
+
+
 def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> tuple[list[np.ndarray], bool]:
     """Per group, the pmf of the number of forward-reachable (or co-reachable) nodes, and whether
-    every join could be treated exactly."""
+    every step and join could be treated exactly."""
     g = len(graph.sizes)
     ins: list[list] = [[] for _ in range(g)]
     outs: list[list] = [[] for _ in range(g)]
-    for e in _directed_edges(graph, q, forward):
+    edges = _directed_edges(graph, q, forward)
+    for e in edges:
         ins[e[1]].append(e)
         outs[e[0]].append(e)
     pmf: list[np.ndarray | None] = [None] * g
     start = 0 if forward else g - 1
     pmf[start] = _point(graph.sizes[start], graph.sizes[start])
-    exact = True
+    exact = all(st is None or st.exact for _, _, st in edges)
     for node in (range(1, g) if forward else range(g - 2, -1, -1)):
         n = graph.sizes[node]
         if not ins[node]:  # nothing feeds it: no node is reached
             pmf[node] = _point(n, 0)
             continue
         if len(ins[node]) == 1:
-            src, _, qe = ins[node][0]
-            pmf[node] = pmf[src] if qe is None else transition(pmf[src], n, qe)
+            src, _, st = ins[node][0]
+            pmf[node] = _apply(pmf[src], n, st)
             continue
         found = _branches(node, ins, outs, start)
-        if found is not None:
+        summed = forward and node in graph.concat
+        if found is not None and (summed or _exact_join(found[1])):
             fork, paths = found
-            joined = _join(pmf[fork], n, paths, graph.sizes)
-        else:  # branches from different forks: independent branches (documented approximation)
-            exact = False
-            parts = [pmf[s] if qe is None else transition(pmf[s], n, qe) for s, _, qe in ins[node]]
-            joined = parts[0]
-            for extra in parts[1:]:
-                joined = union(joined, extra)
+            pmf[node] = (_concat if summed else _join)(pmf[fork], n, paths, graph.sizes)
+            continue
+        # branches from different forks, or steps the join cannot condition on: independent
+        # branches (documented approximation)
+        exact = False
+        parts = [_apply(pmf[s], graph.sizes[s] if summed else n, st) for s, _, st in ins[node]]
+        joined = parts[0]
+        for extra in parts[1:]:
+            joined = np.convolve(joined, extra) if summed else union(joined, extra)
         pmf[node] = joined
     return pmf, exact
 
@@ -300,7 +406,7 @@ class Prediction:
     p_connected: float  # summed from the pmf's nonzero part: accurate also when P(disc) ~ 1
     exact: bool
     layer_groups: tuple[int, ...]  # output group of each layer
-    expected_paths: float  # prod n_l * prod q_l on chains (about 1 near collapse); nan for DAGs
+    expected_paths: float  # n_0 prod b_l q_l on chains (about 1 near collapse); nan for DAGs
 
     @property
     def direct_density(self) -> float:
@@ -416,7 +522,7 @@ def predict(arch: Architecture, densities) -> Prediction:
     eff = {lay.name: lay.params * by_name[lay.name] * mean[lay.src] * cmean[lay.dst]
            for lay in graph.layers}
     exact = fwd_exact and bwd_exact
-    paths = (float(np.prod(sizes[[0] + [lay.dst for lay in graph.layers]])
+    paths = (float(sizes[0] * np.prod([float(lay.b) for lay in graph.layers])
                    * np.prod(list(q.values()))) if graph.is_chain else math.nan)
     return Prediction(
         arch=arch.name, names=names, params=params, densities=d,

@@ -69,11 +69,14 @@ def test_build_graph_channel_level_blocks():
     arch = get_arch("lenet-5")
     masks = random_masks(arch, 0.3, 0)
     g = build_graph(arch, masks)
-    assert g.sizes == (3, 6, 6, 16, 16, 400, 120, 84, 10)
+    # the flatten keeps the 16 channels; fc1 joins channel c to unit o iff any of its 25 weights is kept
+    assert g.sizes == (3, 6, 6, 16, 16, 16, 120, 84, 10)
     conv2 = next(b for b in g.blocks if b.layer == "conv2")
     np.testing.assert_array_equal(conv2.adj.toarray(), masks["conv2"].any(axis=(2, 3)).T)
     flat = next(b for b in g.blocks if g.names[b.dst] == "flatten")
-    assert flat.adj.nnz == 400 and flat.adj[[3], :].toarray()[0, 75:100].all()
+    np.testing.assert_array_equal(flat.adj.toarray(), np.eye(16, dtype=bool))
+    fc1 = next(b for b in g.blocks if b.layer == "fc1")
+    np.testing.assert_array_equal(fc1.adj.toarray(), masks["fc1"].reshape(120, 16, 25).any(axis=2).T)
     res = build_graph(get_arch("resnet-20"), random_masks(get_arch("resnet-20"), 0.1, 1))
     adds = [b for b in res.blocks if res.names[b.dst].endswith(".add")]
     assert len(adds) == 18  # two inputs per block, 9 blocks

@@ -1,0 +1,74 @@
+"""The ``connsim`` command line. Every subcommand prints a readable table, or one JSON object with
+``--json``. Errors print one line on stderr and exit with status 2.
+
+Each subcommand is a module of this package with ``add_parser(sub)`` (its options and help) and
+``run(args) -> int``; the work itself is done by the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import arch, design, imp, measure, predict, prune, quotas, train
+from ._common import Parser, Progress
+
+__all__ = ["Progress", "build_parser", "main"]
+
+COMMANDS = (arch, measure, quotas, prune, predict, design, train, imp)  # in the order of --help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="connsim",
+        description=(
+            "How sparse is a pruned network really? connsim counts the effective weights (those on "
+            "some input-to-output path) next to the direct (nonzero) ones, at channel level or "
+            "exactly at position level."
+        ),
+        epilog="Run 'connsim COMMAND --help' for each command. Docs: docs/ in the repository.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"connsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub).set_defaults(func=command.run)
+    return parser
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe (``connsim ... | head``), send further output nowhere, so that the
+    interpreter's final flush does not raise again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line usage error
+        return e.code
+    try:
+        if args.command is None:
+            parser.print_help()
+            return 0
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # end the progress line; Ctrl-C needs no explanation
+        return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except MemoryError as e:
+        detail = str(e) or "the request is too large for this machine's memory"
+        print(f"connsim {args.command}: error: {detail}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, ImportError, KeyError, FloatingPointError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"connsim {args.command}: error: {msg}".replace("\n", " | "), file=sys.stderr)
+        return 2

@@ -89,6 +89,7 @@ class Progress:
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self._last = self._clock()
+        self._drawn = False  # a bar is on the terminal line
 
     def set(self, done: int, total: int | None = None, note: str = "") -> None:
         self.done, self.total = done, max(1, total or self.total, done)
@@ -98,6 +99,7 @@ class Progress:
             fill = int(30 * self.done / self.total)
             print(f"\r{self.label} [{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} "
                   f"{note:<24}", end="", file=sys.stderr, flush=True)
+            self._drawn = True
         elif self._clock() - self._last >= PROGRESS_EVERY:
             self._last = self._clock()
             print(f"{self.label}: {self.done}/{self.total} {note}".rstrip(), file=sys.stderr,
@@ -109,7 +111,7 @@ class Progress:
             self.close()
 
     def close(self) -> None:
-        if self.enabled and self.tty:
+        if self.enabled and self._drawn:
             print(file=sys.stderr)
         self.enabled = False
 

@@ -216,6 +216,10 @@ class ArchBuilder:
         """The most recently added node."""
         return self._nodes[-1]
 
+    def __getitem__(self, name: str) -> Node:
+        """The node called ``name`` added so far."""
+        return self._src(name)
+
     def _new_name(self, op: str, name: str | None) -> str:
         if name is None:
             self._counts[op] = self._counts.get(op, 0) + 1

@@ -36,7 +36,7 @@ from .granularity import group_shape, group_sizes, to_groups
 from .orders import top_k
 from .trainer.backend import get_backend, to_numpy
 from .trainer.data import Dataset, batches
-from .trainer.layers import Conv2d, Dense, Pool2d, cross_entropy
+from .trainer.layers import cross_entropy, make_layer
 from .trainer.network import Network
 
 METHODS = ("random", "magnitude", "lamp", "snip", "iterative-snip", "grasp", "synflow")
@@ -59,9 +59,7 @@ class ScoreContext:
         net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend)
         if self.state:
             net.load_state_dict(self.state)
-        for name, layer_w in self.weights.items():
-            net.ops[name][0].params["weight"] = net.xp.asarray(np.asarray(layer_w, dtype=dtype))
-        net.apply_masks()
+        net.set_weights(self.weights)
         return net
 
     def batches(self):
@@ -86,8 +84,8 @@ def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:
     for x, y in ctx.batches():
         _, g = cross_entropy(xp, net.forward(x, train=True), xp.asarray(y))
         net.backward(g)
-        for n in total:
-            total[n] = total[n] + net.ops[n][0].grads["weight"]
+        for n, g in net.weight_gradients().items():
+            total[n] = total[n] + g
     return {n: to_numpy(v).astype(np.float64) for n, v in total.items()}
 
 
@@ -158,15 +156,13 @@ def _rescale(a):
     return (a / m, math.log(m)) if m > 0 else (a, -math.inf)
 
 
-def _combine(parts):
-    """Sum of arrays given with log scales: returns (array, log scale)."""
-    parts = [(a, s) for a, s in parts if math.isfinite(s)]
-    if not parts:
-        return None, -math.inf
-    top = max(s for _, s in parts)
-    total = sum(a * math.exp(s - top) for a, s in parts)
-    a, s = _rescale(total)
-    return a, top + s
+def _common(parts):
+    """Arrays given with log scales, brought to their largest finite scale: (arrays, scale)."""
+    finite = [sc for _, sc in parts if math.isfinite(sc)]
+    if not finite:
+        return [a * 0 for a, _ in parts], -math.inf
+    top = max(finite)
+    return [a * math.exp(sc - top) if math.isfinite(sc) else a * 0 for a, sc in parts], top
 
 
 def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | None = None, *,
@@ -178,51 +174,37 @@ def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | No
     returned on the host.
     """
     xp = get_backend(backend)
-    ops, act, scale = {}, {}, {}
-    act[arch.nodes[0].name] = xp.ones((1, *arch.input_shape), dtype="float64")
-    scale[arch.nodes[0].name] = 0.0
+    ops, act = {}, {}
+    act[arch.nodes[0].name] = (xp.ones((1, *arch.input_shape), dtype="float64"), 0.0)
     for node in arch.nodes[1:]:
-        src = node.inputs[0]
-        if node.op in ("dense", "conv"):
+        w = m = None
+        if node.prunable:
             w = xp.asarray(np.abs(np.asarray(weights[node.name], np.float64)))
             m = None if masks is None else xp.asarray(np.asarray(masks[node.name], np.float64))
-            op = Dense(xp, w, None, m) if node.op == "dense" else Conv2d(xp, w, None, m,
-                                                                          node.stride, node.padding)
-            ops[node.name] = op
-            a, s = _rescale(op.forward(act[src]))
-            act[node.name], scale[node.name] = a, s + scale[src]
-        elif node.op == "pool":
-            ops[node.name] = Pool2d(xp, "avg", node.kernel, node.stride)
-            act[node.name], scale[node.name] = ops[node.name].forward(act[src]), scale[src]
-        elif node.op == "flatten":
-            act[node.name], scale[node.name] = act[src].reshape(1, -1), scale[src]
-        else:
-            a, s = _combine([(act[x], scale[x]) for x in node.inputs])
-            act[node.name], scale[node.name] = (a if a is not None else act[src] * 0), s
-    grads = {arch.output.name: [(xp.ones_like(act[arch.output.name]), 0.0)]}
+        op = ops[node.name] = make_layer(xp, node, w, None, m, linear=True)
+        xs, sc = _common([act[x] for x in node.inputs])
+        a, s = _rescale(op.forward(xs if op.multi else xs[0]))
+        act[node.name] = (a, s + sc)
+    grads = {arch.output.name: [(xp.ones_like(act[arch.output.name][0]), 0.0)]}
     out = {}
     for node in reversed(arch.nodes[1:]):
-        g, gs = _combine(grads.pop(node.name, []))
-        src = node.inputs[0]
-        if g is None:
+        parts = grads.pop(node.name, [])
+        if not parts or not any(math.isfinite(sc) for _, sc in parts):
             if node.prunable:
                 out[node.name] = np.full(arch.weight_shape(node), -np.inf)
             continue
-        if node.op in ("dense", "conv", "pool"):
-            gin = ops[node.name].backward(g)
-            if node.prunable:
-                w = np.abs(np.asarray(weights[node.name], np.float64))
-                with np.errstate(divide="ignore"):
-                    out[node.name] = (np.log(w * to_numpy(ops[node.name].grads["weight"]))
-                                      + gs + scale[src])
-            targets = [(src, gin)]
-        elif node.op == "flatten":
-            targets = [(src, g.reshape(act[src].shape))]
-        else:
-            targets = [(x, g) for x in node.inputs]
-        for x, gx in targets:
-            a, s = _rescale(gx)
-            grads.setdefault(x, []).append((a, s + gs))
+        gs, sc = _common(parts)
+        g, s = _rescale(sum(gs))
+        op = ops[node.name]
+        gin = op.backward(g)
+        if node.prunable:
+            wabs = np.abs(np.asarray(weights[node.name], np.float64))
+            with np.errstate(divide="ignore"):
+                out[node.name] = (np.log(wabs * to_numpy(op.grads["weight"])) + s + sc
+                                  + act[node.inputs[0]][1])
+        for x, gx in zip(node.inputs, gin if op.multi else [gin], strict=True):
+            a, sx = _rescale(gx)
+            grads.setdefault(x, []).append((a, sx + s + sc))
     return out
 
 

@@ -35,7 +35,11 @@ _DEFAULTS = {
     "resnet-20": ((3, 32, 32), 10),
     "resnet-32": ((3, 32, 32), 10),
     "resnet-56": ((3, 32, 32), 10),
+    "mobilenet-v2": ((3, 32, 32), 10),
 }
+# MobileNetV2 stages (expansion, out channels, blocks, first stride), CIFAR variant
+_MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                 (6, 160, 3, 2), (6, 320, 1, 1)]
 
 ZOO = tuple(_DEFAULTS) + ("mlp:W0-W1-...-WL",)
 
@@ -140,6 +144,36 @@ def resnet(depth: int, input_shape=None, classes=None) -> Architecture:
     return b.build()
 
 
+def _inverted_residual(b: ArchBuilder, prefix: str, expansion: int, out: int, stride: int) -> None:
+    x = b.last
+    hidden = expansion * x.channels
+    b.conv(hidden, 1, name=f"{prefix}.expand", batchnorm=True, relu=True)
+    b.conv(hidden, 3, stride=stride, padding=1, groups=hidden, name=f"{prefix}.depthwise",
+           batchnorm=True, relu=True)
+    b.conv(out, 1, name=f"{prefix}.project", batchnorm=True)
+    if stride == 1:
+        short = x.name if x.channels == out else b.conv(
+            out, 1, src=x.name, name=f"{prefix}.shortcut", batchnorm=True)
+        b.add([f"{prefix}.project", short], name=f"{prefix}.add")
+
+
+def mobilenet_v2(input_shape=(3, 32, 32), classes=10) -> Architecture:
+    """MobileNetV2 for CIFAR (Sandler et al. 2018): stride-1 3x3 stem with 32 channels, inverted
+    residual blocks (1x1 expansion, depthwise 3x3, linear 1x1 projection; a residual add whenever
+    the stride is 1, through a 1x1 conv where the width changes), a 1x1 conv to 1280 channels,
+    global average pooling and the classifier. ReLU stands for ReLU6."""
+    b = ArchBuilder("mobilenet-v2", input_shape)
+    b.conv(32, 3, padding=1, name="conv1", batchnorm=True, relu=True)
+    for k, (expansion, out, blocks, stride) in enumerate(_MOBILENET_V2):
+        for j in range(blocks):
+            _inverted_residual(b, f"block{k + 1}.{j}", expansion, out, stride if j == 0 else 1)
+    b.conv(1280, 1, name="conv2", batchnorm=True, relu=True)
+    b.global_pool(name="gap")
+    b.flatten(name="flatten")
+    b.dense(classes, name="fc")
+    return b.build()
+
+
 def get_arch(name: str, input_shape=None, classes: int | None = None) -> Architecture:
     """Return a zoo architecture by name, or read a spec file when ``name`` is a path.
 
@@ -147,7 +181,7 @@ def get_arch(name: str, input_shape=None, classes: int | None = None) -> Archite
     ----------
     name : str
         One of ``lenet-300-100, lenet-5, vgg-11, vgg-13, vgg-16, vgg-19, resnet-18, resnet-20,
-        resnet-32, resnet-56``, an MLP as ``mlp:784-300-100-10``, or a path to a ``.toml`` /
+        resnet-32, resnet-56, mobilenet-v2``, an MLP as ``mlp:784-300-100-10``, or a path to a ``.toml`` /
         ``.json`` spec file (see :func:`connsim.architectures.load_arch`).
     input_shape : sequence of int, optional
         ``(C, H, W)`` or ``(n,)``; defaults to the reference setup of the architecture.
@@ -192,4 +226,6 @@ def get_arch(name: str, input_shape=None, classes: int | None = None) -> Archite
         return lenet_5(shape, classes)
     if key.startswith("vgg-"):
         return vgg(int(key[4:]), shape, classes)
+    if key == "mobilenet-v2":
+        return mobilenet_v2(shape, classes)
     return resnet(int(key[7:]), shape, classes)

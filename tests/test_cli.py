@@ -8,7 +8,7 @@ import pytest
 from connsim import get_arch
 from connsim.cli import main
 from connsim.maskio import save_masks
-from tests.conftest import random_masks
+from tests.strategies import random_masks
 
 
 def run(capsys, *argv):

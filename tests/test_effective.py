@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connsim import ArchBuilder, connectivity, effective_masks, get_arch, measure, ones_masks
-from tests.conftest import conv_archs, random_masks
 from tests.naive import synflow_effective
+from tests.strategies import conv_archs, random_masks
 
 densities = st.floats(0.05, 0.9)
 seeds = st.integers(0, 2**32 - 1)

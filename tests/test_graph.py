@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connsim import Block, LayeredGraph, build_graph, chain, effective_edges, get_arch, reachability
-from tests.conftest import layered_graphs, random_masks
 from tests.naive import dense_reachability, nx_effective_edges
+from tests.strategies import layered_graphs, random_masks
 
 
 @given(layered_graphs())

@@ -10,6 +10,7 @@ from connsim.trainer.backend import to_numpy
 from connsim.trainer.layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, cross_entropy, init_weight
 from connsim.trainer.network import Network
 from tests.conftest import TRAINER_BACKENDS
+from tests.naive import _ungrouped
 
 EPS = 1e-6
 
@@ -79,6 +80,28 @@ def test_conv_gradients(c_in, c_out, k, stride, pad, size, bias, seed):
     layer = Conv2d(np, rng.normal(size=(c_out, c_in, k, k)), rng.normal(size=c_out) if bias
                    else None, mask, (stride, stride), (pad, pad))
     check_layer(layer, rng.normal(size=(2, c_in, size, size)))
+
+
+@settings(max_examples=20)
+@given(st.sampled_from([(2, 2, 2), (4, 2, 2), (2, 4, 2), (3, 3, 3), (3, 6, 3), (4, 4, 1)]),
+       st.integers(1, 3), st.integers(1, 2), st.integers(0, 1), st.booleans(), st.integers(0, 2**31))
+def test_grouped_conv_gradients(channels, k, stride, pad, masked, seed):
+    c_in, c_out, groups = channels
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(c_out, c_in // groups, k, k))
+    m = (rng.random(w.shape) < 0.6).astype(float) if masked else None
+    layer = Conv2d(np, w, rng.normal(size=c_out), m, (stride, stride), (pad, pad), groups)
+    check_layer(layer, rng.normal(size=(2, c_in, 4, 4)))
+
+
+def test_grouped_conv_equals_a_dense_conv_with_zeros_outside_the_groups():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 6, 5, 5))
+    for groups in (1, 2, 3, 6):
+        w = rng.normal(size=(12, 6 // groups, 3, 3))
+        y = Conv2d(np, w, None, None, (2, 2), (1, 1), groups).forward(x)
+        ref = Conv2d(np, _ungrouped(w, groups), None, None, (2, 2), (1, 1)).forward(x)
+        np.testing.assert_allclose(y, ref, atol=1e-12)
 
 
 def test_conv_matches_direct_definition():
@@ -172,10 +195,26 @@ def tiny_net():
     return b.build()
 
 
+def modern_net():
+    """Depthwise and grouped convs, an inverted-residual add and a concat."""
+    b = ArchBuilder("modern", (2, 5, 5))
+    b.conv(4, 1, name="expand", batchnorm=True, relu=True)
+    b.conv(4, 3, padding=1, groups=4, name="depthwise", batchnorm=True, relu=True)
+    b.conv(2, 1, name="project")
+    b.add(["input", "project"], name="add")
+    b.conv(4, 3, padding=1, groups=2, name="grouped", src="add", relu=True)
+    b.concat(["grouped", "add"], name="cat")
+    b.global_pool(name="gap")
+    b.flatten()
+    b.dense(3, name="fc", bias=True)
+    return b.build()
+
+
 @pytest.mark.parametrize("backend", TRAINER_BACKENDS)
 @pytest.mark.parametrize("train", [True, False])
-def test_whole_network_gradient(train, backend):
-    arch = tiny_net()
+@pytest.mark.parametrize("make", [tiny_net, modern_net])
+def test_whole_network_gradient(make, train, backend):
+    arch = make()
     rng = np.random.default_rng(6)
     masks = {n.name: rng.random(arch.weight_shape(n)) < 0.8 for n in arch.layers}
     net = Network(arch, masks, rng=1, dtype="float64", backend=backend)
@@ -183,7 +222,7 @@ def test_whole_network_gradient(train, backend):
     for _, layer, key in net.parameters():  # generic values: no unit sits on a ReLU kink
         layer.params[key] = xp.asarray(rng.normal(0.3, 1.0, layer.params[key].shape))
     net.apply_masks()
-    x = rng.normal(size=(4, 2, 6, 6))
+    x = rng.normal(size=(4, *arch.input_shape))
     labels = xp.asarray(np.array([0, 1, 2, 1]))
 
     def f():
@@ -222,7 +261,7 @@ def test_init_schemes():
 
 def test_every_zoo_architecture_builds_and_runs():
     rng = np.random.default_rng(8)
-    for name in ["lenet-300-100", "lenet-5", "vgg-11", "resnet-20"]:
+    for name in ["lenet-300-100", "lenet-5", "vgg-11", "resnet-20", "mobilenet-v2"]:
         arch = get_arch(name)
         net = Network(arch, rng=0)
         x = rng.normal(size=(2, *arch.input_shape)).astype(np.float32)

@@ -20,7 +20,8 @@ from connsim.maskio import (
 )
 from connsim.masks import to_layout
 from connsim.safepickle import UnsafePickleError
-from tests.conftest import peak_memory, random_masks
+from tests.conftest import peak_memory
+from tests.strategies import random_masks
 
 
 def assert_masks_equal(a, b):

@@ -138,7 +138,7 @@ def test_monte_carlo_count_equals_connectivity(name, density):
     # Monte Carlo's count and connectivity() lower the network independently; on the same masks
     # they must agree exactly, not only statistically
     from connsim.montecarlo import count_effective
-    from tests.conftest import random_masks
+    from tests.strategies import random_masks
 
     arch = get_arch(name)
     masks = random_masks(arch, density, 11)
@@ -150,7 +150,7 @@ def test_monte_carlo_count_equals_connectivity(name, density):
 @pytest.mark.parametrize("name", ["vgg-11", "vgg-16", "vgg-19", "resnet-18", "resnet-32"])
 def test_monte_carlo_count_equals_connectivity_large(name):
     from connsim.montecarlo import count_effective
-    from tests.conftest import random_masks
+    from tests.strategies import random_masks
 
     arch = get_arch(name)
     for density in (0.01, 0.0005):

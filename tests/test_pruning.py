@@ -21,8 +21,8 @@ from connsim.scores import (
 )
 from connsim.trainer.data import make_synthetic
 from connsim.trainer.layers import cross_entropy
-from tests.conftest import conv_archs
 from tests.naive import linearised_gradients
+from tests.strategies import conv_archs
 
 
 def test_lamp_matches_its_definition():

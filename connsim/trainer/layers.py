@@ -23,6 +23,8 @@ def _slices(kh, kw, sh, sw, ho, wo):
 class Dense:
     """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``."""
 
+    multi = False  # reads one input (layers with ``multi`` read the list of a node's inputs)
+
     def __init__(self, xp, weight, bias=None, mask=None):
         self.xp = xp
         self.params = {"weight": weight}
@@ -51,20 +53,28 @@ class Dense:
 
 
 class Conv2d:
-    """2-D convolution with stride and zero padding; weight ``(out, in, kh, kw)``."""
+    """2-D convolution with stride, zero padding and ``groups``; weight ``(out, in/groups, kh, kw)``.
 
-    def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0)):
+    Output channel ``o`` reads the ``in/groups`` input channels of its group ``o // (out/groups)``;
+    ``groups = in = out`` is a depthwise convolution. One batched matrix product per layer.
+    """
+
+    multi = False
+
+    def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0), groups=1):
         self.xp = xp
         self.params = {"weight": weight}
         if bias is not None:
             self.params["bias"] = bias
         self.mask, self.stride, self.padding = mask, tuple(stride), tuple(padding)
+        self.groups = groups
         self.grads = {}
 
-    def _w2(self):
+    def _wg(self):
+        """The masked weight as ``(groups, out/groups, in/groups*kh*kw)``."""
         w = self.params["weight"]
         w = w if self.mask is None else w * self.mask
-        return w.reshape(w.shape[0], -1)
+        return w.reshape(self.groups, w.shape[0] // self.groups, -1)
 
     def forward(self, x, train=True):
         xp = self.xp
@@ -73,11 +83,11 @@ class Conv2d:
         (sh, sw), (ph, pw) = self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-        # (kh*kw, N, C, Ho, Wo) -> (C, kh*kw, N, Ho, Wo) -> (C*kh*kw, N*Ho*Wo): W's flat order
+        # (kh*kw, N, C, Ho, Wo) -> (C, kh*kw, N, Ho, Wo) -> (groups, C/groups*kh*kw, N*Ho*Wo)
         cols = xp.stack([xpad[s] for _, s in _slices(kh, kw, sh, sw, ho, wo)])
-        self.cols = cols.transpose(2, 0, 1, 3, 4).reshape(c * kh * kw, n * ho * wo)
+        self.cols = cols.transpose(2, 0, 1, 3, 4).reshape(self.groups, -1, n * ho * wo)
         self.shape = (n, c, h, w, ho, wo)
-        y = (self._w2() @ self.cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+        y = (self._wg() @ self.cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
         if "bias" in self.params:
             y = y + self.params["bias"][None, :, None, None]
         return y
@@ -87,12 +97,12 @@ class Conv2d:
         n, c, h, w, ho, wo = self.shape
         o, _, kh, kw = self.params["weight"].shape
         (sh, sw), (ph, pw) = self.stride, self.padding
-        dy2 = dy.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
-        gw = (dy2 @ self.cols.T).reshape(self.params["weight"].shape)
+        dy2 = dy.transpose(1, 0, 2, 3).reshape(self.groups, o // self.groups, n * ho * wo)
+        gw = (dy2 @ self.cols.transpose(0, 2, 1)).reshape(self.params["weight"].shape)
         self.grads["weight"] = gw if self.mask is None else gw * self.mask
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=(0, 2, 3))
-        dcols = (self._w2().T @ dy2).reshape(c, kh * kw, n, ho, wo)
+        dcols = (self._wg().transpose(0, 2, 1) @ dy2).reshape(c, kh * kw, n, ho, wo)
         dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
         for k, s in _slices(kh, kw, sh, sw, ho, wo):
             dx[s] += dcols[:, k].transpose(1, 0, 2, 3)
@@ -101,6 +111,8 @@ class Conv2d:
 
 class Pool2d:
     """Max or average pooling (no padding). A window over the whole map is global pooling."""
+
+    multi = False
 
     def __init__(self, xp, mode, kernel, stride):
         self.xp, self.mode, self.kernel, self.stride = xp, mode, tuple(kernel), tuple(stride)
@@ -130,6 +142,61 @@ class Pool2d:
         for k, s in _slices(kh, kw, sh, sw, ho, wo):
             dx[s] += dy / (kh * kw) if self.mode == "avg" else dy * (self.arg == k)
         return dx
+
+
+class Add:
+    """Elementwise sum of its inputs (a residual join)."""
+
+    multi = True
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, xs, train=True):
+        self.n = len(xs)
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        return y
+
+    def backward(self, dy):
+        return [dy] * self.n
+
+
+class Concat:
+    """Concatenation of its inputs along the channel axis 1."""
+
+    multi = True
+
+    def __init__(self, xp):
+        self.xp, self.params, self.grads = xp, {}, {}
+
+    def forward(self, xs, train=True):
+        self.sizes = [x.shape[1] for x in xs]
+        return self.xp.concatenate(xs, axis=1)
+
+    def backward(self, dy):
+        out, start = [], 0
+        for size in self.sizes:
+            out.append(dy[:, start:start + size])
+            start += size
+        return out
+
+
+class Flatten:
+    """``(N, C, H, W) -> (N, C*H*W)`` in PyTorch order."""
+
+    multi = True
+
+    def __init__(self):
+        self.params, self.grads = {}, {}
+
+    def forward(self, xs, train=True):
+        self.shape = xs[0].shape
+        return xs[0].reshape(self.shape[0], -1)
+
+    def backward(self, dy):
+        return [dy.reshape(self.shape)]
 
 
 class BatchNorm:
@@ -202,6 +269,28 @@ def cross_entropy(xp, logits, labels):
     grad = xp.exp(logp)
     grad[rows, labels] -= 1.0
     return loss, grad / n
+
+
+def make_layer(xp, node, weight=None, bias=None, mask=None, *, linear: bool = False):
+    """The trainer's layer for an architecture node (the trainer's table of operations).
+
+    ``weight``, ``bias`` and ``mask`` are backend arrays for prunable nodes. ``linear`` builds the
+    linearised layer SynFlow scores: every pool averages.
+    """
+    op = node.op
+    if op == "dense":
+        return Dense(xp, weight, bias, mask)
+    if op == "conv":
+        return Conv2d(xp, weight, bias, mask, node.stride, node.padding, node.groups)
+    if op == "pool":
+        return Pool2d(xp, "avg" if linear else node.mode, node.kernel, node.stride)
+    if op == "add":
+        return Add()
+    if op == "concat":
+        return Concat(xp)
+    if op == "flatten":
+        return Flatten()
+    raise ValueError(f"the trainer has no layer for operation {op!r}")
 
 
 INITS = ("kaiming", "xavier", "fan-avg")

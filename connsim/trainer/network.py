@@ -1,9 +1,12 @@
 """A trainable network built from an :class:`~connsim.architectures.Architecture`.
 
-The architecture that drives the graph and the theory also drives the model: each dense/conv node
-becomes a layer (followed by BatchNorm and ReLU when the node says so), pooling, flatten and
-residual adds become their operations. Masks multiply the prunable weights; after every optimiser
-step :meth:`Network.apply_masks` sets pruned weights back to exactly zero.
+The architecture that drives the graph and the theory also drives the model: every node becomes
+the layer that :func:`connsim.trainer.layers.make_layer` (the trainer's table of operations) builds
+for it, followed by BatchNorm and ReLU when the node says so. Masks multiply the prunable weights;
+after every optimiser step :meth:`Network.apply_masks` sets pruned weights back to exactly zero.
+
+The pruning scores that need gradients use only :meth:`Network.forward`, :meth:`Network.backward`,
+:meth:`Network.set_weights` and :meth:`Network.weight_gradients` (``docs/pruning.md``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from ..architectures import Architecture
 from ..masks import check_masks
 from .backend import get_backend, to_numpy
-from .layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, init_weight
+from .layers import BatchNorm, ReLU, init_weight, make_layer
 
 
 class Network:
@@ -51,23 +54,16 @@ class Network:
         self.masks = {}
         self.ops: dict[str, list] = {}
         for node in arch.nodes[1:]:
-            ops = []
-            if node.op in ("dense", "conv"):
+            w = b = m = None
+            if node.prunable:
                 shape = arch.weight_shape(node)
                 w = xp.asarray(init_weight(shape, init, rng).astype(dtype))
                 b = xp.zeros(shape[0], dtype=dtype) if node.bias else None
-                m = None
                 if canon is not None:
-                    m = xp.asarray(canon[node.name].astype(dtype))
-                    self.masks[node.name] = m
-                if node.op == "dense":
-                    ops.append(Dense(xp, w, b, m))
-                else:
-                    ops.append(Conv2d(xp, w, b, m, node.stride, node.padding))
-                if node.batchnorm:
-                    ops.append(BatchNorm(xp, node.channels, dtype=dtype))
-            elif node.op == "pool":
-                ops.append(Pool2d(xp, node.mode, node.kernel, node.stride))
+                    m = self.masks[node.name] = xp.asarray(canon[node.name].astype(dtype))
+            ops = [make_layer(xp, node, w, b, m)]
+            if node.batchnorm:
+                ops.append(BatchNorm(xp, node.channels, dtype=dtype))
             if node.relu:
                 ops.append(ReLU())
             self.ops[node.name] = ops
@@ -122,35 +118,36 @@ class Network:
         """Host copies of the prunable weights, keyed by layer name."""
         return {n.name: to_numpy(self.ops[n.name][0].params["weight"]) for n in self.arch.layers}
 
+    def set_weights(self, weights: Mapping) -> None:
+        """Replace prunable weights (host arrays keyed by layer name), then re-apply the masks."""
+        for name, w in weights.items():
+            self.ops[name][0].params["weight"] = self.xp.asarray(np.asarray(w, dtype=self.dtype))
+        self.apply_masks()
+
+    def weight_gradients(self) -> dict:
+        """dLoss/dw of every prunable weight after :meth:`backward` (backend arrays, masked)."""
+        return {n.name: self.ops[n.name][0].grads["weight"] for n in self.arch.layers}
+
     # ------------------------------------------------------------------ passes
 
     def forward(self, x, train: bool = True):
         """Logits for a batch ``x`` of shape ``(N, *input_shape)``."""
-        xp = self.xp
-        acts = {self.arch.nodes[0].name: xp.asarray(x, dtype=self.dtype)}
+        acts = {self.arch.nodes[0].name: self.xp.asarray(x, dtype=self.dtype)}
         for node in self.arch.nodes[1:]:
-            if node.op == "add":
-                y = acts[node.inputs[0]]
-                for s in node.inputs[1:]:
-                    y = y + acts[s]
-            elif node.op == "flatten":
-                y = acts[node.inputs[0]].reshape(acts[node.inputs[0]].shape[0], -1)
-            else:
-                y = acts[node.inputs[0]]
-            for op in self.ops[node.name]:
+            ops = self.ops[node.name]
+            y = [acts[s] for s in node.inputs] if ops[0].multi else acts[node.inputs[0]]
+            for op in ops:
                 y = op.forward(y, train)
             acts[node.name] = y
-        self._shapes = {k: v.shape for k, v in acts.items()}
         return acts[self.arch.output.name]
 
     def backward(self, dlogits) -> None:
         """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits."""
         grads = {self.arch.output.name: dlogits}
         for node in reversed(self.arch.nodes[1:]):
+            ops = self.ops[node.name]
             g = grads.pop(node.name)
-            for op in reversed(self.ops[node.name]):
+            for op in reversed(ops):
                 g = op.backward(g)
-            if node.op == "flatten":
-                g = g.reshape(self._shapes[node.inputs[0]])
-            for s in node.inputs:
-                grads[s] = grads[s] + g if s in grads else g
+            for s, gs in zip(node.inputs, g if ops[0].multi else [g], strict=True):
+                grads[s] = grads[s] + gs if s in grads else gs

@@ -29,13 +29,13 @@ its groups: an approximation, flagged ``exact = False``. See ``docs/theory.md``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaln
-from scipy.stats import binom, hypergeom
 
 from .architectures import Architecture
 from .files import json_safe
@@ -198,21 +198,44 @@ def thin(pmf: np.ndarray, n_dst: int, factor: int, q: float) -> np.ndarray:
     """pmf of ``Binomial(factor * r, q)`` with ``r ~ pmf``, on ``0..n_dst`` (a depthwise layer:
     each reached source feeds ``factor`` destinations of its own, each kept with probability q)."""
     rows = np.flatnonzero(pmf > TINY)
+    table = _thinning(pmf.size - 1, factor, q)
     out = np.zeros(n_dst + 1)
-    if rows.size:
-        out += binom.pmf(np.arange(n_dst + 1)[None, :], factor * rows[:, None], q).T @ pmf[rows]
+    out[:table.shape[1]] += pmf[rows] @ table[rows]
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _thinning(n_src: int, factor: int, q: float) -> np.ndarray:
+    """``table[r, s] = P(Binomial(factor * r, q) = s)``, computed once per layer in log space."""
+    n = factor * np.arange(n_src + 1)[:, None]
+    s = np.arange(factor * n_src + 1)[None, :]
+    if q <= 0.0 or q >= 1.0:  # every destination missed, or every one hit
+        return (s == (0 * n if q <= 0.0 else n)).astype(float)
+    lf = gammaln(np.arange(factor * n_src + 1) + 1.0)  # log k!
+    ok = s <= n
+    logp = (lf[n] - lf[s] - lf[np.where(ok, n - s, 0)] + s * math.log(q)
+            + (n - s) * math.log1p(-q))
+    table = np.where(ok, np.exp(np.where(ok, logp, -np.inf)), 0.0)
+    table.flags.writeable = False
+    return table
 
 
 def select(pmf: np.ndarray, n_dst: int) -> np.ndarray:
     """pmf of how many of ``n_dst`` given nodes of an ``N``-node group (``N = pmf.size - 1``) lie
-    in a uniformly random subset whose size follows ``pmf`` (hypergeometric)."""
+    in a uniformly random subset whose size follows ``pmf`` (hypergeometric, in log space)."""
     rows = np.flatnonzero(pmf > TINY)
     out = np.zeros(n_dst + 1)
-    if rows.size:
-        x = np.arange(n_dst + 1)[None, :]
-        out += hypergeom.pmf(x, pmf.size - 1, n_dst, rows[:, None]).T @ pmf[rows]
-    return out
+    if rows.size == 0:
+        return out
+    total = pmf.size - 1
+    lf = gammaln(np.arange(total + 1) + 1.0)  # log k!
+    x = np.arange(n_dst + 1)[None, :]
+    c = rows[:, None]
+    ok = (x <= c) & (c - x <= total - n_dst)
+    xs, rest = np.where(ok, x, 0), np.where(ok, c - x, 0)
+    logp = (lf[n_dst] - lf[xs] - lf[n_dst - xs] + lf[total - n_dst] - lf[rest]
+            - lf[np.where(ok, total - n_dst - rest, 0)] - (lf[total] - lf[c] - lf[total - c]))
+    return out + np.where(ok, np.exp(np.where(ok, logp, -np.inf)), 0.0).T @ pmf[rows]
 
 
 def _apply(pmf: np.ndarray, n_dst: int, step: Step | None) -> np.ndarray:

@@ -214,3 +214,28 @@ def test_mobilenet_v2_theory_within_monte_carlo_error():
     mc = monte_carlo(arch, q, samples=4000, rng=3)
     assert p.exact
     assert abs(p.expected_effective_params - mc.mean_effective_params) < 4 * mc.stderr
+
+
+@pytest.mark.parametrize("n, factor, q", [(5, 1, 0.3), (6, 2, 0.7), (4, 3, 0.01), (7, 1, 0.0),
+                                          (7, 2, 1.0), (300, 1, 1e-9), (300, 1, 1 - 1e-6)])
+def test_thinning_equals_scipy_binomial_mixture(n, factor, q):
+    from scipy.stats import binom
+
+    from connsim.theory import thin
+
+    pmf = np.random.default_rng(n).random(n + 1)
+    pmf /= pmf.sum()
+    ref = sum(pmf[r] * binom.pmf(np.arange(factor * n + 1), factor * r, q) for r in range(n + 1))
+    np.testing.assert_allclose(thin(pmf, factor * n, factor, q), ref, atol=1e-15)
+
+
+@pytest.mark.parametrize("total, k", [(6, 2), (5, 5), (7, 1), (300, 100)])
+def test_slice_equals_scipy_hypergeometric_mixture(total, k):
+    from scipy.stats import hypergeom
+
+    from connsim.theory import select
+
+    pmf = np.random.default_rng(total).random(total + 1)
+    pmf /= pmf.sum()
+    ref = sum(pmf[c] * hypergeom.pmf(np.arange(k + 1), total, k, c) for c in range(total + 1))
+    np.testing.assert_allclose(select(pmf, k), ref, atol=1e-14)

@@ -201,3 +201,25 @@ def test_imp_resumes_from_its_folder(tmp_path, capsys):
     assert code == 0 and [r["level"] for r in first] == [0, 1, 2]
     code, o, _ = run(capsys, *argv)  # nothing left to do: the records are returned as they are
     assert json.loads(o)["levels"] == first
+
+
+def test_mobilenet_v2_end_to_end(tmp_path, capsys):
+    """arch, predict, prune, measure and train on MobileNetV2 (train at the synthetic data's
+    1x8x8 input with 4 classes, so masks are pruned for that shape)."""
+    code, out, _ = run(capsys, "arch", "mobilenet-v2", "--json")
+    assert code == 0 and json.loads(out)["total"] == 2_261_824
+    code, out, _ = run(capsys, "predict", "--arch", "mobilenet-v2", "--rule", "erk",
+                       "--compression", "100", "--samples", "50", "--json")
+    row = json.loads(out)["results"][0]
+    assert code == 0 and row["exact"] and row["effective_compression"] > 100
+    shape = ["--arch", "mobilenet-v2", "--input-shape", "1,8,8", "--classes", "4"]
+    masks = str(tmp_path / "m.npz")
+    code, out, _ = run(capsys, "prune", *shape, "--method", "random", "--compression", "20",
+                       "--out", masks, "--json")
+    assert code == 0 and json.loads(out)["direct"]["compression"] == pytest.approx(20, rel=1e-3)
+    code, out, _ = run(capsys, "measure", masks, *shape, "--level", "position", "--json")
+    assert code == 0 and json.loads(out)["effective"]["kept"] > 0
+    code, out, _ = run(capsys, "train", "--arch", "mobilenet-v2", "--dataset", "synthetic",
+                       "--masks", masks, "--iterations", "2", "--batch-size", "8", "--json")
+    obj = json.loads(out)
+    assert code == 0 and obj["direct"]["compression"] == pytest.approx(20, rel=1e-3)

@@ -202,10 +202,14 @@ def sample_distinct(n, k):
 
 @njit
 def _edge_ends(p, k, a, b):
-    """Source and destination node of the group edge of kept weight ``p`` (``connsim.ops``)."""
-    g = p // k
+    """Source and destination node of the group edge of kept weight ``p`` (``connsim.ops``);
+    ``b = 0`` marks a layer with one group (every output reads all ``a`` inputs)."""
+    g = p // k if k > 1 else p
     o = g // a
-    return (o // b) * a + g % a, o
+    i = g - o * a
+    if b == 0:
+        return i, o
+    return (o // b) * a + i, o
 
 
 @njit

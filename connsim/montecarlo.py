@@ -14,6 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
+from ._validation import (
+    check_choice,
+    check_int,
+    check_level,
+    check_quota,
+    check_rng,
+    check_samples,
+)
 from .architectures import Architecture
 from .effective import connectivity
 from .files import json_safe
@@ -157,8 +165,12 @@ class _Lowered:
         offsets = np.zeros(len(topo.sizes) + 1, dtype=np.int64)
         np.cumsum(topo.sizes, out=offsets[1:])
         lays = topo.layer_edges
-        layers = tuple(np.array([getattr(e, f) for e in lays], dtype=np.int64)
-                       for f in ("src", "dst", "a", "b", "k"))
+        # b = 0 marks a layer with one group, so the kernels skip the group arithmetic
+        one = [e.b == topo.sizes[e.dst] for e in lays]
+        layers = (*(np.array([getattr(e, f) for e in lays], dtype=np.int64)
+                    for f in ("src", "dst", "a")),
+                  np.array([0 if o else e.b for e, o in zip(lays, one, strict=True)], np.int64),
+                  np.array([e.k for e in lays], dtype=np.int64))
         index = {n: k for k, n in enumerate(arch.layer_names)}
         rows = [(e.layer is None, e.src, e.dst, -1 if e.layer is None else index[e.layer], e.offset)
                 for e in topo.edges]
@@ -194,21 +206,29 @@ def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.nda
 
 
 def _seed_sequence(rng) -> np.random.SeedSequence:
-    return rng if isinstance(rng, np.random.SeedSequence) else np.random.SeedSequence(
-        np.random.default_rng(rng).integers(0, 2**63))
+    if isinstance(rng, np.random.SeedSequence):
+        return rng
+    return np.random.SeedSequence(check_rng(rng).integers(0, 2**63))
+
+
+def _check_mask_model(mask_model) -> str:
+    return check_choice(mask_model, MC_MASK_MODELS, "mask_model",
+                        "Monte Carlo draws one mask at a time ('nested' is an order)")
 
 
 def sample_seeds(samples: int, rng=None) -> np.ndarray:
     """The per-sample seeds the channel-level :func:`monte_carlo` uses for ``rng``."""
+    samples = check_samples(samples)
     return _seed_sequence(rng).generate_state(samples, dtype=np.uint32).astype(np.int64)
 
 
 def sampled_masks(arch: Architecture, q: Quota, seed: int, mask_model="bernoulli") -> dict:
     """The masks that the channel-level Monte Carlo draws for a sample seeded ``seed`` (one of
     :func:`sample_seeds`): lets a sample be recounted by any other method."""
-    if mask_model not in MC_MASK_MODELS:
-        raise ValueError(f"mask_model must be one of {MC_MASK_MODELS}, got {mask_model!r}")
-    flat, starts = _kernels.mc_sample(int(seed), mask_model == "bernoulli",
+    _check_mask_model(mask_model)
+    check_quota(q, arch)
+    seed = check_int(seed, "seed", 0, 2**32 - 1, fix="one of the seeds sample_seeds returns")
+    flat, starts = _kernels.mc_sample(seed, mask_model == "bernoulli",
                                       np.asarray(q.params, np.int64),
                                       np.asarray(q.densities, np.float64),
                                       np.asarray(q.kept, np.int64))
@@ -248,21 +268,16 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     >>> 200 < mc.mean_effective_params < 300
     True
     """
-    if mask_model not in MC_MASK_MODELS:
-        raise ValueError(f"mask_model must be one of {MC_MASK_MODELS}, got {mask_model!r}")
-    if level not in ("channel", "position"):
-        raise ValueError(f"level must be 'channel' or 'position', got {level!r}")
-    samples = int(samples)
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if tuple(q.names) != arch.layer_names:
-        raise ValueError(f"quota is for layers {list(q.names)}, not {list(arch.layer_names)}")
+    _check_mask_model(mask_model)
+    check_level(level)
+    samples = check_samples(samples)
+    check_quota(q, arch)
+    seq = _seed_sequence(rng)
     params = q.params
     n_layers = len(params)
     once = 16 * arch.total_params if level == "position" else 0  # one sample's masks at a time
     check_memory(samples * (16 * n_layers + 1) + once,
                  f"{samples:,} Monte Carlo samples of {arch.name}", "ask for fewer samples")
-    seq = _seed_sequence(rng)
     eff = np.zeros((samples, n_layers), dtype=np.int64)
     active = np.zeros((samples, n_layers), dtype=np.int64)
     disc = np.zeros(samples, dtype=bool)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize
 from scipy.special import expit, logit
 
+from ._validation import check_choice, check_density, check_int
 from .architectures import Architecture
 from .quotas import Quota, kept_counts, quota
 from .theory import Prediction, predict
@@ -87,11 +88,9 @@ def design_quota(arch: Architecture, density: float, *, objective: str = "effect
     ...                                                   ).expected_effective_params
     True
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if not 0.0 < density < 1.0:
-        raise ValueError(f"design needs a density strictly between 0 and 1 (a compression "
-                         f"above 1), got density {density}")
+    check_choice(objective, OBJECTIVES, "objective",
+                 "'effective' for expected effective weights, 'connectivity' for P(disconnected)")
+    density = check_density(density, open=True)
     n = np.array([arch.n_params(x) for x in arch.layers], dtype=np.float64)
     target = density * n.sum()
     d0 = np.clip(quota(arch, start, density).densities, 1e-12, 1 - 1e-12)
@@ -100,7 +99,7 @@ def design_quota(arch: Architecture, density: float, *, objective: str = "effect
     def densities(z):
         return expit(z + _budget_shift(z, n, target))
 
-    budget = maxfev or 40 * len(n)
+    budget = 40 * len(n) if maxfev is None else check_int(maxfev, "maxfev", 1)
 
     def f(z):
         nonlocal evaluations

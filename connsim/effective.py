@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import LEVELS as LEVELS  # the levels, named here where they are computed
+from ._validation import check_level
 from .architectures import Architecture
 from .graph import _build_graph, reachability
 from .masks import check_masks
 from .ops import OPS, lower
-
-LEVELS = ("channel", "position")
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,7 @@ def connectivity(
     >>> c.disconnected, int(c.effective["fc1"].sum())
     (True, 0)
     """
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    check_level(level)
     masks = check_masks(arch, masks, layout=layout)
     if level == "channel":
         return _channel_level(arch, masks)

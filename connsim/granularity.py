@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_choice
 from .architectures import Architecture
 
 GRANULARITIES = ("weight", "kernel", "channel")
+AGGREGATES = ("sum", "mean", "abs-sum")  # how to_groups combines a group's values
 
 
-def _check(granularity: str) -> None:
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+def check_granularity(granularity) -> str:
+    """``granularity`` if it is one of :data:`GRANULARITIES`."""
+    return check_choice(granularity, GRANULARITIES, "granularity",
+                        "prune single weights, whole kernels or whole output channels")
 
 
 def group_shape(arch: Architecture, layer: str, granularity: str) -> tuple[int, ...]:
     """Shape of the group array of one layer."""
-    _check(granularity)
+    check_granularity(granularity)
     shape = arch.weight_shape(layer)
     if granularity == "weight":
         return shape
@@ -44,9 +47,8 @@ def _axes(shape: tuple, granularity: str) -> tuple[int, ...]:
 def to_groups(arch: Architecture, values: dict, granularity: str, how: str = "sum") -> dict:
     """Aggregate weight-shaped ``values`` over groups: ``sum``, ``mean`` or ``abs-sum``
     (``|sum|``, SNIP's group score)."""
-    _check(granularity)
-    if how not in ("sum", "mean", "abs-sum"):
-        raise ValueError(f"how must be 'sum', 'mean' or 'abs-sum', got {how!r}")
+    check_granularity(granularity)
+    check_choice(how, AGGREGATES, "how")
     out = {}
     for name in arch.layer_names:
         v = np.asarray(values[name], dtype=np.float64)
@@ -61,7 +63,7 @@ def to_groups(arch: Architecture, values: dict, granularity: str, how: str = "su
 
 def expand(arch: Architecture, group_masks: dict, granularity: str) -> dict:
     """Weight masks from group masks (every weight of a kept group is kept)."""
-    _check(granularity)
+    check_granularity(granularity)
     out = {}
     for name in arch.layer_names:
         shape = arch.weight_shape(name)
@@ -74,7 +76,7 @@ def expand(arch: Architecture, group_masks: dict, granularity: str) -> dict:
 def prunable_layers(arch: Architecture, granularity: str) -> tuple[str, ...]:
     """Layers whose groups may be pruned: all prunable layers, except the classifier at channel
     granularity (removing an output channel would remove a class)."""
-    _check(granularity)
+    check_granularity(granularity)
     if granularity == "channel":
         names = tuple(n for n in arch.layer_names if n != arch.output.name)
         if not names:

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels
+from ._validation import InvalidArgument, check_shape
 from .architectures import Architecture
 from .masks import check_masks
 from .ops import Edge, lower
@@ -46,13 +47,14 @@ def check_csr(adj, shape: tuple[int, int], where: str) -> sp.csr_array:
     """Canonical CSR: boolean data, no explicit zeros, sorted indices, int32/int64 index arrays."""
     if not sp.issparse(adj):
         adj = sp.csr_array(np.asarray(adj))
-    if adj.shape != shape:
-        raise ValueError(f"{where}: adjacency has shape {adj.shape}, expected {shape}")
+    check_shape(adj.shape, shape, f"{where}: adjacency", "rows are source nodes, columns "
+                                                         "destination nodes")
     adj = sp.csr_array(adj)
     if adj.dtype != bool:
         data = adj.data
         if data.dtype.kind == "f" and np.isnan(data).any():
-            raise ValueError(f"{where}: adjacency contains NaN")
+            raise InvalidArgument(f"{where}: adjacency", "a 0/1, boolean or weighted adjacency",
+                                  got="NaN", fix="an edge is present where the entry is nonzero")
         adj = sp.csr_array(adj != 0)
     adj.eliminate_zeros()
     adj.sum_duplicates()

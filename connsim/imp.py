@@ -30,6 +30,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from ._validation import check_choice, check_fraction, check_int
 from .architectures import Architecture
 from .files import atomic_write, clean_stale_temps, write_json
 from .maskio import load_masks, read_npz, save_masks
@@ -38,7 +39,7 @@ from .measures import measure
 from .orders import GlobalOrder, topk_masks
 from .trainer.data import Dataset
 from .trainer.network import Network
-from .trainer.train import TrainConfig, _check_int, train
+from .trainer.train import TrainConfig, train
 
 SCOPES = ("global", "layerwise")
 
@@ -48,20 +49,23 @@ def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: fl
     """Remove ``fraction`` of the surviving weights with the smallest magnitude (global ranking,
     or the same fraction of every layer)."""
     _check_fraction(fraction)
+    _check_scope(scope)
     scores = {n: np.where(masks[n], np.abs(weights[n]), -1.0) for n in arch.layer_names}
     if scope == "global":
         kept = sum(int(m.sum()) for m in masks.values())
         return GlobalOrder(arch, scores).masks(round((1 - fraction) * kept))
-    if scope == "layerwise":
-        counts = [round((1 - fraction) * int(masks[n].sum())) for n in arch.layer_names]
-        return topk_masks(arch, scores, counts)
-    raise ValueError(f"IMP scope must be 'global' or 'layerwise', got {scope!r}")
+    counts = [round((1 - fraction) * int(masks[n].sum())) for n in arch.layer_names]
+    return topk_masks(arch, scores, counts)
 
 
-def _check_fraction(fraction) -> None:
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
-            or not 0.0 < fraction < 1.0:
-        raise ValueError(f"prune fraction must lie in (0, 1), got {fraction!r}")
+def _check_fraction(fraction) -> float:
+    return check_fraction(fraction, "fraction", open=True,
+                          fix="the share of the surviving weights each level removes")
+
+
+def _check_scope(scope) -> str:
+    return check_choice(scope, SCOPES, "scope", "'global' ranks all layers together, "
+                                                "'layerwise' prunes each layer by the fraction")
 
 
 @contextlib.contextmanager
@@ -172,11 +176,10 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         ``test_accuracy``, ``epochs``, ``seconds``.
     """
     config = config or TrainConfig()
-    _check_int("levels", levels, 0)
+    check_int(levels, "levels", 0)
     _check_fraction(fraction)
-    _check_int("rewind", rewind, 0)
-    if scope not in SCOPES:
-        raise ValueError(f"IMP scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    check_int(rewind, "rewind", 0)
+    _check_scope(scope)
     config.check_data(len(data.y_train))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"run folder {out_dir!r} is an existing file; give a folder")

@@ -49,9 +49,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._validation import check_mask
 from .architectures import Architecture
 from .files import atomic_write
-from .masks import as_mask, check_masks, from_layout, to_layout
+from .masks import check_masks, from_layout, to_layout
 from .safepickle import MAX_DEPTH, UnsafePickleError, restricted_loads
 
 _TORCH_DTYPES = {
@@ -480,7 +481,7 @@ def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "tor
         with np.errstate(invalid="ignore"):  # arbitrary long-double bytes may be no number at all
             if is_mask:
                 try:
-                    out[layer] = from_layout(as_mask(a, where), layout)
+                    out[layer] = from_layout(check_mask(a, where), layout)
                 except ValueError as e:
                     raise MaskFileError(str(e)) from None
                 continue

@@ -10,14 +10,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._validation import InvalidArgument, InvalidType, check_choice, check_mask, check_shape
 from .architectures import Architecture
 
 LAYOUTS = ("torch", "keras")
 
 
 def _check_layout(layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_choice(layout, LAYOUTS, "layout", "'torch' for (out, in[, kh, kw]) arrays, 'keras' for "
+                                            "([kh, kw,] in, out)")
 
 
 def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
@@ -34,24 +35,6 @@ def to_layout(array: np.ndarray, layout: str) -> np.ndarray:
     if layout == "torch" or array.ndim not in (2, 4):
         return array
     return array.T if array.ndim == 2 else array.transpose(2, 3, 1, 0)
-
-
-def as_mask(values, where: str) -> np.ndarray:
-    """Turn one array-like into a boolean mask, refusing NaN and non-binary values."""
-    a = np.asarray(values)
-    if a.dtype == bool:
-        return a
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{where}: masks must be boolean or numeric 0/1 arrays, got dtype {a.dtype}")
-    if a.dtype.kind == "f" and np.isnan(a).any():
-        raise ValueError(f"{where}: mask contains NaN; masks must be 0/1 or boolean")
-    bad = (a != 0) & (a != 1)
-    if bad.any():
-        raise ValueError(
-            f"{where}: mask is not binary (found {a[bad].flat[0]!r}); masks must hold only 0 and 1 "
-            "(to turn weights into a mask use weights != 0)"
-        )
-    return a != 0
 
 
 def check_masks(arch: Architecture, masks: Mapping, *, layout: str = "torch") -> dict:
@@ -80,27 +63,23 @@ def check_masks(arch: Architecture, masks: Mapping, *, layout: str = "torch") ->
     """
     _check_layout(layout)
     if not isinstance(masks, Mapping):
-        raise TypeError(f"masks must be a mapping from layer name to array, got {type(masks)}")
+        raise InvalidType("masks", "a mapping from layer name to array", got=str(type(masks)))
     names = arch.layer_names
     unknown = [k for k in masks if k not in names]
     missing = [k for k in names if k not in masks]
     if unknown or missing:
-        raise ValueError(
-            f"masks do not match architecture {arch.name!r}: unknown layers {unknown}, "
-            f"missing layers {missing}; expected exactly {list(names)}"
-        )
+        raise InvalidArgument("masks", f"one array for each layer of {arch.name!r}, exactly "
+                              f"{list(names)}", got=f"unknown layers {unknown}, missing layers "
+                              f"{missing}")
     out = {}
     for name in names:
         where = f"mask of layer {name!r}"
-        m = as_mask(masks[name], where)
-        m = from_layout(m, layout)
+        m = from_layout(check_mask(masks[name], where), layout)
         expected = arch.weight_shape(name)
-        if m.shape != expected:
-            hint = " (pass layout='keras' for (in, out) / (kh, kw, in, out) arrays)" if (
-                sorted(m.shape) == sorted(expected) and layout == "torch") else ""
-            raise ValueError(
-                f"{where}: expected shape {expected} in PyTorch layout, got {m.shape}{hint}"
-            )
+        keras = sorted(m.shape) == sorted(expected) and layout == "torch"
+        check_shape(m.shape, expected, where, "masks are compared in PyTorch layout"
+                    + ("; pass layout='keras' for (in, out) / (kh, kw, in, out) arrays" if keras
+                       else ""))
         out[name] = np.ascontiguousarray(m)
     return out
 

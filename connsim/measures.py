@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_compression, check_density, check_fraction
 from .architectures import Architecture
 from .effective import Connectivity, connectivity
 
@@ -32,18 +33,12 @@ def resolve_density(density=None, sparsity=None, compression=None) -> float:
             "give exactly one of density, sparsity or compression "
             f"(got {sorted(given) if given else 'none'})"
         )
-    (kind, value), = given.items()
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{kind} must be a finite number, got {value}"
-                         + (" (for nothing kept, give density 0)" if kind == "compression" else ""))
-    if kind == "compression":
-        if value < 1:
-            raise ValueError(f"compression must be >= 1 (1 = dense), got {value}")
-        return 1.0 / value
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{kind} must lie in [0, 1], got {value}")
-    return value if kind == "density" else 1.0 - value
+    if density is not None:
+        return check_density(density)
+    if sparsity is not None:
+        return 1.0 - check_fraction(sparsity, "sparsity", fix="a sparsity is the fraction of "
+                                                              "weights removed")
+    return 1.0 / check_compression(compression)
 
 
 def compression_of(density: float) -> float:

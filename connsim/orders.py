@@ -20,9 +20,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._validation import InvalidArgument, check_int, check_shape
 from .architectures import Architecture
 from .granularity import expand, group_shape, prunable_layers
-from .quotas import InfeasibleQuota, feasible_densities, kept_counts, quota, restrict
+from .quotas import InfeasibleQuota, check_rule, feasible_densities, kept_counts, quota, restrict
 
 
 def keep_ranks(scores: np.ndarray) -> np.ndarray:
@@ -35,7 +36,8 @@ def keep_ranks(scores: np.ndarray) -> np.ndarray:
     """
     flat = np.asarray(scores, dtype=np.float64).reshape(-1)
     if np.isnan(flat).any():
-        raise ValueError("scores contain NaN; every weight needs a comparable score")
+        raise InvalidArgument("scores", "comparable numbers", got="NaN",
+                              fix="every weight needs a score that can be ranked")
     order = np.argsort(-flat, kind="stable")
     ranks = np.empty(flat.size, dtype=np.int64)
     ranks[order] = np.arange(flat.size)
@@ -66,15 +68,13 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
 def _check_scores(arch: Architecture, scores: Mapping, granularity: str = "weight") -> dict:
     names = arch.layer_names
     if set(scores) != set(names):
-        raise ValueError(f"scores need exactly the layers {list(names)}, got {list(scores)}")
+        raise InvalidArgument("scores", f"one array for each layer, exactly {list(names)}",
+                              got=f"layers {list(scores)}")
     out = {}
     for n in names:
-        s = np.asarray(scores[n])
-        expected = group_shape(arch, n, granularity)
-        if s.shape != expected:
-            raise ValueError(f"scores of layer {n!r} have shape {s.shape}, expected {expected} "
-                             f"({granularity} granularity)")
-        out[n] = s
+        out[n] = np.asarray(scores[n])
+        check_shape(out[n].shape, group_shape(arch, n, granularity), f"scores of layer {n!r}",
+                    f"one score per group at {granularity} granularity")
     return out
 
 
@@ -142,7 +142,7 @@ class LayerwiseOrder:
     def __init__(self, arch: Architecture, scores: Mapping, rule="uniform", *, ranks: bool = False,
                  granularity: str = "weight"):
         scores = _check_scores(arch, scores, granularity)
-        self.arch, self.rule, self.granularity = arch, rule, granularity
+        self.arch, self.rule, self.granularity = arch, check_rule(rule), granularity
         self.layers = prunable_layers(arch, granularity)
         self._view = restrict(arch, self.layers)
         self.params = np.array([scores[n].size for n in self.layers], dtype=np.int64)
@@ -201,10 +201,7 @@ class LayerwiseOrder:
 
 
 def _check_kept(kept, total: int) -> int:
-    kept = int(kept)
-    if not 0 <= kept <= total:
-        raise ValueError(f"kept must lie in [0, {total}], got {kept}")
-    return kept
+    return check_int(kept, "kept", 0, total, fix=f"the order ranks {total} groups")
 
 
 def topk_masks(arch: Architecture, scores: Mapping, counts, granularity: str = "weight") -> dict:

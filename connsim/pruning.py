@@ -20,21 +20,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import check_choice, check_density, check_int, check_level, check_rng
 from .architectures import Architecture
-from .granularity import GRANULARITIES, prunable_layers
+from .granularity import check_granularity, prunable_layers
 from .masks import check_masks
 from .measures import Measurement, measure
 from .orders import GlobalOrder, LayerwiseOrder
-from .quotas import quota, scaled_rule
+from .quotas import IMPLIED_RULES, check_rule, quota, scaled_rule
 from .sampling import MASK_MODELS, random_masks
-from .scores import METHODS, ScoreContext, method_scores
+from .scores import ScoreContext, check_method, method_scores
 from .targeting import target_effective
 from .trainer.data import Dataset
 from .trainer.network import Network
 
 SCOPES = ("global", "layerwise", "layer-matched")
 TARGETS = ("direct", "effective")
-IMPLIED_RULES = ("induced", "custom")  # quota rules whose per-layer densities imply the density
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ def prune(arch: Architecture, method: str, density: float | None, *, granularity
     ----------
     arch : Architecture
     method : str
-        One of ``random, magnitude, lamp, snip, iterative-snip, grasp, synflow``.
+        One of ``random, magnitude, lamp, snip, grasp, iterative-snip, synflow`` or a name given
+        to :func:`connsim.scores.register_score`.
     density : float or None
         Fraction of groups to keep (``target='direct'``) or the effective density to reach
         (``target='effective'``). ``None`` only with a rule ``induced`` or ``custom`` on the
@@ -86,7 +87,8 @@ def prune(arch: Architecture, method: str, density: float | None, *, granularity
     scope : {'global', 'layerwise', 'layer-matched'}, optional
         Default: ``layerwise`` for ``random``, ``global`` for every score method.
     rule : str or callable
-        Quota rule for ``scope='layerwise'`` (see :func:`connsim.quota`).
+        Quota rule for ``scope='layerwise'`` (see :func:`connsim.quota`;
+        :func:`connsim.quotas.register_rule` names new ones).
     rule_kw : mapping, optional
         Keyword arguments of :func:`connsim.quota` for ``rule``: ``masks`` for ``induced``,
         ``densities`` for ``custom``.
@@ -129,16 +131,17 @@ def prune(arch: Architecture, method: str, density: float | None, *, granularity
     >>> res.scope, [int(m.sum()) for m in res.masks.values()]
     ('layerwise', [1087, 1053, 522])
     """
+    check_method(method)
     if scope is None:
         scope = "layerwise" if method == "random" else "global"
-    for value, valid, what in ((method, METHODS, "method"), (granularity, GRANULARITIES,
-                                                               "granularity"),
-                               (scope, SCOPES, "scope"), (target, TARGETS, "target")):
-        if value not in valid:
-            raise ValueError(f"{what} must be one of {', '.join(valid)}, got {value!r}")
-    if mask_model is not None and mask_model not in MASK_MODELS:
-        raise ValueError(f"mask_model must be one of {', '.join(MASK_MODELS)} (or None for exact), "
-                         f"got {mask_model!r}")
+    check_granularity(granularity)
+    check_choice(scope, SCOPES, "scope", "'layerwise' splits the budget by a quota rule")
+    check_choice(target, TARGETS, "target", "'effective' prunes until the effective density is "
+                                            "reached")
+    check_level(level)
+    check_rule(rule)
+    if mask_model is not None:
+        check_choice(mask_model, MASK_MODELS, "mask_model", "or None for exact per-layer counts")
     sampled = (method, scope, target, granularity) == ("random", "layerwise", "direct", "weight")
     if not sampled and mask_model is not None:
         raise ValueError("mask_model applies to method 'random' with scope 'layerwise', target "
@@ -150,9 +153,11 @@ def prune(arch: Architecture, method: str, density: float | None, *, granularity
                          "reference_masks copies another mask's per-layer densities")
     if density is None and rule not in IMPLIED_RULES:
         raise ValueError("a density is needed (only the rules induced/custom imply it)")
-    if density is not None and not 0.0 <= density <= 1.0:
-        raise ValueError(f"density must lie in [0, 1], got {density}")
-    rng = np.random.default_rng(rng)
+    if density is not None:
+        density = check_density(density)
+    if rounds is not None:
+        check_int(rounds, "rounds", 1, fix="the rounds of an iterative method")
+    rng = check_rng(rng)
     if sampled:
         q = quota(arch, rule, density, **(rule_kw or {}))
         masks = random_masks(arch, q, model=mask_model or "exact", rng=rng)

@@ -14,6 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validation import (
+    InvalidArgument,
+    Names,
+    Registry,
+    check_choice,
+    check_densities,
+    check_density,
+    check_int,
+)
 from .architectures import Architecture
 
 
@@ -50,16 +59,9 @@ def _params(arch: Architecture) -> np.ndarray:
     return np.array([arch.n_params(n) for n in arch.layers], dtype=np.float64)
 
 
-def _check_density(density: float) -> float:
-    density = float(density)
-    if not 0.0 <= density <= 1.0 or math.isnan(density):
-        raise ValueError(f"density must lie in [0, 1], got {density}")
-    return density
-
-
 def uniform(arch: Architecture, density: float) -> np.ndarray:
     """d_l = D for every layer."""
-    return np.full(len(arch.layers), _check_density(density))
+    return np.full(len(arch.layers), check_density(density))
 
 
 def uniform_plus(arch: Architecture, density: float) -> np.ndarray:
@@ -69,7 +71,7 @@ def uniform_plus(arch: Architecture, density: float) -> np.ndarray:
     remaining budget is spread evenly over the middle layers (Gale et al. 2019; the name is from
     LAMP, Lee et al. 2021). Feasible down to density (n_1 + 0.2 n_L) / N.
     """
-    density = _check_density(density)
+    density = check_density(density)
     n = _params(arch)
     names = arch.layer_names
     budget = density * n.sum()
@@ -128,20 +130,20 @@ def _scaled_saturating(raw: np.ndarray, n: np.ndarray, density: float) -> np.nda
 def er(arch: Architecture, density: float) -> np.ndarray:
     """Erdos-Renyi (Mocanu et al. 2018): d_l proportional to (fan_in + fan_out)/(fan_in fan_out),
     with channel counts for convs; saturated layers are made dense and the scale re-solved."""
-    return _scaled_saturating(_er_raw(arch, False), _params(arch), _check_density(density))
+    return _scaled_saturating(_er_raw(arch, False), _params(arch), check_density(density))
 
 
 def erk(arch: Architecture, density: float) -> np.ndarray:
     """Erdos-Renyi-Kernel (Evci et al. 2020, RigL): d_l = k (sum of shape dims)/(product of shape
     dims), kernel dims included; layers that would exceed 1 are made dense and k re-solved."""
-    return _scaled_saturating(_er_raw(arch, True), _params(arch), _check_density(density))
+    return _scaled_saturating(_er_raw(arch, True), _params(arch), check_density(density))
 
 
 def erk_redistribute(arch: Architecture, density: float) -> np.ndarray:
     """ERK as in the Connectivity Matters code: one k for all layers, then, walking from the last
     layer to the first, each layer's overflow above 1 is pushed into the previous layer in list
     order. Infeasible when the overflow reaches the first layer."""
-    density = _check_density(density)
+    density = check_density(density)
     n = _params(arch)
     raw = _er_raw(arch, True)
     kept = density * n.sum() / (raw * n).sum() * raw * n
@@ -218,7 +220,7 @@ def igq(arch: Architecture, density: float) -> np.ndarray:
     monotone root-find. Always feasible; as D -> 0 every layer keeps about 1/F weights.
     """
     n = _params(arch)
-    f = igq_force(n, _check_density(density))
+    f = igq_force(n, check_density(density))
     return np.zeros_like(n) if math.isinf(f) else 1.0 / (1.0 + f * n)
 
 
@@ -229,21 +231,71 @@ def scaled_rule(reference: Sequence[float]) -> Callable:
     ref = np.asarray(reference, dtype=np.float64)
 
     def matched(arch: Architecture, density: float) -> np.ndarray:
-        return _scaled_saturating(ref, _params(arch), _check_density(density))
+        return _scaled_saturating(ref, _params(arch), check_density(density))
 
     matched.__name__ = "layer-matched"
     return matched
 
 
-RULES: dict[str, Callable] = {
+RULES = Registry("rule", {
     "uniform": uniform,
     "uniform+": uniform_plus,
     "er": er,
     "erk": erk,
     "erk-redistribute": erk_redistribute,
     "igq": igq,
-}
-ALL_RULES = tuple(RULES) + ("induced", "custom")
+})  # rules (arch, density) -> densities; register_rule adds more
+IMPLIED_RULES = ("induced", "custom")  # rules whose per-layer densities imply the density
+ALL_RULES = Names(RULES, IMPLIED_RULES)
+
+
+def register_rule(name: str, fn: Callable) -> None:
+    """Make ``fn`` a quota rule named ``name``, usable wherever a rule name is.
+
+    :func:`quota`, :func:`connsim.prune` (``rule=name``), :func:`connsim.theory.predict_rule`
+    and the command line's ``--rule`` accept the name from then on.
+
+    Parameters
+    ----------
+    name : str
+        A name that is not yet a rule (:data:`ALL_RULES`).
+    fn : callable
+        ``fn(arch, density) -> densities``: one density in [0, 1] per prunable layer of ``arch``
+        (in ``arch.layers`` order) with ``sum_l n_l d_l = density * N``. ``arch`` may be a
+        :class:`LayerSubset` (the layers a channel-granularity order prunes).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is already a rule or not a non-empty string.
+    TypeError
+        If ``fn`` is not callable (or ``name`` not a string).
+
+    Examples
+    --------
+    A rule that keeps the first layer dense and spreads the rest of the budget evenly:
+
+    >>> from connsim import get_arch
+    >>> def dense_first(arch, density):
+    ...     n = np.array([arch.n_params(x) for x in arch.layers], dtype=float)
+    ...     rest = (density * n.sum() - n[0]) / n[1:].sum()
+    ...     return np.concatenate([[1.0], np.full(len(n) - 1, rest)])
+    >>> register_rule("dense-first", dense_first)
+    >>> quota(get_arch("lenet-5"), "dense-first", 0.1).densities.round(4).tolist()
+    [1.0, 0.0934, 0.0934, 0.0934, 0.0934]
+    >>> "dense-first" in ALL_RULES
+    True
+    """
+    RULES.add(name, fn, taken=ALL_RULES)
+
+
+def check_rule(rule) -> str | Callable:
+    """``rule`` if it is a function or the name of a rule (:data:`ALL_RULES`)."""
+    if callable(rule):
+        return rule
+    return check_choice(rule, ALL_RULES, "rule",
+                        "give a function (arch, density) -> densities, or name it with "
+                        "connsim.quotas.register_rule")
 
 
 def kept_counts(params: Sequence[int], densities: Sequence[float], total: int) -> np.ndarray:
@@ -255,9 +307,7 @@ def kept_counts(params: Sequence[int], densities: Sequence[float], total: int) -
     n = np.asarray(params, dtype=np.int64)
     x = np.clip(np.asarray(densities, dtype=np.float64), 0.0, 1.0) * n
     k = np.minimum(np.floor(x + 1e-9).astype(np.int64), n)
-    total = int(total)
-    if not 0 <= total <= n.sum():
-        raise ValueError(f"total {total} outside [0, {n.sum()}]")
+    total = check_int(total, "total", 0, int(n.sum()), fix="the kept weights of all layers")
     frac = x - k
     order = np.lexsort((np.arange(len(n)), -frac))  # largest remainder first, ties by layer
     while k.sum() != total:
@@ -299,8 +349,9 @@ def quota(arch: Architecture, rule: str | Callable, density: float | None = None
     ----------
     arch : Architecture
     rule : str or callable
-        One of ``uniform, uniform+, er, erk, erk-redistribute, igq, induced, custom``, or a function
-        ``(arch, density) -> densities`` (treated like ``custom``).
+        One of ``uniform, uniform+, er, erk, erk-redistribute, igq, induced, custom`` or a name
+        given to :func:`register_rule`, or a function ``(arch, density) -> densities`` (treated
+        like ``custom``).
     density : float, optional
         Global density D. Optional for ``induced`` and ``custom``, whose densities imply it.
     masks : mapping, optional
@@ -330,30 +381,31 @@ def quota(arch: Architecture, rule: str | Callable, density: float | None = None
     """
     n = _params(arch)
     force = None
+    rule = check_rule(rule)
+    name = getattr(rule, "__name__", "custom") if callable(rule) else rule
+    if density is not None:
+        density = check_density(density)
+    elif name not in IMPLIED_RULES:
+        raise ValueError(f"rule {name!r} needs a global density")
     if callable(rule):
-        name, d = getattr(rule, "__name__", "custom"), rule(arch, _check_density(density))
+        d = rule(arch, density)
     elif rule == "induced":
         if masks is None:
             raise ValueError("rule 'induced' copies the per-layer densities of masks: pass masks")
         from .masks import check_masks
 
         canon = check_masks(arch, masks)
-        name, d = rule, np.array([canon[k].mean() for k in arch.layer_names])
+        d = np.array([canon[k].mean() for k in arch.layer_names])
     elif rule == "custom":
         if densities is None:
             raise ValueError("rule 'custom' needs densities (one per layer, or a dict by name)")
-        name, d = rule, _custom_densities(arch, densities)
-    elif rule in RULES:
-        if density is None:
-            raise ValueError(f"rule {rule!r} needs a global density")
-        name, d = rule, RULES[rule](arch, _check_density(density))
+        d = _custom_densities(arch, densities)
+    else:
+        d = RULES[rule](arch, density)
         if rule == "igq":
             force = igq_force(n, density)
-    else:
-        raise ValueError(f"unknown quota rule {rule!r}; valid rules: {', '.join(ALL_RULES)}")
-    d = np.asarray(d, dtype=np.float64)
-    if d.shape != n.shape or np.isnan(d).any():
-        raise ValueError(f"rule {name!r} returned {d!r}; expected {len(n)} densities")
+    d = check_densities(d, arch.layer_names, f"the densities rule {name!r} returns",
+                        bounded=False, fix="a rule returns one density per layer")
     bad = np.flatnonzero((d < 0) | (d > 1))
     if bad.size:
         raise InfeasibleQuota(
@@ -414,11 +466,9 @@ def _custom_densities(arch: Architecture, densities) -> np.ndarray:
         missing = [k for k in names if k not in densities]
         unknown = [k for k in densities if k not in names]
         if missing or unknown:
-            raise ValueError(f"custom densities: missing layers {missing}, unknown {unknown}; "
-                             f"expected {list(names)}")
-        return np.array([float(densities[k]) for k in names])
-    d = np.asarray(densities, dtype=np.float64)
-    if d.shape != (len(names),):
-        raise ValueError(f"custom densities need one value per layer ({len(names)}: "
-                         f"{list(names)}), got {d.shape[0] if d.ndim == 1 else d.shape}")
-    return d
+            raise InvalidArgument("custom densities", f"a density for each layer of {list(names)}",
+                                  got=f"missing layers {missing}, unknown {unknown}")
+        densities = [densities[k] for k in names]
+    return check_densities(densities, names, "custom densities", bounded=False,
+                           fix="give one value per layer, as a list in layer order or a dict by "
+                               "layer name")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_choice, check_quota, check_rng
 from .architectures import Architecture
 from .orders import LayerwiseOrder
 from .quotas import Quota
@@ -38,11 +39,9 @@ def random_masks(arch: Architecture, q: Quota, *, model: str = "exact", rng=None
     >>> sum(int(v.sum()) for v in m.values())
     2662
     """
-    if model not in MASK_MODELS:
-        raise ValueError(f"model must be one of {MASK_MODELS}, got {model!r}")
-    if tuple(q.names) != arch.layer_names:
-        raise ValueError(f"quota is for layers {list(q.names)}, not {list(arch.layer_names)}")
-    rng = np.random.default_rng(rng)
+    check_choice(model, MASK_MODELS, "model")
+    check_quota(q, arch)
+    rng = check_rng(rng)
     if model == "nested":
         return random_order(arch, rng=rng).masks_from_counts(q.kept)
     out = {}
@@ -59,7 +58,7 @@ def random_masks(arch: Architecture, q: Quota, *, model: str = "exact", rng=None
 
 def random_order(arch: Architecture, rule="uniform", *, rng=None) -> LayerwiseOrder:
     """Random nested order: one random priority (a permutation rank) per weight in each layer."""
-    rng = np.random.default_rng(rng)
+    rng = check_rng(rng)
     ranks = {n.name: rng.permutation(arch.n_params(n)).reshape(arch.weight_shape(n))
              for n in arch.layers}
     return LayerwiseOrder(arch, ranks, rule, ranks=True)

@@ -1,4 +1,5 @@
-"""Pruning scores (``docs/pruning.md``), in a registry of plain functions.
+"""Pruning scores (``docs/pruning.md``), in registries of plain functions (:func:`register_score`
+adds more).
 
 A one-shot score maps ``(ScoreContext, granularity)`` to group-shaped scores (higher = keep).
 Iterative methods (``iterative-snip``, ``synflow``) prune in rounds to the requested density and
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ._validation import Names, Registry, check_choice, check_int
 from .architectures import Architecture
 from .granularity import group_shape, group_sizes, to_groups
 from .orders import top_k
@@ -38,8 +40,6 @@ from .trainer.backend import get_backend, to_numpy
 from .trainer.data import Dataset, batches
 from .trainer.layers import cross_entropy, make_layer
 from .trainer.network import Network
-
-METHODS = ("random", "magnitude", "lamp", "snip", "iterative-snip", "grasp", "synflow")
 
 
 @dataclass
@@ -55,6 +55,11 @@ class ScoreContext:
     state: dict = field(default_factory=dict)  # full network state (BatchNorm etc.), optional
     backend: str = "numpy"  # where gradients are computed (connsim.trainer.backend); scores are host
 
+    def __post_init__(self):
+        check_int(self.n_batches, "n_batches", 1, fix="the data batches a score sums over "
+                                                       "(CLI: --batches)")
+        check_int(self.batch_size, "batch_size", 1)
+
     def network(self, masks=None, dtype="float32") -> Network:
         net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend)
         if self.state:
@@ -65,8 +70,6 @@ class ScoreContext:
     def batches(self):
         if self.data is None:
             raise ValueError("this score needs data: pass a dataset (CLI: --dataset D --batches K)")
-        if self.n_batches < 1:
-            raise ValueError(f"n_batches must be >= 1 (CLI: --batches), got {self.n_batches}")
         n = len(self.data.y_train)
         if n < self.batch_size:
             raise ValueError(f"the dataset has {n} training samples, fewer than one batch of "
@@ -285,23 +288,75 @@ def keys_iterative_snip(ctx: ScoreContext, granularity: str, density: float,
     return iterative_keys(ctx.arch, density, rounds, rescore, granularity, progress)
 
 
-ONE_SHOT = {
+ONE_SHOT = Registry("method", {
     "random": score_random,
     "magnitude": score_magnitude,
     "lamp": score_lamp,
     "snip": score_snip,
     "grasp": score_grasp,
-}
-ITERATIVE_KEYS = {"synflow": keys_synflow, "iterative-snip": keys_iterative_snip}
+})  # (ctx, granularity) -> group scores
+ITERATIVE_KEYS = Registry("method", {
+    "iterative-snip": keys_iterative_snip,
+    "synflow": keys_synflow,
+})  # (ctx, granularity, density, rounds=..., progress=None) -> rank keys
+METHODS = Names(ONE_SHOT, ITERATIVE_KEYS)
+
+
+def register_score(name: str, fn, iterative: bool = False) -> None:
+    """Make ``fn`` a pruning method named ``name``, usable by :func:`connsim.prune`.
+
+    :func:`connsim.prune` (``method=name``) and the command line's ``--method`` accept the name
+    from then on, at every granularity, scope and target.
+
+    Parameters
+    ----------
+    name : str
+        A name that is not yet a method (:data:`METHODS`).
+    fn : callable
+        One-shot: ``fn(ctx, granularity) -> scores``, one array of group scores per prunable
+        layer (shape :func:`connsim.granularity.group_shape`; higher = keep, comparable across
+        layers), from a :class:`ScoreContext`. Iterative: ``fn(ctx, granularity, density,
+        rounds=..., progress=None) -> keys``, the rank keys of the module docstring (see
+        :func:`iterative_keys`); ``rounds`` is passed only when the caller gives it.
+    iterative : bool
+        Whether ``fn`` is iterative.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is already a method or not a non-empty string.
+    TypeError
+        If ``fn`` is not callable (or ``name`` not a string).
+
+    Examples
+    --------
+    Keep the weights of largest squared magnitude (the same order as ``magnitude`` at weight
+    granularity):
+
+    >>> from connsim import get_arch, prune
+    >>> def squared(ctx, granularity):
+    ...     w2 = {n: np.asarray(w) ** 2 for n, w in ctx.weights.items()}
+    ...     return to_groups(ctx.arch, w2, granularity, "mean")
+    >>> register_score("squared", squared)
+    >>> arch = get_arch("lenet-300-100")
+    >>> a, b = prune(arch, "squared", 0.01, rng=0), prune(arch, "magnitude", 0.01, rng=0)
+    >>> all((a.masks[n] == b.masks[n]).all() for n in arch.layer_names)
+    True
+    """
+    (ITERATIVE_KEYS if iterative else ONE_SHOT).add(name, fn, taken=METHODS)
+
+
+def check_method(method) -> str:
+    """``method`` if it names a pruning method (:data:`METHODS`)."""
+    return check_choice(method, METHODS, "method",
+                        "add a method with connsim.scores.register_score")
 
 
 def method_scores(method: str, ctx: ScoreContext, granularity: str, density: float,
                   rounds: int | None = None, progress=None) -> dict:
     """Group scores (one-shot) or rank keys (iterative) of ``method``; ``progress(t, rounds)`` is
     called after every round of an iterative method."""
-    if method in ONE_SHOT:
+    if check_method(method) in ONE_SHOT:
         return ONE_SHOT[method](ctx, granularity)
-    if method in ITERATIVE_KEYS:
-        kw = {} if rounds is None else {"rounds": rounds}
-        return ITERATIVE_KEYS[method](ctx, granularity, density, progress=progress, **kw)
-    raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    kw = {} if rounds is None else {"rounds": rounds}
+    return ITERATIVE_KEYS[method](ctx, granularity, density, progress=progress, **kw)

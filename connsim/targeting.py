@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._validation import check_density, check_level
 from .architectures import Architecture
 from .measures import Measurement, measure
 
@@ -93,8 +94,8 @@ def target_effective(arch: Architecture, order, density: float, *, level: str = 
     >>> res.measurement.effective_density <= 0.001 < res.measurement.density, res.met
     (True, True)
     """
-    if not 0.0 <= density <= 1.0 or math.isnan(density):
-        raise ValueError(f"target effective density must lie in [0, 1], got {density}")
+    density = check_density(density, "target effective density")
+    check_level(level)
     probes = 0
 
     def probe(kept):

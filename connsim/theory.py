@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
+from ._validation import InvalidArgument, check_compression, check_densities
 from .architectures import Architecture
 from .files import json_safe
 from .ops import lower
@@ -527,11 +528,9 @@ def predict(arch: Architecture, densities) -> Prediction:
     """
     if isinstance(densities, Quota):
         densities = densities.densities
-    d = np.asarray(densities, dtype=np.float64)
     names = arch.layer_names
-    if d.shape != (len(names),) or np.isnan(d).any() or (d < 0).any() or (d > 1).any():
-        raise ValueError(f"densities must be {len(names)} values in [0, 1] (one per layer "
-                         f"{list(names)}), got {densities!r}")
+    d = check_densities(densities, names, fix="pass a Quota (connsim.quota) or the densities in "
+                                              "layer order")
     graph = TheoryGraph.of(arch)
     by_name = dict(zip(names, d, strict=True))
     q = {lay.name: float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) if by_name[lay.name] < 1
@@ -587,8 +586,10 @@ def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: fl
     """
     from .quotas import InfeasibleQuota, feasible_densities
 
-    if not 1.0 <= lo < hi or not math.isfinite(hi):
-        raise ValueError(f"need 1 <= lo < hi < inf, got lo={lo}, hi={hi}")
+    lo = check_compression(lo, "lo")
+    if check_compression(hi, "hi") <= lo:
+        raise InvalidArgument("hi", f"a compression above lo = {lo:g}", hi,
+                              "the search runs over [lo, hi]")
 
     def p(c):
         return predict_rule(arch, rule, 1.0 / c, **rule_kw).p_disconnected

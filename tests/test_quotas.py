@@ -142,7 +142,7 @@ def test_induced_and_custom():
 
 def test_unknown_rule_and_bad_density():
     arch = get_arch("lenet-5")
-    with pytest.raises(ValueError, match="valid rules: uniform, uniform\\+, er"):
+    with pytest.raises(ValueError, match="rule must be one of uniform, uniform\\+, er"):
         quota(arch, "magic", 0.1)
     for bad in (-0.1, 1.5, math.nan):
         with pytest.raises(ValueError, match="density"):

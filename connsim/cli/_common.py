@@ -7,6 +7,13 @@ import argparse
 import math
 import sys
 
+from .._validation import (
+    InvalidArgument,
+    check_compression,
+    check_fraction,
+    check_int,
+    check_real,
+)
 from ..architectures import parse_shape
 from ..files import dumps
 from ..zoo import ZOO, get_arch
@@ -25,28 +32,30 @@ class Parser(argparse.ArgumentParser):
 # ------------------------------------------------------------------------ converters
 
 
-def number(kind, check, what):
-    """An argparse type: parse with ``kind``, then require ``check(value)``."""
+def number(kind, check, **options):
+    """An argparse type: parse with ``kind``, then apply the library's ``check`` (from
+    :mod:`connsim._validation`, with ``options``); a refusal restates what the check asks for
+    next to the text given (argparse names the option)."""
     def parse(text):
         try:
             value = kind(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    parse.__name__ = what  # argparse names the type in some messages
+        except ValueError:
+            value = text  # not a number at all: the check refuses it with its own description
+        try:
+            return check(value, "value", **options)
+        except InvalidArgument as e:
+            raise argparse.ArgumentTypeError(f"expected {e.what}, got {text!r}"
+                                             + (f"; {e.fix}" if e.fix else "")) from None
     return parse
 
 
-positive_int = number(int, lambda v: v >= 1, "an integer >= 1")
-nonneg_int = number(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-nonneg_float = number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-unit_float = number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-open_fraction = number(float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
-compression_float = number(float, lambda v: math.isfinite(v) and v >= 1,
-                           "a finite compression >= 1 (1 = dense)")
+positive_int = number(int, check_int, low=1)
+nonneg_int = number(int, check_int)
+positive_float = number(float, check_real, low=0, low_open=True)
+nonneg_float = number(float, check_real, low=0)
+unit_float = number(float, check_fraction)
+open_fraction = number(float, check_fraction, open=True)
+compression_float = number(float, check_compression)
 
 
 # --------------------------------------------------------------------------- output
@@ -190,8 +199,9 @@ def rules_help() -> str:
 
 def add_rule_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks", help="for --rule induced: masks file whose densities are copied")
-    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
-                   help="layout of --masks")
+    from ..masks import LAYOUTS
+
+    p.add_argument("--layout", choices=LAYOUTS, default="torch", help="layout of --masks")
     p.add_argument("--densities", help="for --rule custom: comma-separated densities per layer")
 
 

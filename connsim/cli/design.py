@@ -6,10 +6,14 @@ import math
 
 import numpy as np
 
+from .._validation import check_compression
 from ._common import Progress, add_arch_args, arch_of, emit, nonneg_int, number, table
 
 
 def add_parser(sub):
+    from ..design import OBJECTIVES
+    from ..montecarlo import MC_MASK_MODELS
+
     p = sub.add_parser(
         "design", help="optimise per-layer densities with the exact theory",
         description=(
@@ -25,14 +29,13 @@ def add_parser(sub):
     )
     add_arch_args(p)
     p.add_argument("--compression", required=True,
-                   type=number(float, lambda v: math.isfinite(v) and v > 1,
-                               "a finite compression > 1"),
+                   type=number(float, check_compression, strict=True),
                    help="direct compression (> 1)")
-    p.add_argument("--objective", choices=("effective", "connectivity"), default="effective",
+    p.add_argument("--objective", choices=OBJECTIVES, default="effective",
                    help="what to optimise (default: effective)")
     p.add_argument("--samples", type=nonneg_int, default=0,
                    help="Monte Carlo samples per quota for the comparison (default 0)")
-    p.add_argument("--mask-model", choices=("bernoulli", "exact"), default="bernoulli",
+    p.add_argument("--mask-model", choices=MC_MASK_MODELS, default="bernoulli",
                    help="Monte Carlo mask model")
     p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -19,6 +19,7 @@ from .train import add_training_args, train_config, train_data_arch
 
 
 def add_parser(sub):
+    from ..imp import SCOPES
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
@@ -41,7 +42,7 @@ def add_parser(sub):
                    help="fraction of surviving weights removed per level (default 0.2)")
     p.add_argument("--rewind", type=nonneg_int, default=0,
                    help="rewind iteration (0 = initialisation, default)")
-    p.add_argument("--scope", choices=("global", "layerwise"), default="global",
+    p.add_argument("--scope", choices=SCOPES, default="global",
                    help="magnitude ranking over all layers (default) or within each layer")
     add_training_args(p)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")

@@ -6,6 +6,9 @@ from ._common import add_arch_args, arch_of, big_arch, emit, fmt, table
 
 
 def add_parser(sub):
+    from .._validation import LEVELS
+    from ..masks import LAYOUTS
+
     p = sub.add_parser(
         "measure", help="direct vs effective density/compression of a masks file",
         description=(
@@ -21,10 +24,10 @@ def add_parser(sub):
     )
     p.add_argument("masks", help="masks file (.npz, .safetensors, .pt, .pth)")
     add_arch_args(p)
-    p.add_argument("--level", choices=("channel", "position"), default="channel",
+    p.add_argument("--level", choices=LEVELS, default="channel",
                    help="channel: topology of the channel graph (default); position: exact, "
                         "resolves which kernel entries read only zero padding")
-    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
+    p.add_argument("--layout", choices=LAYOUTS, default="torch",
                    help="array layout in the file: torch (out,in[,kh,kw]) or keras "
                         "([kh,kw,]in,out)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

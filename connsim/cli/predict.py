@@ -37,6 +37,8 @@ def _rule_list(text):
 
 
 def add_parser(sub):
+    from ..montecarlo import MC_MASK_MODELS
+
     p = sub.add_parser(
         "predict", help="theory of random pruning: effective compression, P(disconnected)",
         description=(
@@ -63,7 +65,7 @@ def add_parser(sub):
                    help="direct compressions")
     p.add_argument("--samples", type=nonneg_int, default=0,
                    help="Monte Carlo samples per point (default 0: theory only)")
-    p.add_argument("--mask-model", choices=("bernoulli", "exact"), default="bernoulli",
+    p.add_argument("--mask-model", choices=MC_MASK_MODELS, default="bernoulli",
                    help="Monte Carlo mask model (the theory is always Bernoulli)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
     p.add_argument("--plot", metavar="FILE.png",

@@ -26,8 +26,9 @@ from ._common import (
 
 
 def add_parser(sub):
+    from .._validation import LEVELS
     from ..granularity import GRANULARITIES
-    from ..pruning import SCOPES
+    from ..pruning import SCOPES, TARGETS
     from ..quotas import ALL_RULES
     from ..sampling import MASK_MODELS
     from ..scores import METHODS
@@ -61,12 +62,12 @@ def add_parser(sub):
     p.add_argument("--rule", default="uniform", choices=ALL_RULES, metavar="RULE",
                    help=rules_help() + "; default uniform")
     add_target_args(p, required=False)
-    p.add_argument("--target", choices=("direct", "effective"), default="direct",
+    p.add_argument("--target", choices=TARGETS, default="direct",
                    help="which density the request fixes (default: direct)")
     p.add_argument("--mask-model", choices=MASK_MODELS, default=None,
                    help="random pruning, direct target: exact per-layer counts (default), "
                         "independent Bernoulli weights, or nested priorities")
-    p.add_argument("--level", choices=("channel", "position"), default="channel",
+    p.add_argument("--level", choices=LEVELS, default="channel",
                    help="level of the effective masks (default: channel)")
     p.add_argument("--weights", help="weights to score (.npz from connsim train, or any masks-"
                                      "file format); default: a seeded Kaiming initialisation")
@@ -101,7 +102,8 @@ def check_out_masks(path: str) -> None:
 
 def run(args) -> int:
     from ..maskio import load_masks, load_weights, save_masks
-    from ..pruning import IMPLIED_RULES, prune
+    from ..pruning import prune
+    from ..quotas import IMPLIED_RULES
     from ..trainer.data import load_dataset
 
     check_out_masks(args.out)

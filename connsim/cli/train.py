@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._validation import check_real
 from ..files import check_writable
 from ..zoo import get_arch
 from ._common import (
@@ -51,7 +52,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=positive_float, default=0.1, help="step factor (default 0.1)")
     p.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up iterations")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="default sgd")
-    p.add_argument("--momentum", type=number(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    p.add_argument("--momentum", type=number(float, check_real, low=0, high=1, high_open=True),
                    default=0.9, help="default 0.9")
     p.add_argument("--weight-decay", type=nonneg_float, default=1e-3,
                    help="L2 added to the gradient, PyTorch-style (default 1e-3)")
@@ -98,6 +99,7 @@ def train_data_arch(args):
 
 
 def add_parser(sub):
+    from ..masks import LAYOUTS
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
@@ -117,8 +119,7 @@ def add_parser(sub):
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
     p.add_argument("--data-dir", help="dataset folder or file (see epilog)")
     p.add_argument("--masks", help="masks file (.npz, .safetensors, .pt); dense if omitted")
-    p.add_argument("--layout", choices=("torch", "keras"), default="torch",
-                   help="layout of --masks")
+    p.add_argument("--layout", choices=LAYOUTS, default="torch", help="layout of --masks")
     add_training_args(p)
     p.add_argument("--out", help="run folder")
     p.add_argument("--json", action="store_true", help="print one JSON summary")

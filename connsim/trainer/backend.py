@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._validation import check_choice
+
 
 def _cupy():
     try:
@@ -54,9 +56,7 @@ def get_backend(name: str = "numpy"):
     ImportError
         If CuPy is asked for but not installed (install the ``gpu`` extra) or finds no GPU.
     """
-    if name not in _BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}, got {name!r}")
-    return _BACKENDS[name]()
+    return _BACKENDS[check_choice(name, _BACKENDS, "backend", "register_backend adds one")]()
 
 
 def to_numpy(a) -> np.ndarray:

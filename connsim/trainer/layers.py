@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from .._validation import check_choice
+
 
 def _slices(kh, kw, sh, sw, ho, wo):
     """(i, j, window slice) for every kernel offset: the input positions each offset reads."""
@@ -299,6 +301,7 @@ INITS = ("kaiming", "xavier", "fan-avg")
 def init_weight(shape, scheme: str, rng):
     """Host (NumPy float64) initial weights: Kaiming normal (fan in, ReLU gain), Xavier/Glorot
     uniform, or variance scaling with the average fan (normal, variance 1/fan_avg)."""
+    check_choice(scheme, INITS, "init")
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
     fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
     if scheme == "kaiming":
@@ -306,6 +309,4 @@ def init_weight(shape, scheme: str, rng):
     if scheme == "xavier":
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-limit, limit, shape)
-    if scheme == "fan-avg":
-        return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
-    raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
+    return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)

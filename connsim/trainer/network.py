@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._validation import check_rng
 from ..architectures import Architecture
 from ..masks import check_masks
 from .backend import get_backend, to_numpy
@@ -49,7 +50,7 @@ class Network:
                  init="kaiming", rng=None, dtype="float32"):
         self.arch, self.backend, self.dtype = arch, backend, dtype
         xp = self.xp = get_backend(backend)
-        rng = np.random.default_rng(rng)
+        rng = check_rng(rng)
         canon = check_masks(arch, masks) if masks is not None else None
         self.masks = {}
         self.ops: dict[str, list] = {}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from .._validation import check_choice
+
 
 class SGD:
     """SGD with momentum, optional Nesterov, and weight decay (``torch.optim.SGD``, dampening 0)."""
@@ -61,13 +63,11 @@ OPTIMIZERS = ("sgd", "nesterov", "adam")
 
 
 def make_optimizer(name: str, network, *, momentum=0.9, weight_decay=0.0):
-    if name == "sgd":
+    if check_choice(name, OPTIMIZERS, "optimizer") == "sgd":
         return SGD(network, momentum=momentum, weight_decay=weight_decay)
     if name == "nesterov":
         return SGD(network, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    if name == "adam":
-        return Adam(network, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return Adam(network, weight_decay=weight_decay)
 
 
 def step_schedule(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> Callable:
@@ -95,13 +95,11 @@ def make_schedule(name: str, lr: float, total: int, *, milestones=(), gamma=0.1,
                   warmup_iters=0) -> Callable:
     """``constant``, ``step`` (at ``milestones``, default 50 % and 75 % of ``total``) or
     ``cosine``, optionally after a linear warm-up."""
-    if name == "constant":
+    if check_choice(name, SCHEDULES, "schedule") == "constant":
         def s(it):
             return lr
     elif name == "step":
         s = step_schedule(lr, milestones or (total // 2, (3 * total) // 4), gamma)
-    elif name == "cosine":
-        s = cosine_schedule(lr, total)
     else:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+        s = cosine_schedule(lr, total)
     return warmup(s, warmup_iters)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._validation import check_choice, check_int, check_real
 from ..architectures import Architecture
 from ..files import atomic_write, write_json
 from ..maskio import save_masks
@@ -56,29 +57,25 @@ class TrainConfig:
 
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("give iterations or epochs, not both")
-        _check_int("iterations", self.iterations, 1, none_ok=True)
+        if self.iterations is not None:
+            check_int(self.iterations, "iterations", 1)
         if self.epochs is not None:
-            _check_real("epochs", self.epochs, positive=True)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_real("lr", self.lr, positive=True)
-        _check_real("gamma", self.gamma, positive=True)
-        _check_int("warmup", self.warmup, 0)
-        _check_real("momentum", self.momentum)
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        _check_real("weight_decay", self.weight_decay)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        _check_int("eval_every", self.eval_every, 1, none_ok=True)
-        _check_int("seed", self.seed, 0)
+            check_real(self.epochs, "epochs", 0, low_open=True)
+        check_int(self.batch_size, "batch_size", 1)
+        check_real(self.lr, "lr", 0, low_open=True)
+        check_real(self.gamma, "gamma", 0, low_open=True)
+        check_int(self.warmup, "warmup", 0)
+        check_real(self.momentum, "momentum", 0, 1, high_open=True)
+        check_real(self.weight_decay, "weight_decay", 0)
+        if self.eval_every is not None:
+            check_int(self.eval_every, "eval_every", 1)
+        check_int(self.seed, "seed", 0)
         for m in self.milestones:
-            _check_int("milestones", m, 1)
-        for value, valid, what in ((self.schedule, SCHEDULES, "schedule"),
-                                   (self.optimizer, OPTIMIZERS, "optimizer"),
-                                   (self.init, INITS, "init"),
-                                   (self.backend, backend_names(), "backend")):
-            if value not in valid:
-                raise ValueError(f"{what} must be one of {', '.join(valid)}, got {value!r}")
+            check_int(m, "milestones", 1)
+        check_choice(self.schedule, SCHEDULES, "schedule")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        check_choice(self.init, INITS, "init")
+        check_choice(self.backend, backend_names(), "backend")
 
     def check_data(self, n_train: int) -> None:
         """Raise before any work if the batch size does not fit ``n_train`` examples."""
@@ -92,20 +89,6 @@ class TrainConfig:
         if self.iterations is not None:
             return int(self.iterations)
         return max(1, math.ceil((self.epochs if self.epochs is not None else 1) * per_epoch))
-
-
-def _check_int(name: str, value, low: int, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_real(name: str, value, positive: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer) \
-            or not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a finite{' positive' if positive else ''} number, "
-                         f"got {value!r}")
 
 
 @dataclass

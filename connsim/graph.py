@@ -44,7 +44,8 @@ class Block:
 
 
 def check_csr(adj, shape: tuple[int, int], where: str) -> sp.csr_array:
-    """Canonical CSR: boolean data, no explicit zeros, sorted indices, int32/int64 index arrays."""
+    """Canonical CSR: boolean data, no explicit zeros, sorted indices, int64 index arrays (the one
+    index type the kernels are compiled for)."""
     if not sp.issparse(adj):
         adj = sp.csr_array(np.asarray(adj))
     check_shape(adj.shape, shape, f"{where}: adjacency", "rows are source nodes, columns "
@@ -59,6 +60,13 @@ def check_csr(adj, shape: tuple[int, int], where: str) -> sp.csr_array:
     adj.eliminate_zeros()
     adj.sum_duplicates()
     adj.sort_indices()
+    return _index64(adj)
+
+
+def _index64(adj: sp.csr_array) -> sp.csr_array:
+    """``adj`` with contiguous int64 ``indptr`` and ``indices`` (SciPy may pick int32)."""
+    adj.indptr = np.ascontiguousarray(adj.indptr, dtype=np.int64)
+    adj.indices = np.ascontiguousarray(adj.indices, dtype=np.int64)
     return adj
 
 
@@ -178,14 +186,11 @@ def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np
 
 
 def dense_to_csr(a: np.ndarray) -> sp.csr_array:
-    """CSR of a 2-D boolean array, with the smallest index dtype that fits."""
+    """CSR of a 2-D boolean array, with int64 index arrays (see :func:`check_csr`)."""
     rows, cols = np.nonzero(a)
-    idx = np.int32 if max(a.shape[0], a.shape[1], rows.size) < 2**31 - 1 else np.int64
-    indptr = np.zeros(a.shape[0] + 1, dtype=idx)
+    indptr = np.zeros(a.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=a.shape[0]), out=indptr[1:])
-    return sp.csr_array(
-        (np.ones(cols.size, dtype=bool), cols.astype(idx, copy=False), indptr), shape=a.shape
-    )
+    return _index64(sp.csr_array((np.ones(cols.size, dtype=bool), cols, indptr), shape=a.shape))
 
 
 def layer_adjacency(edge: Edge, n_src: int, n_dst: int, mask: np.ndarray,

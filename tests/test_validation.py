@@ -1,15 +1,18 @@
 """The validation boundary (connsim._validation): one message style at every public entry point,
-and the registries of quota rules and pruning scores."""
+the registries of quota rules and pruning scores, and one index dtype for the Numba kernels."""
 
 import math
 
+import numba
 import numpy as np
 import pytest
 
 from connsim import (
     LayeredGraph,
+    build_graph,
     check_masks,
     connectivity,
+    effective_edges,
     get_arch,
     measure,
     monte_carlo,
@@ -29,7 +32,7 @@ from connsim.design import design_quota
 from connsim.granularity import group_shape
 from connsim.graph import Block
 from connsim.imp import prune_survivors
-from connsim.montecarlo import sampled_masks
+from connsim.montecarlo import count_effective, sampled_masks
 from connsim.orders import GlobalOrder
 from connsim.quotas import ALL_RULES, register_rule
 from connsim.sampling import random_order
@@ -257,3 +260,33 @@ def test_a_name_registered_twice_is_refused(registries):
     register_rule("dense-first-test", _dense_first)
     with pytest.raises(ValueError, match="'dense-first-test' is already a rule"):
         register_rule("dense-first-test", _dense_first)
+
+
+# ---------------------------------------------------------------------------- kernels
+
+# the kernels Python calls; the others run inside them (and, loaded from numba's disk cache,
+# compile no signature of their own)
+ENTRY_KERNELS = ("push_reach", "pull_reach", "edge_effective", "conv_push", "conv_pull",
+                 "conv_effective", "pool_push", "pool_pull", "mc_channel", "mc_count", "mc_sample")
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: kernels are plain Python")
+def test_every_kernel_compiles_one_signature():
+    from connsim import _kernels
+
+    for name in ("lenet-300-100", "lenet-5", "resnet-20"):
+        arch = get_arch(name)
+        for density in (0.3, 0.002):
+            q = quota(arch, "uniform", density)
+            masks = random_masks(arch, q, rng=0)
+            for level in ("channel", "position"):
+                connectivity(arch, masks, level=level)
+            effective_edges(build_graph(arch, masks))
+            count_effective(arch, masks)
+            sampled_masks(arch, q, 1)
+            monte_carlo(arch, q, samples=2, rng=0)
+    compiled = {name: len(fn.signatures) for name, fn in vars(_kernels).items()
+                if hasattr(fn, "signatures")}
+    assert set(ENTRY_KERNELS) <= set(compiled)
+    assert {name: n for name, n in compiled.items() if n > 1} == {}
+    assert {name: compiled[name] for name in ENTRY_KERNELS if compiled[name] != 1} == {}

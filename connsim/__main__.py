@@ -1,3 +1,5 @@
+"""``python -m connsim``: the command line (:mod:`connsim.cli`)."""
+
 import sys
 
 from .cli import main

@@ -56,6 +56,7 @@ class Node:
 
     @property
     def prunable(self) -> bool:
+        """Whether the node has a weight that pruning masks (dense or conv)."""
         return self.op in PRUNABLE_OPS
 
     @property
@@ -93,14 +94,17 @@ class Architecture:
             ) from None
 
     def index(self, name: str) -> int:
+        """Position of node ``name`` in :attr:`nodes`."""
         return self._index[name]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of the input node."""
         return self.nodes[0].shape
 
     @property
     def output(self) -> Node:
+        """The last node: the classifier's output."""
         return self.nodes[-1]
 
     @property
@@ -110,6 +114,7 @@ class Architecture:
 
     @property
     def layer_names(self) -> tuple[str, ...]:
+        """Names of the prunable layers, in node order."""
         return tuple(n.name for n in self.layers)
 
     def weight_shape(self, layer: str | Node) -> tuple[int, ...]:
@@ -122,6 +127,7 @@ class Architecture:
         return OPS[node.op].weight_shape(node, self)
 
     def n_params(self, layer: str | Node) -> int:
+        """Number of prunable weights of ``layer``."""
         return math.prod(self.weight_shape(layer))
 
     @property
@@ -335,6 +341,7 @@ class ArchBuilder:
         return self.pool("avg", s.shape[1:], src=src, name=name)
 
     def flatten(self, *, src=None, name=None):
+        """Add a flatten node: ``(C, H, W) -> (C*H*W,)``."""
         s = self._src(src)
         name = self._new_name("flatten", name)
         return self._append(Node(name, "flatten", (s.name,), (s.size,)))
@@ -371,6 +378,7 @@ class ArchBuilder:
         return self._append(Node(name, "concat", tuple(n.name for n in nodes), shape))
 
     def build(self) -> Architecture:
+        """The validated :class:`Architecture` of the nodes added so far."""
         if len(self._nodes) < 2 or not any(n.prunable for n in self._nodes):
             raise ValueError(f"architecture {self.name!r} has no prunable (dense or conv) layer")
         used = {i for n in self._nodes for i in n.inputs}

@@ -106,6 +106,7 @@ class LayeredGraph:
 
     @property
     def n_edges(self) -> int:
+        """Number of edges over all blocks."""
         return sum(b.adj.nnz for b in self.blocks)
 
     def reversed(self) -> LayeredGraph:
@@ -165,7 +166,7 @@ def reachability(graph: LayeredGraph) -> tuple[list[np.ndarray], list[np.ndarray
 
 
 def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np.ndarray]:
-    """Per block, a boolean array aligned with ``adj.data``: is the edge on an input-output path?
+    """Per block, a boolean array aligned with ``adj.data``: whether each edge is on an input-output path.
 
     An edge ``i -> j`` is effective iff ``i`` is forward-reachable and ``j`` co-reachable.
     ``forward`` and ``backward`` default to :func:`reachability` of the graph.

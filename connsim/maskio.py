@@ -374,6 +374,7 @@ def read_npz(path: str) -> dict:
 
 
 def read_safetensors(path: str) -> dict:
+    """The arrays of a ``.safetensors`` file by name (needs the ``safetensors`` package)."""
     try:
         from safetensors.numpy import load_file
     except ImportError:

@@ -90,10 +90,12 @@ class Measurement(_Densities):
 
     @property
     def compression(self) -> float:
+        """Direct compression ``1 / density`` (``inf`` when nothing is kept)."""
         return compression_of(self.density)
 
     @property
     def effective_compression(self) -> float:
+        """Effective compression ``1 / effective_density`` (``inf`` when disconnected)."""
         return compression_of(self.effective_density)
 
     def to_dict(self) -> dict:

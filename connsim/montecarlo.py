@@ -71,14 +71,17 @@ class MonteCarlo:
 
     @property
     def samples(self) -> int:
+        """Number of samples."""
         return self.effective.shape[0]
 
     @property
     def total_effective(self) -> np.ndarray:
+        """Effective weights of each sample, summed over layers."""
         return self.effective.sum(axis=1)
 
     @property
     def mean_effective_params(self) -> float:
+        """Mean effective weights over the samples."""
         return float(self.total_effective.mean())
 
     @property
@@ -89,6 +92,7 @@ class MonteCarlo:
 
     @property
     def p_disconnected(self) -> float:
+        """Fraction of the samples with no input-output path."""
         return float(self.disconnected.mean())
 
     @property
@@ -105,6 +109,7 @@ class MonteCarlo:
 
     @property
     def p_disconnected_ci(self) -> tuple[float, float]:
+        """95 % Wilson interval of :attr:`p_disconnected`."""
         return wilson_interval(int(self.disconnected.sum()), self.samples)
 
     def effective_compression_band(self, z: float = 2.0) -> tuple[float, float, float]:
@@ -136,9 +141,11 @@ class MonteCarlo:
         return centre, low, high
 
     def quantiles(self, qs=(0.05, 0.5, 0.95)) -> dict:
+        """Quantiles ``qs`` of the effective weights, keyed by ``str(q)``."""
         return {str(q): float(np.quantile(self.total_effective, q)) for q in qs}
 
     def to_dict(self) -> dict:
+        """JSON-ready summary (standard errors ``None`` where undefined)."""
         lo, hi = self.p_disconnected_ci
         return {
             "samples": self.samples, "mask_model": self.mask_model, "level": self.level,

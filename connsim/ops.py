@@ -84,6 +84,7 @@ class Topology:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """Group names: the architecture's node names."""
         return tuple(n.name for n in self.arch.nodes)
 
     def layer_edge(self, name: str) -> Edge:
@@ -131,9 +132,11 @@ class Op:
     prunable = False
 
     def group_size(self, node: Node, arch: Architecture) -> int:
+        """Number of channel-level nodes of the node's group."""
         return node.channels
 
     def edges(self, node: Node, arch: Architecture, k: int) -> list[Edge]:
+        """The channel-level edges into the node (group ``k``)."""
         return [Edge(arch.index(s), k) for s in node.inputs]
 
     def push(self, node: Node, xs: list, cache) -> np.ndarray:
@@ -146,7 +149,10 @@ class Op:
 
 
 class Input(Op):
+    """The input node: no edge leads into it."""
+
     def edges(self, node, arch, k):
+        """No edges: nothing feeds the input."""
         return []
 
 
@@ -154,11 +160,13 @@ class Pool(Op):
     """Pooling: "any position of the window" for average and max alike."""
 
     def push(self, node, xs, cache):
+        """A window position is reached iff any position of its window is."""
         out = np.zeros(node.shape, dtype=bool)
         _kernels().pool_push(xs[0], *node.kernel, *node.stride, out)
         return out
 
     def pull(self, node, y, bwds, cache):
+        """Every position of a co-reached window is co-reached."""
         _kernels().pool_pull(y, *node.kernel, *node.stride, bwds[0])
 
 
@@ -166,12 +174,15 @@ class Flatten(Op):
     """``(C, H, W) -> (C*H*W,)``: its group keeps the C channels (module docstring)."""
 
     def group_size(self, node, arch):
+        """The channels of the map the flatten reads."""
         return arch[node.inputs[0]].channels
 
     def push(self, node, xs, cache):
+        """The input map, flattened."""
         return xs[0].reshape(-1).copy()
 
     def pull(self, node, y, bwds, cache):
+        """Add the output's co-reachability, reshaped, to the input map's."""
         bwds[0] |= y.reshape(bwds[0].shape)
 
 
@@ -179,12 +190,14 @@ class Add(Op):
     """Elementwise sum of equal-shape inputs: node ``j`` of every input feeds node ``j``."""
 
     def push(self, node, xs, cache):
+        """Union of the inputs' reachability."""
         out = xs[0].copy()
         for x in xs[1:]:
             out |= x
         return out
 
     def pull(self, node, y, bwds, cache):
+        """Every input is co-reached where the sum is."""
         for b in bwds:
             b |= y
 
@@ -193,6 +206,7 @@ class Concat(Op):
     """Channel concatenation of equal-size maps (or vectors), in the order of the inputs."""
 
     def edges(self, node, arch, k):
+        """One structural edge per input, into its own slice of channels."""
         out, offset = [], 0
         for s in node.inputs:
             out.append(Edge(arch.index(s), k, offset=offset))
@@ -200,9 +214,11 @@ class Concat(Op):
         return out
 
     def push(self, node, xs, cache):
+        """The inputs' reachability, concatenated along channels."""
         return np.concatenate(xs, axis=0)
 
     def pull(self, node, y, bwds, cache):
+        """Each input is co-reached where its slice of the output is."""
         offset = 0
         for b in bwds:
             b |= y[offset:offset + b.shape[0]]
@@ -215,27 +231,33 @@ class Dense(Op):
     prunable = True
 
     def weight_shape(self, node: Node, arch: Architecture) -> tuple[int, ...]:
+        """``(out, in)``."""
         return (node.channels, arch[node.inputs[0]].size)
 
     def edges(self, node, arch, k):
+        """One prunable edge; after a flatten each group edge reads the ``H*W`` weights of a channel."""
         src = arch[node.inputs[0]]
         per = src.size // lower_size(src, arch)  # A units per channel after a flatten, else 1
         return [Edge(arch.index(src.name), k, node.name, per, src.size // per, node.channels)]
 
     def prepare(self, node, mask):
+        """CSR of the transposed mask (rows = inputs), the block the kernels read."""
         from .graph import dense_to_csr
 
         return dense_to_csr(mask.T)
 
     def push(self, node, xs, cache):
+        """An output unit is reached iff a kept weight reads a reached input."""
         out = np.zeros(node.shape, dtype=bool)
         _kernels().push_reach(cache.indptr, cache.indices, xs[0], out)
         return out
 
     def pull(self, node, y, bwds, cache):
+        """An input unit is co-reached iff a kept weight carries it to a co-reached output."""
         _kernels().pull_reach(cache.indptr, cache.indices, y, bwds[0])
 
     def effective(self, node, mask, cache, fwd_in, bwd_out):
+        """Kept weights from a reached input to a co-reached output."""
         return mask & fwd_in[None, :] & bwd_out.reshape(-1)[:, None]
 
 
@@ -245,25 +267,31 @@ class Conv(Op):
     prunable = True
 
     def weight_shape(self, node, arch):
+        """``(out, in/groups, kh, kw)``."""
         return (node.channels, arch[node.inputs[0]].channels // node.groups, *node.kernel)
 
     def edges(self, node, arch, k):
+        """One prunable edge whose group edges read the ``kh*kw`` weights of a kernel."""
         n_in = arch[node.inputs[0]].channels
         return [Edge(arch.index(node.inputs[0]), k, node.name, node.kernel[0] * node.kernel[1],
                      n_in // node.groups, node.channels // node.groups)]
 
     def prepare(self, node, mask):
+        """The kept entries of the mask (:class:`KeptConv`)."""
         return KeptConv.of(mask, node.groups)
 
     def push(self, node, xs, cache):
+        """Output positions read by a kept weight from a reached, in-bounds input position."""
         out = np.zeros(node.shape, dtype=bool)
         _kernels().conv_push(*cache.by_output(), xs[0], *node.stride, *node.padding, out)
         return out
 
     def pull(self, node, y, bwds, cache):
+        """Input positions that a kept weight carries to a co-reached output position."""
         _kernels().conv_pull(*cache.by_input(), y, *node.stride, *node.padding, bwds[0])
 
     def effective(self, node, mask, cache, fwd_in, bwd_out):
+        """Kept weights on a path from a reached input position to a co-reached output position."""
         hit = np.empty(cache.flat.size, dtype=bool)
         _kernels().conv_effective(*cache.by_output(), fwd_in, bwd_out, *node.stride,
                                   *node.padding, hit)
@@ -302,6 +330,7 @@ class KeptConv:
 
     @classmethod
     def of(cls, mask: np.ndarray, groups: int = 1) -> KeptConv:
+        """The kept entries of ``mask`` (shape ``(out, in/groups, kh, kw)``) of a conv with ``groups``."""
         n_out, per_group, kh, kw = mask.shape
         n_in = per_group * groups
         flat = np.flatnonzero(mask)
@@ -315,9 +344,11 @@ class KeptConv:
         return cls(flat, co, ci, ky, kx, _pointers(co, n_out), in_order, _pointers(ci, n_in))
 
     def by_output(self):
+        """``(ptr, ci, ky, kx)``: the kept entries grouped by output channel."""
         return self.out_ptr, self.ci, self.ky, self.kx
 
     def by_input(self):
+        """``(ptr, co, ky, kx)``: the kept entries grouped by input channel."""
         o = self.in_order
         return self.in_ptr, self.co[o], self.ky[o], self.kx[o]
 

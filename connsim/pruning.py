@@ -61,6 +61,7 @@ class PruneResult:
 
     @property
     def group_fraction(self) -> float:
+        """Fraction of the groups kept."""
         return self.kept_groups / self.total_groups
 
 

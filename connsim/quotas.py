@@ -44,9 +44,11 @@ class LayerSubset:
         self.layer_names = tuple(node.name for node in self.layers)
 
     def weight_shape(self, layer) -> tuple[int, ...]:
+        """Weight shape of ``layer`` in the whole architecture."""
         return self.arch.weight_shape(layer)
 
     def n_params(self, layer) -> int:
+        """Number of weights of ``layer``."""
         return self.arch.n_params(layer)
 
 
@@ -333,6 +335,7 @@ class Quota:
     force: float | None = None
 
     def to_dict(self) -> dict:
+        """JSON-ready form: the rule, density, force and one entry per layer."""
         return {
             "arch": self.arch, "rule": self.rule, "density": self.density,
             "force": self.force,

@@ -89,6 +89,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self._keep: list = []
 
     def find_class(self, module, name):
+        """The allowed class ``module.name``; anything else is refused."""
         try:
             return self._allowed[(module, name)]
         except KeyError:
@@ -99,11 +100,13 @@ class RestrictedUnpickler(pickle._Unpickler):
             ) from None
 
     def persistent_load(self, pid):
+        """Resolve a persistent id with the loader given, if any."""
         if self._persistent is None:
             raise UnsafePickleError(f"{self._what} uses persistent ids, which are not accepted here")
         return self._persistent(pid)
 
     def load_build(self):
+        """Restore an object's state only for allowed types, after checking the state."""
         state, inst = self.stack[-1], self.stack[-2]
         check = next((c for t, c in self._states.items() if isinstance(inst, t)), None)
         if check is None:

@@ -61,6 +61,7 @@ class ScoreContext:
         check_int(self.batch_size, "batch_size", 1)
 
     def network(self, masks=None, dtype="float32") -> Network:
+        """A :class:`Network` with the context's weights and state, under ``masks``."""
         net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend)
         if self.state:
             net.load_state_dict(self.state)
@@ -68,6 +69,7 @@ class ScoreContext:
         return net
 
     def batches(self):
+        """The first ``n_batches`` training batches ``(x, y)``, the same on every call."""
         if self.data is None:
             raise ValueError("this score needs data: pass a dataset (CLI: --dataset D --batches K)")
         n = len(self.data.y_train)
@@ -96,10 +98,12 @@ def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:
 
 
 def score_random(ctx: ScoreContext, granularity: str) -> dict:
+    """Uniform random priorities, one per group."""
     return {n: ctx.rng.random(group_shape(ctx.arch, n, granularity)) for n in ctx.arch.layer_names}
 
 
 def score_magnitude(ctx: ScoreContext, granularity: str) -> dict:
+    """Mean ``|w|`` of each group."""
     return to_groups(ctx.arch, {n: np.abs(w) for n, w in ctx.weights.items()}, granularity, "mean")
 
 
@@ -121,11 +125,13 @@ def lamp(values: np.ndarray) -> np.ndarray:
 
 
 def score_lamp(ctx: ScoreContext, granularity: str) -> dict:
+    """LAMP scores of the groups' mean magnitudes, per layer."""
     mags = score_magnitude(ctx, granularity)
     return {n: lamp(v) for n, v in mags.items()}
 
 
 def score_snip(ctx: ScoreContext, granularity: str, masks=None) -> dict:
+    """SNIP: ``|sum of w dL/dw|`` of each group, under ``masks``."""
     g = weight_gradients(ctx, masks)
     wg = {n: np.asarray(ctx.weights[n], np.float64) * g[n] for n in g}
     return to_groups(ctx.arch, wg, granularity, "abs-sum")
@@ -146,6 +152,7 @@ def hessian_gradient(ctx: ScoreContext, eps: float = 1e-2) -> dict:
 
 
 def score_grasp(ctx: ScoreContext, granularity: str) -> dict:
+    """GraSP: ``sum of w (H g)`` of each group (higher = keep)."""
     hg = hessian_gradient(ctx)
     return to_groups(ctx.arch, {n: np.asarray(ctx.weights[n], np.float64) * hg[n] for n in hg},
                      granularity, "sum")
@@ -275,6 +282,7 @@ def _log_groups(arch, log_scores: dict, granularity: str) -> dict:
 
 def keys_synflow(ctx: ScoreContext, granularity: str, density: float, rounds: int = 100,
                  progress=None) -> dict:
+    """Rank keys of iterative SynFlow (log-scores rescored on the masked network every round)."""
     def rescore(masks):
         return _log_groups(ctx.arch, synflow_log_scores(ctx.arch, ctx.weights, masks,
                                                         backend=ctx.backend), granularity)
@@ -283,6 +291,7 @@ def keys_synflow(ctx: ScoreContext, granularity: str, density: float, rounds: in
 
 def keys_iterative_snip(ctx: ScoreContext, granularity: str, density: float,
                         rounds: int = 10, progress=None) -> dict:
+    """Rank keys of iterative SNIP (SNIP rescored on the masked network every round)."""
     def rescore(masks):
         return score_snip(ctx, granularity, masks)
     return iterative_keys(ctx.arch, density, rounds, rescore, granularity, progress)

@@ -82,6 +82,7 @@ class TheoryGraph:
 
     @property
     def is_chain(self) -> bool:
+        """Whether every group has at most one edge in and one edge out."""
         ins = [0] * len(self.sizes)
         outs = [0] * len(self.sizes)
         for s, d in [(lay.src, lay.dst) for lay in self.layers] + [e[:2] for e in self.identity]:
@@ -91,6 +92,7 @@ class TheoryGraph:
 
     @classmethod
     def of(cls, arch: Architecture) -> TheoryGraph:
+        """The theory graph of ``arch``."""
         topo = lower(arch)
         layers = tuple(TheoryLayer(e.layer, e.src, e.dst, e.k, arch.n_params(e.layer), e.a, e.b)
                        for e in topo.layer_edges)
@@ -434,18 +436,22 @@ class Prediction:
 
     @property
     def direct_density(self) -> float:
+        """Global direct density ``sum_l n_l d_l / N``."""
         return float((self.densities * self.params).sum() / self.params.sum())
 
     @property
     def expected_effective_params(self) -> float:
+        """Expected effective weights over all layers."""
         return float(self.expected_effective.sum())
 
     @property
     def effective_density(self) -> float:
+        """Expected effective weights / prunable weights."""
         return self.expected_effective_params / float(self.params.sum())
 
     @property
     def effective_compression(self) -> float:
+        """``1 / effective_density`` (``inf`` when no effective weight is expected)."""
         e = self.effective_density
         return math.inf if e <= 0 else 1.0 / e
 
@@ -466,6 +472,7 @@ class Prediction:
 
     @property
     def compression(self) -> float:
+        """Direct compression ``1 / direct_density``."""
         d = self.direct_density
         return math.inf if d <= 0 else 1.0 / d
 
@@ -476,6 +483,7 @@ class Prediction:
         return self.group_sizes[g] * self.p_reach[g] * self.p_coreach[g]
 
     def to_dict(self) -> dict:
+        """JSON-ready form (infinite compressions as ``None``)."""
         eff_c = self.effective_compression
         return {
             "compression": self.compression,

@@ -69,6 +69,7 @@ def mlp(widths: Sequence[int], input_shape=None, name=None) -> Architecture:
 
 
 def lenet_300_100(input_shape=(784,), classes=10) -> Architecture:
+    """LeNet-300-100: an MLP with hidden layers of 300 and 100 units."""
     b = ArchBuilder("lenet-300-100", input_shape)
     _maybe_flatten(b, input_shape)
     b.dense(300, name="fc1", batchnorm=True, relu=True)
@@ -78,6 +79,7 @@ def lenet_300_100(input_shape=(784,), classes=10) -> Architecture:
 
 
 def lenet_5(input_shape=(3, 32, 32), classes=10) -> Architecture:
+    """LeNet-5: two conv layers with average pooling, then three dense layers."""
     b = ArchBuilder("lenet-5", input_shape)
     b.conv(6, 5, name="conv1", bias=True, batchnorm=True, relu=True)
     b.pool("avg", 2, name="pool1")

@@ -19,6 +19,7 @@ COMMANDS = (arch, measure, quotas, prune, predict, design, train, imp)  # in the
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``connsim`` parser with one subparser per command."""
     parser = Parser(
         prog="connsim",
         description=(

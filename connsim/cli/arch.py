@@ -8,6 +8,7 @@ from ._common import add_arch_args, arch_of, emit, table
 
 
 def add_parser(sub):
+    """Add the ``arch`` command to ``sub``."""
     p = sub.add_parser(
         "arch", help="list the architecture zoo, or one architecture's prunable layers",
         description="List the zoo, or the prunable layers of one architecture (weight shapes in "
@@ -20,6 +21,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """List the zoo, or one architecture's prunable layers; returns the exit status."""
     if args.arch is None:
         if args.json:
             print(dumps({"architectures": list(ZOO)}))

@@ -11,6 +11,7 @@ from ._common import Progress, add_arch_args, arch_of, emit, nonneg_int, number,
 
 
 def add_parser(sub):
+    """Add the ``design`` command to ``sub``."""
     from ..design import OBJECTIVES
     from ..montecarlo import MC_MASK_MODELS
 
@@ -43,6 +44,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """Design a quota and compare it with uniform, ERK and IGQ; returns the exit status."""
     from ..design import design_quota
     from ..montecarlo import monte_carlo
     from ..quotas import quota

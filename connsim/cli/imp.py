@@ -19,6 +19,7 @@ from .train import add_training_args, train_config, train_data_arch
 
 
 def add_parser(sub):
+    """Add the ``imp`` command to ``sub``."""
     from ..imp import SCOPES
     from ..trainer.data import DATASETS
 
@@ -51,6 +52,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """Run (or resume) iterative magnitude pruning; returns the exit status."""
     from ..imp import imp
 
     config = train_config(args)

@@ -6,6 +6,7 @@ from ._common import add_arch_args, arch_of, big_arch, emit, fmt, table
 
 
 def add_parser(sub):
+    """Add the ``measure`` command to ``sub``."""
     from .._validation import LEVELS
     from ..masks import LAYOUTS
 
@@ -35,6 +36,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """Measure a masks file; returns the exit status."""
     from ..maskio import load_masks
     from ..measures import measure
 

@@ -37,6 +37,7 @@ def _rule_list(text):
 
 
 def add_parser(sub):
+    """Add the ``predict`` command to ``sub``."""
     from ..montecarlo import MC_MASK_MODELS
 
     p = sub.add_parser(
@@ -142,6 +143,7 @@ def _table_row(r: dict, samples: int, width: int) -> list:
 
 
 def run(args) -> int:
+    """Print (and plot) the theory, and Monte Carlo if asked, per rule; returns the exit status."""
     if args.plot:
         check_writable(args.plot, (".png", ".pdf", ".svg"), what="--plot")
         from ..plots import _plt

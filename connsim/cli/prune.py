@@ -26,6 +26,7 @@ from ._common import (
 
 
 def add_parser(sub):
+    """Add the ``prune`` command to ``sub``."""
     from .._validation import LEVELS
     from ..granularity import GRANULARITIES
     from ..pruning import SCOPES, TARGETS
@@ -101,6 +102,7 @@ def check_out_masks(path: str) -> None:
 
 
 def run(args) -> int:
+    """Prune and write the masks; returns the exit status."""
     from ..maskio import load_masks, load_weights, save_masks
     from ..pruning import prune
     from ..quotas import IMPLIED_RULES

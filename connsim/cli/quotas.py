@@ -20,6 +20,7 @@ from ._common import (
 
 
 def add_parser(sub):
+    """Add the ``quotas`` command to ``sub``."""
     from ..quotas import ALL_RULES
 
     p = sub.add_parser(
@@ -42,6 +43,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """Print a quota rule's per-layer densities and kept counts; returns the exit status."""
     from ..quotas import quota
 
     arch = arch_of(args)

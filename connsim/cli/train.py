@@ -35,6 +35,7 @@ def _int_list(text):
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Add the training options that ``train`` and ``imp`` share to ``p``."""
     from ..trainer.backend import BACKENDS
     from ..trainer.layers import INITS
     from ..trainer.optim import OPTIMIZERS, SCHEDULES
@@ -99,6 +100,7 @@ def train_data_arch(args):
 
 
 def add_parser(sub):
+    """Add the ``train`` command to ``sub``."""
     from ..masks import LAYOUTS
     from ..trainer.data import DATASETS
 
@@ -127,6 +129,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """Train under masks and write the run folder; returns the exit status."""
     from ..maskio import load_masks
     from ..trainer.train import train
 

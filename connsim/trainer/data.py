@@ -84,6 +84,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example."""
         return self.x_train.shape[1:]
 
     def reshaped(self, input_shape) -> Dataset:
@@ -157,6 +158,7 @@ _NUMPY_STATES = {np.dtype: _check_dtype_state, np.ndarray: _check_array_state}
 
 
 def cache_dir(override: str | None = None) -> str:
+    """The data cache folder: ``override``, else ``$CONNSIM_DATA``, else ``~/.cache/connsim``."""
     path = override or os.environ.get("CONNSIM_DATA") or os.path.join(
         os.path.expanduser("~"), ".cache", "connsim")
     os.makedirs(path, exist_ok=True)

@@ -40,6 +40,7 @@ class Dense:
         return w if self.mask is None else w * self.mask
 
     def forward(self, x, train=True):
+        """Forward pass; keeps ``x`` for the backward pass."""
         self.x = x
         y = x @ self._w().T
         if "bias" in self.params:
@@ -47,6 +48,7 @@ class Dense:
         return y
 
     def backward(self, dy):
+        """Store the weight (and bias) gradients; return the input gradient."""
         gw = dy.T @ self.x
         self.grads["weight"] = gw if self.mask is None else gw * self.mask
         if "bias" in self.params:
@@ -79,6 +81,7 @@ class Conv2d:
         return w.reshape(self.groups, w.shape[0] // self.groups, -1)
 
     def forward(self, x, train=True):
+        """Forward pass; keeps what the backward pass needs."""
         xp = self.xp
         n, c, h, w = x.shape
         o, _, kh, kw = self.params["weight"].shape
@@ -95,6 +98,7 @@ class Conv2d:
         return y
 
     def backward(self, dy):
+        """Store the weight (and bias) gradients; return the input gradient."""
         xp = self.xp
         n, c, h, w, ho, wo = self.shape
         o, _, kh, kw = self.params["weight"].shape
@@ -121,6 +125,7 @@ class Pool2d:
         self.params, self.grads = {}, {}
 
     def forward(self, x, train=True):
+        """Forward pass (average or max over each window)."""
         n, c, h, w = x.shape
         (kh, kw), (sh, sw) = self.kernel, self.stride
         ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
@@ -134,6 +139,7 @@ class Pool2d:
         return win.max(axis=0)
 
     def backward(self, dy):
+        """The input gradient."""
         xp = self.xp
         n, c, h, w = self.shape
         (kh, kw), (sh, sw) = self.kernel, self.stride
@@ -155,6 +161,7 @@ class Add:
         self.params, self.grads = {}, {}
 
     def forward(self, xs, train=True):
+        """Sum of the inputs."""
         self.n = len(xs)
         y = xs[0]
         for x in xs[1:]:
@@ -162,6 +169,7 @@ class Add:
         return y
 
     def backward(self, dy):
+        """The output gradient, once per input."""
         return [dy] * self.n
 
 
@@ -174,10 +182,12 @@ class Concat:
         self.xp, self.params, self.grads = xp, {}, {}
 
     def forward(self, xs, train=True):
+        """The inputs concatenated along channels."""
         self.sizes = [x.shape[1] for x in xs]
         return self.xp.concatenate(xs, axis=1)
 
     def backward(self, dy):
+        """Each input's slice of the output gradient."""
         out, start = [], 0
         for size in self.sizes:
             out.append(dy[:, start:start + size])
@@ -194,10 +204,12 @@ class Flatten:
         self.params, self.grads = {}, {}
 
     def forward(self, xs, train=True):
+        """The input flattened per example."""
         self.shape = xs[0].shape
         return xs[0].reshape(self.shape[0], -1)
 
     def backward(self, dy):
+        """The output gradient in the input's shape (a one-element list)."""
         return [dy.reshape(self.shape)]
 
 
@@ -220,6 +232,7 @@ class BatchNorm:
         return (1, -1) + (1,) * (x.ndim - 2)
 
     def forward(self, x, train=True):
+        """Normalise with batch statistics (``train``) or running ones, then scale and shift."""
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
         shape = self._shape(x)
         if train:
@@ -236,6 +249,7 @@ class BatchNorm:
         return self.params["weight"].reshape(shape) * self.xhat + self.params["bias"].reshape(shape)
 
     def backward(self, dy):
+        """Store the scale and shift gradients; return the input gradient."""
         axes, shape = self.axes, self._shape(dy)
         self.grads["weight"] = (dy * self.xhat).sum(axis=axes)
         self.grads["bias"] = dy.sum(axis=axes)
@@ -249,14 +263,18 @@ class BatchNorm:
 
 
 class ReLU:
+    """Rectified linear unit, ``max(x, 0)``."""
+
     def __init__(self):
         self.params, self.grads = {}, {}
 
     def forward(self, x, train=True):
+        """``max(x, 0)``; keeps where ``x > 0``."""
         self.positive = x > 0
         return x * self.positive
 
     def backward(self, dy):
+        """The gradient where the input was positive, 0 elsewhere."""
         return dy * self.positive
 
 

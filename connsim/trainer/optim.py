@@ -22,6 +22,7 @@ class SGD:
         self.buf: dict[str, object] = {}
 
     def step(self, lr: float) -> None:
+        """One update with learning rate ``lr``, then re-apply the masks."""
         for name, layer, key in self.net.parameters():
             p, g = layer.params[key], layer.grads[key]
             if self.wd:
@@ -45,6 +46,7 @@ class Adam:
         self.t = 0
 
     def step(self, lr: float) -> None:
+        """One update with learning rate ``lr``, then re-apply the masks."""
         self.t += 1
         b1, b2 = self.betas
         for name, layer, key in self.net.parameters():
@@ -63,6 +65,7 @@ OPTIMIZERS = ("sgd", "nesterov", "adam")
 
 
 def make_optimizer(name: str, network, *, momentum=0.9, weight_decay=0.0):
+    """The optimiser ``name`` (one of :data:`OPTIMIZERS`) for ``network``."""
     if check_choice(name, OPTIMIZERS, "optimizer") == "sgd":
         return SGD(network, momentum=momentum, weight_decay=weight_decay)
     if name == "nesterov":

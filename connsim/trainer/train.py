@@ -84,6 +84,7 @@ class TrainConfig:
                              f"examples; choose a batch size of at most {n_train}")
 
     def total_iterations(self, n_train: int) -> int:
+        """Iterations of the run on ``n_train`` examples (``iterations``, else ``epochs`` worth)."""
         self.check_data(n_train)
         per_epoch = max(1, n_train // self.batch_size)
         if self.iterations is not None:
@@ -104,6 +105,7 @@ class TrainResult:
     measurement: Measurement
 
     def summary(self, arch: str, dataset: str) -> dict:
+        """JSON-ready summary of the run on ``arch`` and ``dataset``."""
         m = self.measurement.to_dict()
         return {"arch": arch, "dataset": dataset, "test_accuracy": self.test_accuracy,
                 "train_loss": self.train_loss, "epochs": self.epochs, "seconds": self.seconds,

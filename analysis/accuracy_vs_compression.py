@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import connsim
 from connsim.pruning import prune
 from connsim.trainer.data import load_mnist
-from connsim.trainer.train import TrainConfig, train
+from connsim.trainer.loop import TrainConfig, train
 
 METHODS = [("random", "uniform"), ("random", "erk"), ("random", "igq"), ("synflow", None)]
 

@@ -13,7 +13,7 @@ import os
 import connsim
 from connsim.pruning import prune
 from connsim.trainer.data import load_mnist
-from connsim.trainer.train import TrainConfig, train
+from connsim.trainer.loop import TrainConfig, train
 
 
 def main():

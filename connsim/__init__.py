@@ -14,6 +14,10 @@ Examples
 266200
 """
 
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -52,3 +56,31 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+# ----------------------------------------------------------------- moved modules (deprecated)
+
+_MOVED = {f"{__name__}.{m}": f"{__name__}.trainer.{m}"
+          for m in ("backend", "data", "layers", "network", "optim")}
+_MOVED[f"{__name__}.train"] = f"{__name__}.trainer.loop"
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Lets ``import connsim.train`` (and the other trainer modules' old names) keep working,
+    with a DeprecationWarning that names the new module."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _MOVED:
+            return None
+        warnings.warn(f"{fullname} moved to {_MOVED[fullname]}; import it from there (the old "
+                      "name will be removed)", DeprecationWarning, stacklevel=2)
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return import_module(_MOVED[spec.name])
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.append(_MovedModules())

@@ -38,8 +38,8 @@ from .masks import ones_masks
 from .measures import measure
 from .orders import GlobalOrder, topk_masks
 from .trainer.data import Dataset
+from .trainer.loop import TrainConfig, train
 from .trainer.network import Network
-from .trainer.train import TrainConfig, train
 
 SCOPES = ("global", "layerwise")
 

@@ -6,7 +6,7 @@ import pytest
 from connsim import get_arch
 from connsim.trainer.backend import get_backend, to_numpy
 from connsim.trainer.data import make_synthetic
-from connsim.trainer.train import TrainConfig, train
+from connsim.trainer.loop import TrainConfig, train
 
 
 def _gpu_available() -> bool:

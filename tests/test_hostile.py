@@ -18,7 +18,7 @@ from connsim.sampling import random_order
 from connsim.targeting import target_effective
 from connsim.theory import half_disconnection_compression
 from connsim.trainer.data import DataError, Dataset, batches, make_synthetic
-from connsim.trainer.train import TrainConfig, train
+from connsim.trainer.loop import TrainConfig, train
 
 # ---------------------------------------------------------------- exact quotas (item 4)
 

@@ -11,7 +11,7 @@ import connsim.imp as imp_module
 from connsim import get_arch
 from connsim.imp import imp, prune_survivors
 from connsim.trainer.data import make_synthetic
-from connsim.trainer.train import TrainConfig
+from connsim.trainer.loop import TrainConfig
 
 
 def setup():

@@ -33,3 +33,15 @@ def test_public_names_resolve_lazily():
         assert getattr(connsim, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         connsim.nope  # noqa: B018
+
+
+def test_old_trainer_module_names_still_import_with_a_deprecation_warning():
+    code = ("import warnings\nwarnings.simplefilter('error')\n"
+            "try:\n    import connsim.train\nexcept DeprecationWarning as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "connsim.train moved to connsim.trainer.loop" in out
+    code = ("import warnings\nwarnings.simplefilter('ignore')\nimport connsim.train, connsim.trainer.loop\n"
+            "print(connsim.train.TrainConfig is connsim.trainer.loop.TrainConfig)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -9,9 +9,9 @@ from connsim.pruning import prune
 from connsim.trainer.backend import get_backend
 from connsim.trainer.data import make_synthetic
 from connsim.trainer.layers import cross_entropy
+from connsim.trainer.loop import TrainConfig, train
 from connsim.trainer.network import Network
 from connsim.trainer.optim import OPTIMIZERS, SCHEDULES
-from connsim.trainer.train import TrainConfig, train
 from connsim.zoo import ZOO
 from tests import strict as strict_module
 from tests.strict import TRANSFERS, DeviceArray, strict

@@ -22,8 +22,8 @@ from connsim.trainer.data import (
     random_crop,
     random_rotate,
 )
+from connsim.trainer.loop import TrainConfig, train
 from connsim.trainer.optim import SGD, Adam, cosine_schedule, make_schedule, step_schedule, warmup
-from connsim.trainer.train import TrainConfig, train
 from tests.conftest import TRAINER_BACKENDS
 
 

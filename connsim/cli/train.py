@@ -71,8 +71,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_config(args):
-    """The :class:`connsim.trainer.train.TrainConfig` of the training options."""
-    from ..trainer.train import TrainConfig
+    """The :class:`connsim.trainer.loop.TrainConfig` of the training options."""
+    from ..trainer.loop import TrainConfig
 
     milestones = args.milestones or ()
     return TrainConfig(
@@ -131,7 +131,7 @@ def add_parser(sub):
 def run(args) -> int:
     """Train under masks and write the run folder; returns the exit status."""
     from ..maskio import load_masks
-    from ..trainer.train import train
+    from ..trainer.loop import train
 
     config = train_config(args)
     if args.out:

@@ -13,8 +13,8 @@ Examples
 
 from .backend import backend_names, get_backend, register_backend, to_numpy
 from .data import Dataset, load_dataset
+from .loop import TrainConfig, TrainResult, evaluate, train
 from .network import Network
-from .train import TrainConfig, TrainResult, evaluate, train
 
 __all__ = [
     "Dataset", "Network", "TrainConfig", "TrainResult", "backend_names", "evaluate",

@@ -47,8 +47,13 @@ __all__ = sorted(_WHERE)
 
 def __getattr__(name: str):
     module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'connsim' has no attribute {name!r}")
+    if module is None:  # a submodule, as after an eager import (connsim.theory)
+        try:
+            return import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'connsim' has no attribute {name!r}") from None
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
@@ -77,10 +82,12 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self)
 
     def create_module(self, spec):
-        return import_module(_MOVED[spec.name])
+        module = import_module(_MOVED[spec.name])
+        self._spec = module.__spec__  # the import system replaces it with the alias's
+        return module
 
     def exec_module(self, module):
-        pass
+        module.__spec__ = self._spec
 
 
 sys.meta_path.append(_MovedModules())

@@ -85,8 +85,9 @@ def _channel_level(arch: Architecture, masks: dict) -> Connectivity:
     for k, node in enumerate(arch.nodes):
         forward[node.name], backward[node.name] = fwd[k], bwd[k]
         if node.op == "flatten" and node.size != topo.sizes[k]:  # report units, not channels
-            forward[node.name] = np.repeat(fwd[k], node.size // topo.sizes[k])
-            backward[node.name] = units[k]
+            per = node.size // topo.sizes[k]
+            forward[node.name] = np.repeat(fwd[k], per)
+            backward[node.name] = units.get(k, np.repeat(bwd[k], per))  # the output: all units
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 

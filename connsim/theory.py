@@ -15,9 +15,11 @@ Residual blocks (DAGs) are exact too: at a join (a residual add forward, a block
 whose branches all leave one fork, the pmf is computed conditionally on the fork's reached count r
 (:func:`_join`): a branch without layers delivers the fork's own set, a branch with layers reaches
 each join node independently given the count before its last layer, and branches are independent
-given the fork's set. Only joins whose branches leave different forks (e.g. a skip over several
-blocks) fall back to treating the branches as independent exchangeable subsets (hypergeometric
-union, :func:`union`); such results carry ``exact = False``.
+given the fork's set. Joins whose branches leave different forks (e.g. a skip over several
+blocks), or whose branches hold a general grouped conv or a concat's slice or end in a depthwise
+conv, fall back to treating the branches as independent exchangeable subsets (hypergeometric
+union, :func:`union`; this ignores that every branch is empty when the fork is, so P(disconnected)
+can be far off); such results carry ``exact = False``.
 
 Grouped convolutions and concats (:class:`Step`): a depthwise conv (each output reads one input
 channel) thins the count, ``R_l | r ~ Binomial(r, q_l)``, exactly in both directions; a concat's
@@ -416,8 +418,9 @@ def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> tuple[list[np.ndar
 class Prediction:
     """Theory for Bernoulli masks with given per-layer densities (see the module docstring).
 
-    ``exact`` is True for chains and residual networks; False when some join fell back to the
-    branch-independence approximation (module docstring).
+    ``exact`` is True for chains, residual networks and MobileNetV2; False when some join fell
+    back to the branch-independence approximation or a general grouped conv was approximated
+    (module docstring).
     """
 
     arch: str
@@ -517,8 +520,9 @@ def predict(arch: Architecture, densities) -> Prediction:
     Returns
     -------
     Prediction
-        Exact for chains (MLPs, LeNets, VGGs) and residual networks; joins whose branches leave
-        different forks use the documented approximation (``exact`` is then False).
+        Exact for chains (MLPs, LeNets, VGGs), residual networks and MobileNetV2; joins whose
+        branches leave different forks (or hold grouped convs or concat slices) and general grouped
+        convs use the documented approximations (``exact`` is then False).
 
     Notes
     -----

@@ -45,3 +45,19 @@ def test_old_trainer_module_names_still_import_with_a_deprecation_warning():
             "print(connsim.train.TrainConfig is connsim.trainer.loop.TrainConfig)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_submodules_are_attributes_as_after_an_eager_import():
+    import connsim
+
+    assert connsim.theory.predict is connsim.predict
+    assert callable(connsim.montecarlo.sample_seeds)
+
+
+def test_an_old_module_name_leaves_the_new_module_reloadable():
+    code = ("import warnings, importlib\nwarnings.simplefilter('ignore')\n"
+            "import connsim.trainer.loop as L, connsim.train\n"
+            "assert L.__spec__.name == 'connsim.trainer.loop'\n"
+            "L.train = None\nimportlib.reload(L)\nprint(callable(L.train))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -239,3 +239,16 @@ def test_slice_equals_scipy_hypergeometric_mixture(total, k):
     pmf /= pmf.sum()
     ref = sum(pmf[c] * hypergeom.pmf(np.arange(k + 1), total, k, c) for c in range(total + 1))
     np.testing.assert_allclose(select(pmf, k), ref, atol=1e-14)
+
+
+def test_flatten_as_the_output_node():
+    b = ArchBuilder("flat-out", (1, 2, 2))
+    b.conv(2, 1, name="c")
+    b.flatten(name="f")
+    arch = b.build()
+    masks = {"c": np.ones((2, 1, 1, 1), bool)}
+    for level in ("channel", "position"):
+        conn = connectivity(arch, masks, level=level)
+        assert conn.forward["f"].shape == conn.backward["f"].shape == (8,)
+        assert conn.forward["f"].all() and conn.backward["f"].all()
+        assert conn.effective["c"].sum() == 2

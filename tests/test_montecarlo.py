@@ -11,6 +11,7 @@ import pytest
 from connsim import get_arch, quota
 from connsim.montecarlo import monte_carlo, wilson_interval
 from connsim.theory import predict
+from connsim.zoo import ZOO
 
 K = 4.0
 
@@ -147,8 +148,9 @@ def test_monte_carlo_count_equals_connectivity(name, density):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vgg-11", "vgg-16", "vgg-19", "resnet-18", "resnet-32"])
+@pytest.mark.parametrize("name", [n for n in ZOO if n not in SMALL_ZOO and not n.startswith("mlp")])
 def test_monte_carlo_count_equals_connectivity_large(name):
+    """Together with the small zoo above: every network of the zoo."""
     from connsim.montecarlo import count_effective
     from tests.strategies import random_masks
 

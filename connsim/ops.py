@@ -64,11 +64,6 @@ class Edge:
         o, within = np.divmod(flat // self.k, self.a)
         return (o // self.b) * self.a + within, o
 
-    @property
-    def diagonal(self) -> bool:
-        """Every destination reads exactly one source node and no other destination reads it."""
-        return self.layer is not None and self.a == 1 and self.b == 1
-
 
 @dataclass(frozen=True)
 class Topology:

@@ -1,22 +1,31 @@
 import os
 import tracemalloc
 
-import pytest
-import scipy.linalg  # noqa: F401 - loads SciPy's BLAS so that the limit below reaches it
-from hypothesis import HealthCheck, settings
-from threadpoolctl import threadpool_limits
+# One BLAS thread for the whole suite: BLAS threads otherwise fight Numba's and each other on small
+# machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread). The
+# variables are read when NumPy and SciPy load their BLAS, so they are set before any import.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS")
+for _var in BLAS_THREAD_VARIABLES:
+    os.environ[_var] = "1"
 
-from connsim.trainer.backend import register_backend
-from tests.strict import strict
+import pytest  # noqa: E402
+import scipy.linalg  # noqa: E402, F401 - loads SciPy's BLAS so that the limit below reaches it
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from connsim.trainer.backend import register_backend  # noqa: E402
+from tests.strict import strict  # noqa: E402
 
 # the strict CPU double of CuPy (tests/strict.py): trainer tests run on it as backend "strict"
 register_backend("strict", lambda: strict)
 TRAINER_BACKENDS = ("numpy", "strict")
 
-# One BLAS thread for the whole suite: BLAS threads otherwise fight Numba's and each other on small
-# machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread). Every BLAS
-# must be loaded first: the limit reaches only libraries already in the process.
-threadpool_limits(limits=1, user_api="blas")
+try:  # also cap libraries that were loaded before this file (the limit reaches only those)
+    from threadpoolctl import threadpool_limits
+except ModuleNotFoundError:  # the variables above suffice for a fresh process
+    pass
+else:
+    threadpool_limits(limits=1, user_api="blas")
 
 # JIT compile time makes wall-clock deadlines meaningless; CI derandomizes for reproducibility.
 settings.register_profile("default", deadline=None, max_examples=60,

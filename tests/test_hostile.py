@@ -3,6 +3,7 @@ command line has tests/test_cli_errors.py)."""
 
 import io
 import math
+import os
 import time
 
 import numpy as np
@@ -220,9 +221,11 @@ def test_nothing_under_testpaths_imports_torch():
 
 
 def test_blas_runs_one_thread_in_the_suite():
-    from threadpoolctl import threadpool_info
+    from tests.conftest import BLAS_THREAD_VARIABLES
 
-    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert all(os.environ[v] == "1" for v in BLAS_THREAD_VARIABLES)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas)
 
 

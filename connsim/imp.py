@@ -37,11 +37,12 @@ from .maskio import load_masks, read_npz, save_masks
 from .masks import ones_masks
 from .measures import measure
 from .orders import GlobalOrder, topk_masks
+from .pruning import SCOPES as PRUNE_SCOPES
 from .trainer.data import Dataset
 from .trainer.loop import TrainConfig, train
 from .trainer.network import Network
 
-SCOPES = ("global", "layerwise")
+SCOPES = tuple(s for s in PRUNE_SCOPES if s != "layer-matched")  # IMP has no reference mask
 
 
 def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: float,

@@ -173,6 +173,15 @@ def check_inputs(args) -> None:
 # ------------------------------------------------------------- targets and quota rules
 
 
+def add_monte_carlo_args(p: argparse.ArgumentParser, samples_help: str, model_help: str) -> None:
+    """The Monte Carlo options: --samples, --mask-model and --seed."""
+    from ..montecarlo import MC_MASK_MODELS
+
+    p.add_argument("--samples", type=nonneg_int, default=0, help=samples_help)
+    p.add_argument("--mask-model", choices=MC_MASK_MODELS, default="bernoulli", help=model_help)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
+
+
 def add_target_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--density", type=unit_float, help="global fraction of weights kept, in [0, 1]")

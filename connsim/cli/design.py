@@ -7,13 +7,12 @@ import math
 import numpy as np
 
 from .._validation import check_compression
-from ._common import Progress, add_arch_args, arch_of, emit, nonneg_int, number, table
+from ._common import Progress, add_arch_args, add_monte_carlo_args, arch_of, emit, number, table
 
 
 def add_parser(sub):
     """Add the ``design`` command to ``sub``."""
     from ..design import OBJECTIVES
-    from ..montecarlo import MC_MASK_MODELS
 
     p = sub.add_parser(
         "design", help="optimise per-layer densities with the exact theory",
@@ -34,11 +33,8 @@ def add_parser(sub):
                    help="direct compression (> 1)")
     p.add_argument("--objective", choices=OBJECTIVES, default="effective",
                    help="what to optimise (default: effective)")
-    p.add_argument("--samples", type=nonneg_int, default=0,
-                   help="Monte Carlo samples per quota for the comparison (default 0)")
-    p.add_argument("--mask-model", choices=MC_MASK_MODELS, default="bernoulli",
-                   help="Monte Carlo mask model")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
+    add_monte_carlo_args(p, "Monte Carlo samples per quota for the comparison (default 0)",
+                         "Monte Carlo mask model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 

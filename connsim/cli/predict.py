@@ -13,9 +13,9 @@ from ._common import (
     EPILOG_TARGET,
     Progress,
     add_arch_args,
+    add_monte_carlo_args,
     arch_of,
     compression_float,
-    nonneg_int,
     table,
     unit_float,
 )
@@ -38,8 +38,6 @@ def _rule_list(text):
 
 def add_parser(sub):
     """Add the ``predict`` command to ``sub``."""
-    from ..montecarlo import MC_MASK_MODELS
-
     p = sub.add_parser(
         "predict", help="theory of random pruning: effective compression, P(disconnected)",
         description=(
@@ -64,11 +62,8 @@ def add_parser(sub):
     g.add_argument("--sparsity", type=unit_float, nargs="+", help="global sparsities")
     g.add_argument("--compression", type=compression_float, nargs="+",
                    help="direct compressions")
-    p.add_argument("--samples", type=nonneg_int, default=0,
-                   help="Monte Carlo samples per point (default 0: theory only)")
-    p.add_argument("--mask-model", choices=MC_MASK_MODELS, default="bernoulli",
-                   help="Monte Carlo mask model (the theory is always Bernoulli)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="Monte Carlo seed (default: 0)")
+    add_monte_carlo_args(p, "Monte Carlo samples per point (default 0: theory only)",
+                         "Monte Carlo mask model (the theory is always Bernoulli)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="write a figure: effective vs direct compression, P(disconnected), "
                         "active units (needs the plot extra)")

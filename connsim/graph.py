@@ -210,8 +210,7 @@ def layer_adjacency(edge: Edge, n_src: int, n_dst: int, mask: np.ndarray,
     pairs[flat // edge.k] = True
     if edge.a == n_src:
         return dense_to_csr(pairs.reshape(n_dst, n_src).T)
-    dst, within = np.nonzero(pairs.reshape(n_dst, edge.a))  # grouped: place each group's block
-    src = (dst // edge.b) * edge.a + within
+    src, dst = edge.group_ends(np.flatnonzero(pairs))  # grouped: place each group's block
     return sp.csr_array((np.ones(src.size, dtype=bool), (src, dst)), shape=(n_src, n_dst))
 
 

@@ -61,7 +61,11 @@ class Edge:
 
     def ends(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Source and destination node of the group edge of each kept weight (flat indices)."""
-        o, within = np.divmod(flat // self.k, self.a)
+        return self.group_ends(flat // self.k)
+
+    def group_ends(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Source and destination node of group edges ``g`` (flat indices over ``(out, a)``)."""
+        o, within = np.divmod(g, self.a)
         return (o // self.b) * self.a + within, o
 
 

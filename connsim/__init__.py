@@ -14,11 +14,10 @@ Examples
 266200
 """
 
-import importlib.abc
-import importlib.util
 import sys
 import warnings
 from importlib import import_module
+from importlib.machinery import ModuleSpec
 
 __version__ = "0.1.0"
 
@@ -70,16 +69,16 @@ _MOVED = {f"{__name__}.{m}": f"{__name__}.trainer.{m}"
 _MOVED[f"{__name__}.train"] = f"{__name__}.trainer.loop"
 
 
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _MovedModules:
     """Lets ``import connsim.train`` (and the other trainer modules' old names) keep working,
-    with a DeprecationWarning that names the new module."""
+    with a DeprecationWarning that names the new module (a meta path finder and its loader)."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in _MOVED:
             return None
         warnings.warn(f"{fullname} moved to {_MOVED[fullname]}; import it from there (the old "
                       "name will be removed)", DeprecationWarning, stacklevel=2)
-        return importlib.util.spec_from_loader(fullname, self)
+        return ModuleSpec(fullname, self)
 
     def create_module(self, spec):
         module = import_module(_MOVED[spec.name])

@@ -121,6 +121,125 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 1000)
     return correct / len(y)
 
 
+class Trainer:
+    """Masked training that can be advanced in steps (``train`` runs it to the end at once).
+
+    Building a trainer draws the initialisation (or loads ``initial_state``), the batch order and
+    the schedule exactly as :func:`train` does, so ``Trainer(...).run()`` and ``train(...)`` give
+    identical networks. :meth:`run` with a number of iterations continues where the last call
+    stopped (the batch order, optimiser state and schedule carry on), which is how IMP rounds
+    with a stopping rule train epoch by epoch (:mod:`connsim.stopping`).
+
+    Parameters are those of :func:`train`; ``log_test=False`` skips the test-set evaluations of
+    the history (the caller evaluates what it needs).
+    """
+
+    def __init__(self, arch: Architecture, data: Dataset, masks: Mapping | None = None,
+                 config: TrainConfig | None = None, *, initial_state: Mapping | None = None,
+                 log_test: bool = True):
+        config = self.config = config or TrainConfig()
+        if tuple(data.input_shape) != tuple(arch.input_shape):
+            raise ValueError(f"data has inputs {data.input_shape} but {arch.name} expects "
+                             f"{arch.input_shape}; build the architecture with input_shape="
+                             f"{data.input_shape}")
+        if data.classes != arch.output.channels:
+            raise ValueError(f"data has {data.classes} classes but {arch.name} has "
+                             f"{arch.output.channels} outputs")
+        config.check_data(len(data.y_train))
+        self.arch, self.data, self.log_test = arch, data, log_test
+        self.masks = check_masks(arch, masks) if masks is not None else ones_masks(arch)
+        seeds = np.random.SeedSequence(config.seed).spawn(2)
+        self.network = Network(arch, self.masks, backend=config.backend, init=config.init,
+                               rng=np.random.default_rng(seeds[0]))
+        if initial_state is not None:
+            self.network.load_state_dict(initial_state)
+        self.rng = np.random.default_rng(seeds[1])
+        self.total = config.total_iterations(len(data.y_train))
+        self.per_epoch = max(1, len(data.y_train) // config.batch_size)
+        self.schedule = make_schedule(config.schedule, config.lr, self.total,
+                                      milestones=config.milestones or (), gamma=config.gamma,
+                                      warmup_iters=config.warmup)
+        self.optimizer = make_optimizer(config.optimizer, self.network, momentum=config.momentum,
+                                        weight_decay=config.weight_decay)
+        self.eval_every = config.eval_every or self.per_epoch
+        self.history: list = []
+        self.iteration = 0
+        self.seconds = 0.0
+        self._order = iter(())
+        xp = self.network.xp
+        # the loss is summed on the device and read once per logged step: no transfer per step
+        self._loss_sum, self._loss_count = xp.zeros((), dtype="float64"), 0
+
+    def _next_batch(self):
+        idx = next(self._order, None)
+        if idx is None:  # a new epoch: a fresh permutation from the run's generator
+            self._order = batches(len(self.data.y_train), self.config.batch_size, self.rng)
+            idx = next(self._order)
+        return idx
+
+    def run(self, iterations: int | None = None, *, out_dir: str | None = None,
+            progress: Callable | None = None) -> float:
+        """Train ``iterations`` more steps (default: to the end of the schedule).
+
+        Returns the mean training loss of these steps. Raises ``FloatingPointError`` when the
+        loss diverges.
+        """
+        end = self.total if iterations is None else self.iteration + check_int(
+            iterations, "iterations", 1)
+        data, net, config = self.data, self.network, self.config
+        xp = net.xp
+        run_sum, run_count = xp.zeros((), dtype="float64"), 0
+        start = time.perf_counter()
+        while self.iteration < end:
+            idx = self._next_batch()
+            x = data.x_train[idx]
+            if config.augment:
+                x = augment(x, data.name, self.rng)
+            logits = net.forward(x, train=True)
+            loss, grad = cross_entropy(xp, logits, xp.asarray(data.y_train[idx]))
+            net.backward(grad)
+            self.optimizer.step(self.schedule(self.iteration))
+            self._loss_sum, self._loss_count = self._loss_sum + loss, self._loss_count + 1
+            run_sum, run_count = run_sum + loss, run_count + 1
+            self.iteration = it = self.iteration + 1
+            record = None
+            if it % self.eval_every == 0 or it == self.total or it == end:
+                record = self._log(it, start)
+                if out_dir is not None:
+                    write_json(os.path.join(out_dir, "history.json"), self.history)
+            if progress is not None:
+                progress(it, self.total, record)
+        self.seconds += time.perf_counter() - start
+        mean = float(run_sum) / max(1, run_count)
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"training diverged by iteration {self.iteration} (loss "
+                                     f"{mean}); lower the learning rate")
+        return mean
+
+    def _log(self, it: int, start: float) -> dict:
+        record = {"iteration": it, "epoch": it / self.per_epoch, "lr": self.schedule(it - 1),
+                  "train_loss": float(self._loss_sum) / self._loss_count}
+        if self.log_test:
+            record["test_accuracy"] = evaluate(self.network, self.data.x_test, self.data.y_test)
+        record["seconds"] = self.seconds + time.perf_counter() - start
+        if not math.isfinite(record["train_loss"]):
+            raise FloatingPointError(f"training diverged at iteration {it} (loss "
+                                     f"{record['train_loss']}); lower the learning rate")
+        self.history.append(record)
+        self._loss_sum, self._loss_count = self.network.xp.zeros((), dtype="float64"), 0
+        return record
+
+    def result(self) -> TrainResult:
+        """The run so far as a :class:`TrainResult` (test accuracy evaluated now)."""
+        last = self.history[-1] if self.history else {}
+        acc = last.get("test_accuracy")
+        if acc is None or last.get("iteration") != self.iteration:
+            acc = evaluate(self.network, self.data.x_test, self.data.y_test)
+        return TrainResult(self.network, self.history, acc, last.get("train_loss", math.nan),
+                           self.iteration / self.per_epoch, self.seconds,
+                           measure(self.arch, self.masks))
+
+
 def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
           config: TrainConfig | None = None, *, out_dir: str | None = None,
           progress: Callable | None = None, initial_state: Mapping | None = None) -> TrainResult:
@@ -152,70 +271,11 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     >>> res.test_accuracy > 0.9
     True
     """
-    config = config or TrainConfig()
-    if tuple(data.input_shape) != tuple(arch.input_shape):
-        raise ValueError(f"data has inputs {data.input_shape} but {arch.name} expects "
-                         f"{arch.input_shape}; build the architecture with input_shape="
-                         f"{data.input_shape}")
-    if data.classes != arch.output.channels:
-        raise ValueError(f"data has {data.classes} classes but {arch.name} has "
-                         f"{arch.output.channels} outputs")
-    config.check_data(len(data.y_train))
-    canon = check_masks(arch, masks) if masks is not None else ones_masks(arch)
-    seeds = np.random.SeedSequence(config.seed).spawn(2)
-    net = Network(arch, canon, backend=config.backend, init=config.init,
-                  rng=np.random.default_rng(seeds[0]))
-    if initial_state is not None:
-        net.load_state_dict(initial_state)
-    rng = np.random.default_rng(seeds[1])
-    total = config.total_iterations(len(data.y_train))
-    per_epoch = max(1, len(data.y_train) // config.batch_size)
-    milestones = config.milestones or ()
-    schedule = make_schedule(config.schedule, config.lr, total, milestones=milestones,
-                             gamma=config.gamma, warmup_iters=config.warmup)
-    opt = make_optimizer(config.optimizer, net, momentum=config.momentum,
-                         weight_decay=config.weight_decay)
-    eval_every = config.eval_every or per_epoch
-    history = []
-    xp = net.xp
-    # the loss is summed on the device and read once per logged step: no transfer per step
-    loss_sum, loss_count = xp.zeros((), dtype="float64"), 0
-    start = time.perf_counter()
-    it = 0
-    while it < total:
-        for idx in batches(len(data.y_train), config.batch_size, rng):
-            x = data.x_train[idx]
-            if config.augment:
-                x = augment(x, data.name, rng)
-            logits = net.forward(x, train=True)
-            loss, grad = cross_entropy(xp, logits, xp.asarray(data.y_train[idx]))
-            net.backward(grad)
-            opt.step(schedule(it))
-            loss_sum, loss_count = loss_sum + loss, loss_count + 1
-            it += 1
-            record = None
-            if it % eval_every == 0 or it == total:
-                record = {"iteration": it, "epoch": it / per_epoch, "lr": schedule(it - 1),
-                          "train_loss": float(loss_sum) / loss_count,
-                          "test_accuracy": evaluate(net, data.x_test, data.y_test),
-                          "seconds": time.perf_counter() - start}
-                if not math.isfinite(record["train_loss"]):
-                    raise FloatingPointError(f"training diverged at iteration {it} (loss "
-                                             f"{record['train_loss']}); lower the learning rate")
-                history.append(record)
-                loss_sum, loss_count = xp.zeros((), dtype="float64"), 0
-                if out_dir is not None:
-                    write_json(os.path.join(out_dir, "history.json"), history)
-            if progress is not None:
-                progress(it, total, record)
-            if it >= total:
-                break
-    seconds = time.perf_counter() - start
-    last = history[-1]
-    result = TrainResult(net, history, last["test_accuracy"], last["train_loss"], it / per_epoch,
-                         seconds, measure(arch, canon))
+    trainer = Trainer(arch, data, masks, config, initial_state=initial_state)
+    trainer.run(out_dir=out_dir, progress=progress)
+    result = trainer.result()
     if out_dir is not None:
-        save_run(out_dir, result, arch.name, data.name, config)
+        save_run(out_dir, result, arch.name, data.name, trainer.config)
     return result
 
 

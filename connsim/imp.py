@@ -30,7 +30,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from ._validation import check_choice, check_fraction, check_int
+from ._validation import InvalidArgument, check_choice, check_fraction, check_int
 from .architectures import Architecture
 from .files import atomic_write, clean_stale_temps, write_json
 from .maskio import load_masks, read_npz, save_masks
@@ -38,11 +38,14 @@ from .masks import ones_masks
 from .measures import measure
 from .orders import GlobalOrder, topk_masks
 from .pruning import SCOPES as PRUNE_SCOPES
+from .sap import SapSettings
+from .stopping import Monitor, StopRule, bn_carry, train_round, warm_up
 from .trainer.data import Dataset
 from .trainer.loop import TrainConfig, train
 from .trainer.network import Network
 
 SCOPES = tuple(s for s in PRUNE_SCOPES if s != "layer-matched")  # IMP has no reference mask
+PRUNERS = ("lth", "sap")
 
 
 def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: float,
@@ -148,7 +151,9 @@ def _read_levels(out_dir: str) -> list:
 
 def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         fraction: float = 0.2, rewind: int = 0, scope: str = "global",
-        config: TrainConfig | None = None, progress: Callable | None = None) -> list:
+        config: TrainConfig | None = None, progress: Callable | None = None,
+        pruner: str = "lth", sap: SapSettings | None = None,
+        stop: StopRule | None = None) -> list:
     """Run (or resume) IMP for ``levels`` pruning levels; returns the level records.
 
     Parameters
@@ -160,74 +165,179 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
     levels : int
         Number of pruned levels after the dense level 0 (records 0 .. levels).
     fraction : float
-        Fraction of the surviving weights removed per level.
+        ``pruner='lth'``: fraction of the surviving weights removed per level.
     rewind : int
-        Rewind to initialisation (0) or to the state after this many iterations of dense training.
+        Rewind to initialisation (0) or to the state after this many iterations of dense training
+        (plain IMP; in round mode the warm-up sets the rewind point).
     scope : {'global', 'layerwise'}
+        ``pruner='lth'``: one magnitude ranking over all layers, or ``fraction`` of every layer.
     config : TrainConfig
-        Training of every level.
+        Training of every level; in round mode, of one *iteration* of a round.
     progress : callable, optional
         Called as ``progress(level, record)`` after each finished level.
+    pruner : {'lth', 'sap'}
+        Magnitude pruning by ``fraction``, or the PQ-index-driven ratio of :mod:`connsim.sap`.
+    sap : SapSettings, optional
+        SAP's parameters (default ``p=1, q=2``).
+    stop : StopRule, optional
+        Round mode with a warm-up and a stopping rule (:mod:`connsim.stopping`); default: plain
+        IMP, every level training the full schedule.
 
     Returns
     -------
     list of dict
         Per level: ``level``, ``masks`` (file name), ``direct_density``, ``effective_density``,
         ``direct_compression``, ``effective_compression`` (None when disconnected),
-        ``test_accuracy``, ``epochs``, ``seconds``.
+        ``test_accuracy``, ``epochs``, ``seconds``, ``prune_ratio`` (the share of the survivors
+        removed to form the next level's mask) and ``stopped_by`` (``'schedule'`` in plain IMP).
+        Round mode adds ``iterations``, ``validation_accuracy``, ``flow_distance``,
+        ``flow_statistic``, the per-layer ``active_units`` of the flow's layers, and the cost
+        counters (``validation_examples``, ``statistic_forward_examples``,
+        ``statistic_backward_examples``, ``overhead_epochs``); ``warmup.json`` holds the warm-up.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from connsim import get_arch
+    >>> from connsim.trainer.data import make_synthetic
+    >>> data = make_synthetic((1, 4, 4), classes=3, noise=0.5, n_train=600)
+    >>> arch = get_arch("mlp:16-32-3", input_shape=(1, 4, 4))
+    >>> rule = StopRule(stop="flow+accuracy", warmup_iterations=2, max_iterations=3, eps=0.5)
+    >>> records = imp(arch, data, tempfile.mkdtemp(), levels=2, pruner="sap", stop=rule,
+    ...               config=TrainConfig(epochs=1, batch_size=50, lr=0.05, momentum=0))
+    >>> [r["stopped_by"] in ("flow", "accuracy", "flow+accuracy", "cap") for r in records]
+    [True, True, True]
     """
     config = config or TrainConfig()
+    stop = stop or StopRule()
     check_int(levels, "levels", 0)
     _check_fraction(fraction)
     check_int(rewind, "rewind", 0)
     _check_scope(scope)
+    check_choice(pruner, PRUNERS, "pruner", "'lth' removes --fraction by magnitude, 'sap' "
+                                            "the PQ-index ratio")
+    sap = sap or SapSettings()
+    if stop.rounds and rewind:
+        raise InvalidArgument("rewind applies to plain IMP; with a stopping rule the warm-up "
+                              "(warmup_iterations) sets the rewind point")
     config.check_data(len(data.y_train))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"run folder {out_dir!r} is an existing file; give a folder")
     os.makedirs(out_dir, exist_ok=True)
+    settings = {
+        "arch": arch.to_dict(), "dataset": data.name, "n_train": int(len(data.y_train)),
+        "n_test": int(len(data.y_test)), "data_sha256": data_fingerprint(data),
+        "fraction": float(fraction), "rewind": int(rewind),
+        "scope": scope, "train": asdict(config)}
+    if pruner != "lth":  # only what differs from plain IMP: older run folders stay resumable
+        settings["sap"] = sap.to_dict()
+    if stop.rounds:
+        settings["stop"] = stop.to_dict()
+
+    def prune(weights, masks):
+        if pruner == "sap":
+            return sap.prune(arch, weights, masks)
+        nxt = prune_survivors(arch, weights, masks, fraction, scope)
+        kept = sum(int(m.sum()) for m in masks.values())
+        return nxt, (1 - sum(int(m.sum()) for m in nxt.values()) / kept) if kept else 0.0
+
     with run_lock(out_dir):
         clean_stale_temps(out_dir)
-        _check_config(out_dir, {
-            "arch": arch.to_dict(), "dataset": data.name, "n_train": int(len(data.y_train)),
-            "n_test": int(len(data.y_test)), "data_sha256": data_fingerprint(data),
-            "fraction": float(fraction), "rewind": int(rewind),
-            "scope": scope, "train": asdict(config)})
-        return _run(arch, data, out_dir, levels, fraction, rewind, scope, config, progress)
+        _check_config(out_dir, settings)
+        records = _read_levels(out_dir)[:levels + 1]
+        run = _Rounds(arch, data, out_dir, config, stop) if stop.rounds else \
+            _Plain(arch, data, out_dir, config, rewind)
+        for level in range(len(records), levels + 1):
+            mask_file = f"masks_{level}.npz"
+            mask_path = os.path.join(out_dir, mask_file)
+            if level == 0 and not os.path.exists(mask_path):
+                save_masks(mask_path, ones_masks(arch))
+            masks = load_masks(mask_path, arch)
+            net, fields = run.level(level, masks)
+            m = measure(arch, masks)
+            # the successor of the last level too: a finished run can be extended with more levels
+            nxt, ratio = prune(net.weights(), masks)
+            run.carry(level + 1, net)
+            save_masks(os.path.join(out_dir, f"masks_{level + 1}.npz"), nxt)
+            record = {"level": level, "masks": mask_file, "direct_density": m.density,
+                      "effective_density": m.effective_density,
+                      "direct_compression": m.compression,
+                      "effective_compression": None if m.disconnected else m.effective_compression,
+                      **fields, "prune_ratio": ratio}
+            if stop.rounds:
+                active = {lm.name: lm.active_out for lm in m.layers}
+                record["active_units"] = [active[n] for n in run.warmup["flow_layers"]]
+            records.append(record)
+            write_json(os.path.join(out_dir, "levels.json"), records)
+            if progress is not None:
+                progress(level, record)
+        return records
 
 
-def _run(arch, data, out_dir, levels, fraction, rewind, scope, config, progress) -> list:
-    records = _read_levels(out_dir)[:levels + 1]
-    rewind_path = os.path.join(out_dir, "rewind.npz")
-    if os.path.exists(rewind_path):
-        state = read_npz(rewind_path)
-    else:
+class _Plain:
+    """Plain IMP: every level trains the full schedule from the rewind state."""
+
+    def __init__(self, arch, data, out_dir, config, rewind):
+        self.arch, self.data, self.config = arch, data, config
+        rewind_path = os.path.join(out_dir, "rewind.npz")
+        if os.path.exists(rewind_path):
+            self.state = read_npz(rewind_path)
+            return
         if rewind > 0:  # late rewinding: the state after `rewind` iterations of dense training
             warm = train(arch, data, None, replace(config, iterations=rewind, epochs=None))
-            state = warm.network.state_dict()
+            self.state = warm.network.state_dict()
         else:  # the initialisation train() itself would draw for this seed
             seed = np.random.SeedSequence(config.seed).spawn(2)[0]
-            state = Network(arch, init=config.init, rng=np.random.default_rng(seed)).state_dict()
-        with atomic_write(rewind_path, ".npz") as tmp:
-            np.savez(tmp, **state)
-    for level in range(len(records), levels + 1):
-        mask_file = f"masks_{level}.npz"
-        mask_path = os.path.join(out_dir, mask_file)
-        if level == 0 and not os.path.exists(mask_path):
-            save_masks(mask_path, ones_masks(arch))
-        masks = load_masks(mask_path, arch)
-        res = train(arch, data, masks, replace(config, seed=config.seed + level),
-                    initial_state=state)
-        m = measure(arch, masks)
-        # the successor of the last level too: a finished run can be extended with more levels
-        nxt = prune_survivors(arch, res.network.weights(), masks, fraction, scope)
-        save_masks(os.path.join(out_dir, f"masks_{level + 1}.npz"), nxt)
-        record = {"level": level, "masks": mask_file, "direct_density": m.density,
-                  "effective_density": m.effective_density, "direct_compression": m.compression,
-                  "effective_compression": None if m.disconnected else m.effective_compression,
-                  "test_accuracy": res.test_accuracy, "epochs": res.epochs,
-                  "seconds": res.seconds}
-        records.append(record)
-        write_json(os.path.join(out_dir, "levels.json"), records)
-        if progress is not None:
-            progress(level, record)
-    return records
+            self.state = Network(arch, init=config.init,
+                                 rng=np.random.default_rng(seed)).state_dict()
+        _save_state(rewind_path, self.state)
+
+    def level(self, level, masks):
+        res = train(self.arch, self.data, masks, replace(self.config, seed=self.config.seed + level),
+                    initial_state=self.state)
+        return res.network, {"test_accuracy": res.test_accuracy, "epochs": res.epochs,
+                             "seconds": res.seconds, "stopped_by": "schedule"}
+
+    def carry(self, level, net):
+        """Plain IMP rewinds everything: nothing carries over."""
+
+
+class _Rounds:
+    """Round mode: warm-up, then rounds that stop by rule; BatchNorm scales and running statistics
+    carry over from round to round (``carry_L.npz``), everything else rewinds to the warm-up's end.
+    """
+
+    def __init__(self, arch, data, out_dir, config, stop):
+        self.arch, self.config, self.stop, self.out_dir = arch, config, stop, out_dir
+        self.monitor = Monitor(stop, data, config.batch_size)
+        rewind_path = os.path.join(out_dir, "rewind.npz")
+        warm_path = os.path.join(out_dir, "warmup.json")
+        if os.path.exists(rewind_path) and os.path.exists(warm_path):
+            self.state = read_npz(rewind_path)
+            with open(warm_path) as f:
+                self.warmup = json.load(f)
+            return
+        seed = np.random.SeedSequence(config.seed).spawn(2)[0]
+        init = Network(arch, init=config.init, rng=np.random.default_rng(seed)).state_dict()
+        self.state, self.warmup = warm_up(arch, self.monitor, config, stop, init)
+        write_json(warm_path, self.warmup)
+        _save_state(rewind_path, self.state)
+
+    def level(self, level, masks):
+        state = dict(self.state)
+        carry = os.path.join(self.out_dir, f"carry_{level}.npz")
+        if level > 0 and os.path.exists(carry):
+            state.update(read_npz(carry))
+        net, fields = train_round(self.arch, self.monitor, masks, state,
+                                  replace(self.config, seed=self.config.seed + level), self.stop,
+                                  self.warmup)
+        return net, {"test_accuracy": self.monitor.test_accuracy(net), **fields}
+
+    def carry(self, level, net):
+        """Save what the next round does not rewind (before its mask: a resume finds both)."""
+        _save_state(os.path.join(self.out_dir, f"carry_{level}.npz"), bn_carry(net))
+
+
+def _save_state(path: str, state: dict) -> None:
+    with atomic_write(path, ".npz") as tmp:
+        np.savez(tmp, **state)

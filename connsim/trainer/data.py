@@ -97,6 +97,34 @@ class Dataset:
         return Dataset(self.name, self.x_train.reshape(-1, *shape), self.y_train,
                        self.x_test.reshape(-1, *shape), self.y_test, self.classes)
 
+    def holdout(self, fraction: float, seed: int = 0) -> tuple[Dataset, np.ndarray, np.ndarray]:
+        """Carve a validation split from the training set.
+
+        A seeded permutation of the training indices puts ``round(fraction * N)`` examples
+        (at least one, and at least one left to train on) in the validation split; the test set
+        is untouched. The same ``seed`` gives the same split on every machine.
+
+        Returns
+        -------
+        train : Dataset
+            The remaining training examples (order preserved) and the test set.
+        x_val, y_val : ndarray
+        """
+        from .._validation import check_fraction
+
+        check_fraction(fraction, "validation", open=True,
+                       fix="the share of the training set held out for validation, e.g. 0.1")
+        n = len(self.y_train)
+        k = min(n - 1, max(1, round(fraction * n)))
+        if n < 2:
+            raise DataError(f"dataset {self.name!r} has {n} training example; a validation "
+                            "split needs at least two")
+        held = np.zeros(n, dtype=bool)
+        held[np.random.default_rng(seed).permutation(n)[:k]] = True
+        rest = Dataset(self.name, self.x_train[~held], self.y_train[~held], self.x_test,
+                       self.y_test, self.classes)
+        return rest, self.x_train[held], self.y_train[held]
+
     def standardized(self) -> Dataset:
         """Per-channel standardisation with the training set's mean and standard deviation."""
         axes = (0, 2, 3) if self.x_train.ndim == 4 else (0,)

@@ -11,7 +11,7 @@ The pruning scores that need gradients use only :meth:`Network.forward`, :meth:`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -131,14 +131,21 @@ class Network:
 
     # ------------------------------------------------------------------ passes
 
-    def forward(self, x, train: bool = True):
-        """Logits for a batch ``x`` of shape ``(N, *input_shape)``."""
+    def forward(self, x, train: bool = True, tap: Callable | None = None):
+        """Logits for a batch ``x`` of shape ``(N, *input_shape)``.
+
+        ``tap``, when given, is called as ``tap(name, y)`` with the output of every conv and dense
+        node **before** its BatchNorm and ReLU (the flow statistics of :mod:`connsim.flow` read
+        activations this way, without a second forward pass).
+        """
         acts = {self.arch.nodes[0].name: self.xp.asarray(x, dtype=self.dtype)}
         for node in self.arch.nodes[1:]:
             ops = self.ops[node.name]
             y = [acts[s] for s in node.inputs] if ops[0].multi else acts[node.inputs[0]]
-            for op in ops:
+            for k, op in enumerate(ops):
                 y = op.forward(y, train)
+                if k == 0 and tap is not None and node.prunable:
+                    tap(node.name, y)
             acts[node.name] = y
         return acts[self.arch.output.name]
 

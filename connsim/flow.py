@@ -155,14 +155,14 @@ def information_flow(net: Network, x: np.ndarray, *, batch_size: int = 1000,
         raise ValueError("information flow needs at least two examples")
     wanted = set(layers)
     stats = _Moments(layers)
+    acts = {}
+
+    def tap(name, y):
+        if name in wanted:
+            y = to_numpy(y).astype(np.float64)
+            acts[name] = y.mean(axis=(2, 3)) if y.ndim == 4 else y
+
     for k in range(0, len(x), batch_size):
-        acts = {}
-
-        def tap(name, y):
-            if name in wanted:
-                y = to_numpy(y).astype(np.float64)
-                acts[name] = y.mean(axis=(2, 3)) if y.ndim == 4 else y
-
         net.forward(x[k:k + batch_size], train=False, tap=tap)
         stats.add(acts)
     return stats.kappa()

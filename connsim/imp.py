@@ -218,8 +218,9 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
                                             "the PQ-index ratio")
     sap = sap or SapSettings()
     if stop.rounds and rewind:
-        raise InvalidArgument("rewind applies to plain IMP; with a stopping rule the warm-up "
-                              "(warmup_iterations) sets the rewind point")
+        raise InvalidArgument("rewind", "0 with a stopping rule", rewind,
+                              "in round mode the warm-up (warmup_iterations) sets the rewind "
+                              "point")
     config.check_data(len(data.y_train))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"run folder {out_dir!r} is an existing file; give a folder")

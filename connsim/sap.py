@@ -33,14 +33,16 @@ def _check_pq(p, q) -> tuple[float, float]:
     p = check_real(p, "p", 0, low_open=True)
     q = check_real(q, "q", 0, low_open=True)
     if not p < q:
-        raise InvalidArgument(f"the PQ index needs 0 < p < q, got p={p}, q={q}; e.g. p=1, q=2")
+        raise InvalidArgument("q", "greater than p", got=f"p={p}, q={q}",
+                              fix="the PQ index needs 0 < p < q, e.g. p=1, q=2")
     return p, q
 
 
 def _magnitudes(w) -> np.ndarray:
     a = np.abs(np.asarray(w, dtype=np.float64)).ravel()
     if not np.isfinite(a).all():
-        raise InvalidArgument("the weights contain NaN or infinity; SAP needs finite weights")
+        raise InvalidArgument("weights", "finite", got="NaN or infinity",
+                              fix="SAP ranks finite magnitudes; check the training run")
     return a
 
 
@@ -143,8 +145,9 @@ def sap_prune(arch: Architecture, weights: Mapping, masks: Mapping, *, p: float 
     for n in arch.layer_names:
         w = np.asarray(weights[n], dtype=np.float64)
         if w.shape != canon[n].shape:
-            raise InvalidArgument(f"weights[{n!r}] has shape {w.shape}, the layer's masks "
-                                  f"{canon[n].shape}; pass the weights of this architecture")
+            raise InvalidArgument(f"weights[{n!r}]", f"of shape {canon[n].shape}",
+                                  got=f"shape {w.shape}",
+                                  fix="pass the weights of this architecture")
         keep = canon[n].astype(bool)
         survivors.append(_magnitudes(w[keep]))
         scores[n] = np.where(keep, np.abs(w), -1.0)
@@ -200,7 +203,7 @@ def sap_trajectory(rounds: int, law="gaussian", *, p: float = 1.0, q: float = 2.
     out = [1.0]
     if isinstance(law, str):
         if law != "gaussian":
-            raise InvalidArgument(f"law must be 'gaussian' or an array of weights, got {law!r}")
+            raise InvalidArgument("law", "'gaussian' or an array of weights", law)
         for _ in range(rounds):
             d = out[-1]
             keep = min(1.0, _gaussian_keep_fraction(d, p, q, eta))
@@ -208,7 +211,8 @@ def sap_trajectory(rounds: int, law="gaussian", *, p: float = 1.0, q: float = 2.
         return np.array(out)
     a = np.sort(_magnitudes(law))[::-1]
     if a.size == 0:
-        raise InvalidArgument("law is an empty array; pass the weights whose trajectory you want")
+        raise InvalidArgument("law", "a non-empty array", got="an empty array",
+                              fix="pass the weights whose trajectory you want")
     alive = a.size
     for _ in range(rounds):
         ratio = sap_ratio(a[:alive], p, q, eta=eta, scale=scale, max_ratio=max_ratio)

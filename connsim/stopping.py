@@ -103,15 +103,17 @@ class StopRule:
         check_choice(self.gf_variant, GF_VARIANTS, "gf_variant")
         check_choice(self.reference, REFERENCES, "reference")
         if self.stop == "none" and self.warmup_iterations:
-            raise InvalidArgument("warmup_iterations needs a stopping rule (stop='cap' for fixed "
-                                  "rounds); plain IMP rewinds with rewind=ITERATIONS instead")
+            raise InvalidArgument("warmup_iterations", "0 with stop='none'",
+                                  self.warmup_iterations,
+                                  "a warm-up needs round mode (stop='cap' for fixed rounds); "
+                                  "plain IMP rewinds with rewind=ITERATIONS instead")
         if "accuracy" in self.rules and not self.warmup_iterations:
-            raise InvalidArgument("the accuracy rule stops at the warm-up's best accuracy: give "
-                                  "warmup_iterations >= 1")
+            raise InvalidArgument("warmup_iterations", ">= 1 with the accuracy rule", 0,
+                                  "the accuracy rule stops at the warm-up's best accuracy")
         if "flow" in self.rules and self.flow == "gf" and self.gf_variant == "authors" \
                 and not self.warmup_iterations:
-            raise InvalidArgument("gf_variant='authors' reads the last warm-up batch's gradient: "
-                                  "give warmup_iterations >= 1")
+            raise InvalidArgument("warmup_iterations", ">= 1 with gf_variant='authors'", 0,
+                                  "the authors' variant reads the last warm-up batch's gradient")
 
     @property
     def rounds(self) -> bool:
@@ -229,11 +231,13 @@ def warm_up(arch: Architecture, monitor: Monitor, config: TrainConfig, rule: Sto
         accs.append(monitor.accuracy(trainer.network))
     net = trainer.network
     reference = monitor.statistic(net, dense_reference=True) if "flow" in rule.rules else None
+    layers = list(flow_layers(arch) if rule.flow == "if" else arch.layer_names)
+    units = {n.name: n.channels for n in arch.layers}
     record = {"iterations": w, "epochs": trainer.iteration / trainer.per_epoch,
               "accuracies": accs, "max_accuracy": max(accs) if accs else None,
               "reference": None if reference is None else reference.tolist(),
-              "flow_layers": list(flow_layers(arch)) if rule.flow == "if" else
-              list(arch.layer_names), "seconds": trainer.seconds, **monitor.cost()}
+              "flow_layers": layers, "units": [units[n] for n in layers],
+              "seconds": trainer.seconds, **monitor.cost()}
     return net.state_dict(), record
 
 

@@ -11,16 +11,21 @@ from ._common import (
     big_arch,
     check_inputs,
     emit,
+    nonneg_float,
     nonneg_int,
     open_fraction,
+    positive_float,
+    positive_int,
     table,
+    unit_float,
 )
 from .train import add_training_args, train_config, train_data_arch
 
 
 def add_parser(sub):
     """Add the ``imp`` command to ``sub``."""
-    from ..imp import SCOPES
+    from ..imp import PRUNERS, SCOPES
+    from ..stopping import FLOWS, GF_VARIANTS, REFERENCES, STOPS
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
@@ -32,8 +37,12 @@ def add_parser(sub):
             "effective density and test accuracy in --out as it finishes; re-running the same "
             "command resumes an interrupted run without losing or repeating a level."
         ),
-        epilog="Example: connsim imp --arch lenet-300-100 --dataset mnist --levels 10 "
-               "--fraction 0.2 --epochs 5 --out runs/imp",
+        epilog="Examples: connsim imp --arch lenet-300-100 --dataset mnist --levels 10 "
+               "--fraction 0.2 --epochs 5 --out runs/imp. InCoP with the information flow: "
+               "connsim imp --arch lenet-300-100 --dataset mnist --pruner sap --p 1 --q 2 "
+               "--stop flow+accuracy --flow if --eps 1 --warmup-iterations 5 "
+               "--max-iterations 10 --epochs 1 --schedule constant --lr 0.01 --momentum 0 "
+               "--batch-size 64 --weight-decay 5e-4 --levels 10 --out runs/incop",
     )
     add_arch_args(p)
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
@@ -45,6 +54,46 @@ def add_parser(sub):
                    help="rewind iteration (0 = initialisation, default)")
     p.add_argument("--scope", choices=SCOPES, default="global",
                    help="magnitude ranking over all layers (default) or within each layer")
+    g = p.add_argument_group(
+        "pruner", "what each level removes: --pruner lth removes --fraction of the survivors by "
+                  "magnitude; --pruner sap removes the share the PQ index of the survivors sets "
+                  "(Diao et al. 2023), one global threshold")
+    g.add_argument("--pruner", choices=PRUNERS, default="lth", help="default lth")
+    g.add_argument("--p", type=positive_float, default=1.0, help="SAP: PQ index p (default 1)")
+    g.add_argument("--q", type=positive_float, default=2.0, help="SAP: PQ index q > p (default 2)")
+    g.add_argument("--sap-eta", type=nonneg_float, default=0.0, help="SAP: eta (default 0)")
+    g.add_argument("--sap-scale", type=positive_float, default=1.0,
+                   help="SAP: the ratio's factor gamma (default 1)")
+    g.add_argument("--sap-max-ratio", type=unit_float, default=0.9,
+                   help="SAP: cap beta on the ratio (default 0.9)")
+    g = p.add_argument_group(
+        "rounds with a stopping rule (InCoP)",
+        "with --stop other than none, a warm-up of --warmup-iterations dense iterations sets the "
+        "rewind point and the accuracy target, and each round trains iteration by iteration "
+        "(one iteration = --epochs or --iterations) until its rule fires or --max-iterations "
+        "ran; a validation split is held out of the training set; see docs/pruning.md")
+    g.add_argument("--stop", choices=STOPS, default="none",
+                   help="none: plain IMP (default); cap: always --max-iterations; flow: the flow "
+                        "statistic is within --eps of the dense one; accuracy: the validation "
+                        "accuracy is back to the warm-up's best; flow+accuracy: either")
+    g.add_argument("--flow", choices=FLOWS, default="if",
+                   help="if: information flow between layers (default); gf: gradient flow")
+    g.add_argument("--eps", type=positive_float, default=1.0, help="flow threshold (default 1)")
+    g.add_argument("--warmup-iterations", type=nonneg_int, default=0,
+                   help="dense iterations before round 0 (default 0)")
+    g.add_argument("--max-iterations", type=positive_int, default=10,
+                   help="iterations per round at most (default 10)")
+    g.add_argument("--validation", type=open_fraction, default=0.1,
+                   help="share of the training set held out (default 0.1)")
+    g.add_argument("--flow-samples", type=positive_int, default=10000,
+                   help="training examples of the information flow (default 10000)")
+    g.add_argument("--gf-batches", type=positive_int, default=10,
+                   help="held-out batches of the gradient flow (default 10)")
+    g.add_argument("--gf-variant", choices=GF_VARIANTS, default="held-out",
+                   help="authors: the original code's stale last-batch gradient (not recommended)")
+    g.add_argument("--reference", choices=REFERENCES, default="validation",
+                   help="test: the accuracy rule watches the test set, as the original code "
+                        "did (not recommended)")
     add_training_args(p)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -54,6 +103,8 @@ def add_parser(sub):
 def run(args) -> int:
     """Run (or resume) iterative magnitude pruning; returns the exit status."""
     from ..imp import imp
+    from ..sap import SapSettings
+    from ..stopping import StopRule
 
     config = train_config(args)
     check_writable(args.out, folder=True)
@@ -61,15 +112,28 @@ def run(args) -> int:
     data, arch = train_data_arch(args)
     big_arch(arch, 64, "training")
     bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)
+    sap = SapSettings(p=args.p, q=args.q, eta=args.sap_eta, scale=args.sap_scale,
+                      max_ratio=args.sap_max_ratio)
+    stop = StopRule(stop=args.stop, flow=args.flow, eps=args.eps,
+                    max_iterations=args.max_iterations,
+                    warmup_iterations=args.warmup_iterations, validation=args.validation,
+                    flow_samples=args.flow_samples, gf_batches=args.gf_batches,
+                    gf_variant=args.gf_variant, reference=args.reference)
     records = imp(arch, data, args.out, levels=args.levels, fraction=args.fraction,
-                  rewind=args.rewind, scope=args.scope, config=config,
+                  rewind=args.rewind, scope=args.scope, config=config, pruner=args.pruner,
+                  sap=sap, stop=stop,
                   progress=lambda level, r: bar.set(level + 1,
                                                     note=f"acc {r['test_accuracy']:.4f}"))
     bar.close()
     obj = {"arch": arch.name, "dataset": data.name, "out": args.out, "levels": records}
+    header = ["level", "compression", "eff.compression", "test accuracy", "epochs"]
     rows = [[r["level"], r["direct_compression"], r["effective_compression"] or math.inf,
-             r["test_accuracy"], r["seconds"]] for r in records]
-    text = (table(rows, ["level", "compression", "eff.compression", "test accuracy", "seconds"])
+             r["test_accuracy"], r["epochs"]] for r in records]
+    if stop.rounds:
+        header += ["stopped by", "val. accuracy"]
+        for row, r in zip(rows, records, strict=True):
+            row += [r["stopped_by"], r["validation_accuracy"]]
+    text = (table(rows, header)
             + f"\n\nrecords and masks in {args.out} (re-run the same command to resume)")
     emit(args, obj, text)
     return 0

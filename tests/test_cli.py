@@ -203,6 +203,39 @@ def test_imp_resumes_from_its_folder(tmp_path, capsys):
     assert json.loads(o)["levels"] == first
 
 
+@pytest.mark.parametrize("extra", [
+    ["--pruner", "sap", "--p", "0.5", "--q", "1", "--stop", "flow+accuracy", "--flow", "if"],
+    ["--pruner", "sap", "--stop", "flow", "--flow", "gf", "--eps", "1e-9"],
+    ["--pruner", "lth", "--fraction", "0.5", "--scope", "layerwise", "--stop", "cap"],
+])
+def test_imp_rounds_with_a_stopping_rule(tmp_path, capsys, extra):
+    argv = ["imp", "--arch", "mlp:16-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
+            "--classes", "3", "--levels", "2", "--iterations", "5", "--batch-size", "20",
+            "--warmup-iterations", "2", "--max-iterations", "3", "--flow-samples", "200",
+            "--out", str(tmp_path / "imp"), "--json", *extra]
+    code, o, _ = run(capsys, *argv)
+    levels = json.loads(o)["levels"]
+    assert code == 0 and [r["level"] for r in levels] == [0, 1, 2]
+    stops = {r["stopped_by"] for r in levels}
+    if "cap" in extra or "1e-9" in extra:  # nothing can stop these rounds early
+        assert stops == {"cap"} and all(r["iterations"] == 3 for r in levels)
+    assert all(r["direct_density"] > levels[k + 1]["direct_density"]
+               for k, r in enumerate(levels[:-1]))
+    code, o, _ = run(capsys, *argv[:-len(extra)])  # other settings: refused, named
+    assert code != 0
+
+
+def test_imp_stopping_options_are_checked(tmp_path, capsys):
+    base = ["imp", "--arch", "mlp:16-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
+            "--classes", "3", "--out", str(tmp_path / "x")]
+    code, _, err = run(capsys, *base, "--stop", "accuracy")
+    assert code == 2 and "warmup_iterations" in err
+    code, _, err = run(capsys, *base, "--stop", "cap", "--rewind", "5")
+    assert code == 2 and "rewind" in err
+    code, _, err = run(capsys, *base, "--pruner", "sap", "--p", "2", "--q", "1")
+    assert code == 2 and "q must be greater than p" in err
+
+
 def test_mobilenet_v2_end_to_end(tmp_path, capsys):
     """arch, predict, prune, measure and train on MobileNetV2 (train at the synthetic data's
     1x8x8 input with 4 classes, so masks are pruned for that shape)."""

@@ -39,6 +39,9 @@ ARMS = {  # name: pruner, (p, q), stop, flow, eps, weight decay
     "IF only(1,2)": ("sap", (1, 2), "flow", "if", 1.0, 5e-4),
     "GF only(1,2)": ("sap", (1, 2), "flow", "gf", 0.5, 5e-4),
     "accuracy only(1,2)": ("sap", (1, 2), "accuracy", "if", 1.0, 5e-4),
+    # probes with thresholds below the distances the rounds reach (the defaults always hold)
+    "IF only eps 2e-4(1,2)": ("sap", (1, 2), "flow", "if", 2e-4, 5e-4),
+    "GF only eps 5e-4(1,2)": ("sap", (1, 2), "flow", "gf", 5e-4, 5e-4),
 }
 NETS = ("lenet-300-100", "lenet-5")
 
@@ -203,33 +206,59 @@ def figures(results, nets, runs, out, scale):
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(nets), figsize=(6 * len(nets), 4.2), squeeze=False)
+    lines = []
     for ax, net in zip(axes[0], nets, strict=True):
-        labelled = set()
-        for seed_dir in _seed_dirs(runs, net, "IF only(1,2)"):
-            levels, warm = load(seed_dir)
-            layers = warm["flow_layers"]
-            for r in levels:
-                if r["flow_statistic"] is None:
-                    continue
-                act = np.array(r["active_units"], dtype=float)
-                units = np.array(warm["units"], dtype=float)
-                frac = np.sqrt(act[:-1] / units[:-1] * act[1:] / units[1:])
-                for i, (f, kappa) in enumerate(zip(frac, r["flow_statistic"], strict=True)):
-                    pair = f"{layers[i]}→{layers[i + 1]}"
-                    ax.scatter(f, kappa, color=f"C{i}", s=10,
-                               label=None if pair in labelled else pair)
-                    labelled.add(pair)
-        ax.set(title=f"{net}: kappa_l vs active units (IF only(1,2))",
-               xlabel="geometric mean of the two layers' active-unit fractions", ylabel="kappa_l")
+        sweep = kappa_sweep(net, os.path.join(runs, net, _slug("LTH"), "seed0"), scale)
+        for i, pair in enumerate(sweep["pairs"]):
+            ax.plot(sweep["density"], sweep["kappa"][:, i], "o-", color=f"C{i}", ms=3, label=pair)
+            ax.plot(sweep["density"], sweep["kappa_active"][:, i], "x:", color=f"C{i}", ms=4)
+        ax.set(title=f"{net}: kappa_l (o) and over active units only (x)", xscale="log",
+               xlabel="direct density (global magnitude pruning of the warm-up weights)")
+        ax.invert_xaxis()
         ax.legend(fontsize=7)
+        lines += [f"{net}: density " + ", ".join(f"{d:.3g}" for d in sweep["density"]),
+                  "  active-pair share " + "; ".join(
+                      ", ".join(f"{v:.3f}" for v in row) for row in sweep["share"].T)]
     fig.tight_layout()
     fig.savefig(os.path.join(out, "incop_kappa_active.png"), dpi=110)
     plt.close(fig)
+    return "\n".join(lines)
 
 
-def _seed_dirs(runs, net, arm):
-    root = os.path.join(runs, net, _slug(arm))
-    return [os.path.join(root, d) for d in sorted(os.listdir(root))] if os.path.isdir(root) else []
+def kappa_sweep(net, folder, scale):
+    """kappa_l of the warm-up weights under global magnitude masks of falling density, beside the
+    share of unit pairs that are active in both layers and kappa_l over those pairs only."""
+    import connsim
+    from connsim.flow import flow_layers, information_flow
+    from connsim.imp import prune_survivors
+    from connsim.maskio import read_npz
+    from connsim.masks import ones_masks
+    from connsim.measures import measure
+    from connsim.trainer.data import load_mnist
+    from connsim.trainer.network import Network
+
+    data = subset(load_mnist(), scale["train_size"])
+    arch = connsim.get_arch(net, input_shape=data.input_shape)
+    state = read_npz(os.path.join(folder, "rewind.npz"))
+    layers = flow_layers(arch)
+    x = data.x_train[:scale["flow_samples"]]
+    out = {"density": [], "kappa": [], "kappa_active": [], "share": [],
+           "pairs": [f"{a}→{b}" for a, b in zip(layers, layers[1:], strict=False)]}
+    masks = ones_masks(arch)
+    for _ in range(scale["sweep_steps"]):
+        model = Network(arch, masks, rng=0)
+        model.load_state_dict(state)
+        kappa = information_flow(model, x)
+        m = measure(arch, masks)
+        active = {lm.name: lm.active_out / lm.units_out for lm in m.layers}
+        share = np.array([active[a] * active[b] for a, b in zip(layers, layers[1:], strict=False)])
+        out["density"].append(m.density)
+        out["kappa"].append(kappa)
+        out["share"].append(share)
+        out["kappa_active"].append(np.where(share > 0, kappa / np.maximum(share, 1e-12), np.nan))
+        weights = {n: state[f"{n}.weight"] for n in arch.layer_names}
+        masks = prune_survivors(arch, weights, masks, 0.5)
+    return {k: np.array(v) if k != "pairs" else v for k, v in out.items()}
 
 
 def _rewind_weights(folder):
@@ -257,11 +286,11 @@ def main():
     nets = tuple(args.nets.split(","))
     if args.quick:
         scale = {"train_size": 600, "warmup": 1, "rounds": 3, "max_iterations": 2,
-                 "flow_samples": 300}
+                 "flow_samples": 300, "sweep_steps": 3}
         seeds = (0,)
     else:
         scale = {"train_size": 20000, "warmup": 3, "rounds": 8, "max_iterations": 5,
-                 "flow_samples": 5000}
+                 "flow_samples": 5000, "sweep_steps": 12}
         seeds = (0, 1, 2)
     jobs = [(net, arm, seed) for net in nets for arm in ARMS for seed in seeds]
     results = {}
@@ -277,8 +306,12 @@ def main():
     text = table(results, nets, seeds)
     with open(os.path.join(args.out, "incop.md"), "w") as f:
         f.write(text)
-    figures(results, nets, runs, args.out, scale)
+    sweep = figures(results, nets, runs, args.out, scale)
+    with open(os.path.join(args.out, "incop.md"), "a") as f:
+        f.write("\nkappa sweep (global magnitude pruning of the seed-0 warm-up weights):\n\n"
+                "```\n" + sweep + "\n```\n")
     print(text)
+    print(sweep)
     print(f"wrote {args.out}/incop.md and incop_*.png", file=sys.stderr)
 
 

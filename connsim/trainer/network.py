@@ -149,13 +149,20 @@ class Network:
             acts[node.name] = y
         return acts[self.arch.output.name]
 
-    def backward(self, dlogits) -> None:
-        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits."""
+    def backward(self, dlogits, tap: Callable | None = None) -> None:
+        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits.
+
+        ``tap``, when given, is called as ``tap(name, dy)`` with the gradient of the loss with
+        respect to the output of every conv and dense node before its BatchNorm and ReLU (the
+        outputs :meth:`forward`'s ``tap`` sees).
+        """
         grads = {self.arch.output.name: dlogits}
         for node in reversed(self.arch.nodes[1:]):
             ops = self.ops[node.name]
             g = grads.pop(node.name)
-            for op in reversed(ops):
-                g = op.backward(g)
+            for k in range(len(ops) - 1, -1, -1):
+                if k == 0 and tap is not None and node.prunable:
+                    tap(node.name, g)
+                g = ops[k].backward(g)
             for s, gs in zip(node.inputs, g if ops[0].multi else [g], strict=True):
                 grads[s] = grads[s] + gs if s in grads else gs

@@ -13,6 +13,13 @@ record is appended, each file atomically, so an interrupted run restarted with t
 repeats no recorded level and loses none. The successor of the last level is written too, so a
 finished run can be extended by asking for more levels.
 
+With ``pruner='sap'`` the share pruned per level comes from the PQ index of the survivors
+(:mod:`connsim.sap`); ``fraction`` and ``scope`` are LTH's and unused. With a
+:class:`~connsim.stopping.StopRule` (round mode, InCoP) a warm-up sets the rewind point
+(``warmup.json`` holds its record) and each level trains iteration by iteration until its rule
+fires; BatchNorm scales and running statistics carry over between rounds (``carry_L.npz``, written
+before ``masks_L.npz``).
+
 A resume with a different configuration (architecture, data, fraction, rewind point, scope,
 training settings) is refused with the differing keys named; a second run on a folder that another
 run holds (an exclusive lock on ``.lock``) is refused rather than interleaved.
@@ -33,6 +40,7 @@ import numpy as np
 from ._validation import InvalidArgument, check_choice, check_fraction, check_int
 from .architectures import Architecture
 from .files import atomic_write, clean_stale_temps, write_json
+from .flow import flow_layers
 from .maskio import load_masks, read_npz, save_masks
 from .masks import ones_masks
 from .measures import measure
@@ -105,7 +113,11 @@ def _check_config(out_dir: str, config: dict) -> None:
     normal = json.loads(json.dumps(config))  # tuples as lists, as they were stored
     if old != normal:
         was, now = _flat(old), _flat(normal)
+        for d in (was, now):  # SAP's settings are stored only with --pruner sap
+            d["pruner"] = "sap" if any(k.startswith("sap.") for k in d) else "lth"
         keys = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+        if "pruner" in keys:  # name the pruner, not each of SAP's settings
+            keys = [k for k in keys if not k.startswith("sap.")]
         detail = "; ".join(f"{k}: {was.get(k)!r} in the folder, {now.get(k)!r} now"
                            for k in keys[:6]) + ("; ..." if len(keys) > 6 else "")
         raise ValueError(f"run folder {out_dir!r} was made with other settings ({detail}); "
@@ -217,10 +229,8 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
     check_choice(pruner, PRUNERS, "pruner", "'lth' removes --fraction by magnitude, 'sap' "
                                             "the PQ-index ratio")
     sap = sap or SapSettings()
-    if stop.rounds and rewind:
-        raise InvalidArgument("rewind", "0 with a stopping rule", rewind,
-                              "in round mode the warm-up (warmup_iterations) sets the rewind "
-                              "point")
+    if stop.rounds:
+        _check_rounds(arch, data, config, stop, rewind)
     config.check_data(len(data.y_train))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"run folder {out_dir!r} is an existing file; give a folder")
@@ -236,9 +246,9 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         settings["stop"] = stop.to_dict()
 
     def prune(weights, masks):
-        if pruner == "sap":
-            return sap.prune(arch, weights, masks)
-        nxt = prune_survivors(arch, weights, masks, fraction, scope)
+        """The next masks, and the share of the survivors they remove."""
+        nxt = sap.prune(arch, weights, masks)[0] if pruner == "sap" else \
+            prune_survivors(arch, weights, masks, fraction, scope)
         kept = sum(int(m.sum()) for m in masks.values())
         return nxt, (1 - sum(int(m.sum()) for m in nxt.values()) / kept) if kept else 0.0
 
@@ -273,6 +283,30 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
             if progress is not None:
                 progress(level, record)
         return records
+
+
+def _check_rounds(arch, data, config, stop, rewind) -> None:
+    """Refuse, before any work, what round mode cannot do."""
+    if rewind:
+        raise InvalidArgument("rewind", "0 with a stopping rule", rewind,
+                              "in round mode the warm-up (warmup_iterations, CLI "
+                              "--warmup-iterations) sets the rewind point")
+    if config.schedule != "constant" or config.warmup or config.milestones:
+        raise InvalidArgument("schedule", "'constant' without warm-up or milestones in round "
+                              "mode", config.schedule,
+                              "rounds stop after a varying number of iterations, so a schedule "
+                              "over the round would differ between arms; use --schedule constant")
+    if "flow" in stop.rules and stop.flow == "if" and len(flow_layers(arch)) < 2:
+        raise InvalidArgument("flow", "'gf' on a network with one hooked layer", stop.flow,
+                              "the information flow needs two consecutive conv or dense layers; "
+                              "use the gradient flow (--flow gf)")
+    n = len(data.y_train) - min(len(data.y_train) - 1,
+                                max(1, round(stop.validation * len(data.y_train))))
+    if config.batch_size > n:
+        raise InvalidArgument("validation", f"small enough to leave a batch of "
+                              f"{config.batch_size} to train on", stop.validation,
+                              f"the split leaves {n} training examples; lower --validation or "
+                              "--batch-size")
 
 
 class _Plain:

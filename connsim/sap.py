@@ -67,6 +67,12 @@ def pq_index(w, p: float = 1.0, q: float = 2.0) -> float:
     return float(min(1.0, max(0.0, 1.0 - m_p / m_q)))
 
 
+def pruned_count(d: int, ratio: float) -> int:
+    """``floor(d * ratio)``, robust to the rounding of ``ratio = 1 - m/d`` (which can land just
+    below an integer: ``220 * (1 - 142/220)`` is 77.99999999999999, the count is 78)."""
+    return min(d, math.floor(d * ratio * (1 + 1e-12)))
+
+
 def _ratio(keep_fraction: float, scale: float, max_ratio: float) -> float:
     return float(min(max_ratio, max(0.0, scale * (1.0 - keep_fraction))))
 
@@ -135,7 +141,7 @@ def sap_prune(arch: Architecture, weights: Mapping, masks: Mapping, *, p: float 
     >>> rng = np.random.default_rng(0)
     >>> w = {n.name: rng.standard_normal(arch.weight_shape(n)) for n in arch.layers}
     >>> new, ratio = sap_prune(arch, w, ones_masks(arch))
-    >>> sum(int(m.sum()) for m in new.values()) == 220 - int(220 * ratio)
+    >>> sum(int(m.sum()) for m in new.values()) == 220 - pruned_count(220, ratio)
     True
     """
     p, q = _check_sap(p, q, eta, scale, max_ratio)
@@ -154,7 +160,7 @@ def sap_prune(arch: Architecture, weights: Mapping, masks: Mapping, *, p: float 
     pooled = np.concatenate(survivors)
     ratio = sap_ratio(pooled, p, q, eta=eta, scale=scale, max_ratio=max_ratio)
     d = pooled.size
-    return GlobalOrder(arch, scores).masks(d - math.floor(d * ratio)), ratio
+    return GlobalOrder(arch, scores).masks(d - pruned_count(d, ratio)), ratio
 
 
 def _gaussian_keep_fraction(density: float, p: float, q: float, eta: float) -> float:
@@ -216,7 +222,7 @@ def sap_trajectory(rounds: int, law="gaussian", *, p: float = 1.0, q: float = 2.
     alive = a.size
     for _ in range(rounds):
         ratio = sap_ratio(a[:alive], p, q, eta=eta, scale=scale, max_ratio=max_ratio)
-        alive -= math.floor(alive * ratio)
+        alive -= pruned_count(alive, ratio)
         out.append(alive / a.size)
     return np.array(out)
 

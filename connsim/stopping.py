@@ -28,8 +28,12 @@ code instead: the stale gradient of the last training batch, its per-layer L2 no
 reference and its mean magnitudes during rounds.
 
 Cost accounting: every evaluation and statistic pass is counted in examples (forward, and backward
-for the gradient flow), and ``overhead_epochs`` converts them to training epochs assuming a training
-example costs three forward passes (forward plus a backward of twice the cost).
+for the gradient flow), and ``overhead_epochs`` converts what the rule needs to training epochs
+assuming a training example costs three forward passes (forward plus a backward of twice the
+cost); validation passes count only when the accuracy rule is active.
+
+The configuration's ``epochs`` (or ``iterations``) is the length of one iteration; a round's
+schedule must be constant (rounds of different lengths would otherwise see different rates).
 """
 
 from __future__ import annotations
@@ -173,8 +177,12 @@ class Monitor:
         self.backward_examples = 0
 
     def cost(self) -> dict:
-        """Counters, and their total in training epochs (a training example = 3 forward passes)."""
-        forward = self.validation_examples + self.forward_examples + 2 * self.backward_examples
+        """Counters, and their total in training epochs (a training example = 3 forward passes).
+
+        Validation passes count only when the accuracy rule needs them (every arm evaluates the
+        validation set after each iteration for its record)."""
+        needed = self.validation_examples if "accuracy" in self.rule.rules else 0
+        forward = needed + self.forward_examples + 2 * self.backward_examples
         return {"validation_examples": self.validation_examples,
                 "statistic_forward_examples": self.forward_examples,
                 "statistic_backward_examples": self.backward_examples,

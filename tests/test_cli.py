@@ -212,7 +212,7 @@ def test_imp_rounds_with_a_stopping_rule(tmp_path, capsys, extra):
     argv = ["imp", "--arch", "mlp:16-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
             "--classes", "3", "--levels", "2", "--iterations", "5", "--batch-size", "20",
             "--warmup-iterations", "2", "--max-iterations", "3", "--flow-samples", "200",
-            "--out", str(tmp_path / "imp"), "--json", *extra]
+            "--schedule", "constant", "--out", str(tmp_path / "imp"), "--json", *extra]
     code, o, _ = run(capsys, *argv)
     levels = json.loads(o)["levels"]
     assert code == 0 and [r["level"] for r in levels] == [0, 1, 2]
@@ -221,19 +221,30 @@ def test_imp_rounds_with_a_stopping_rule(tmp_path, capsys, extra):
         assert stops == {"cap"} and all(r["iterations"] == 3 for r in levels)
     assert all(r["direct_density"] > levels[k + 1]["direct_density"]
                for k, r in enumerate(levels[:-1]))
-    code, o, _ = run(capsys, *argv[:-len(extra)])  # other settings: refused, named
-    assert code != 0
+    code, _, err = run(capsys, *argv, "--max-iterations", "4")  # other settings: refused, named
+    assert code == 2 and "stop.max_iterations: 3 in the folder, 4 now" in err
+    if "sap" in extra:
+        code, _, err = run(capsys, *argv, "--pruner", "lth")
+        assert code == 2 and "pruner: 'sap' in the folder, 'lth' now" in err \
+            and "sap.p" not in err
 
 
 def test_imp_stopping_options_are_checked(tmp_path, capsys):
     base = ["imp", "--arch", "mlp:16-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
             "--classes", "3", "--out", str(tmp_path / "x")]
-    code, _, err = run(capsys, *base, "--stop", "accuracy")
-    assert code == 2 and "warmup_iterations" in err
-    code, _, err = run(capsys, *base, "--stop", "cap", "--rewind", "5")
-    assert code == 2 and "rewind" in err
-    code, _, err = run(capsys, *base, "--pruner", "sap", "--p", "2", "--q", "1")
-    assert code == 2 and "q must be greater than p" in err
+    for extra, says in [
+        (["--stop", "accuracy"], "--warmup-iterations must be >= 1 with --stop accuracy"),
+        (["--warmup-iterations", "2"], "--warmup-iterations must be 0 with --stop none"),
+        (["--stop", "cap", "--rewind", "5"], "--rewind must be 0 with a stopping rule"),
+        (["--pruner", "sap", "--scope", "layerwise"], "--scope must be global"),
+        (["--pruner", "sap", "--p", "2", "--q", "1"], "q must be greater than p"),
+        (["--stop", "cap", "--warmup-iterations", "1"], "--schedule constant"),
+        (["--stop", "cap", "--schedule", "constant", "--validation", "0.99"], "--validation"),
+        (["--stop", "flow", "--schedule", "constant", "--arch", "mlp:16-3"], "--flow gf"),
+        (["--stop", "flow", "--flow-samples", "1"], "--flow-samples"),
+    ]:
+        code, _, err = run(capsys, *base, *extra)
+        assert code == 2 and says in err, (extra, err)
 
 
 def test_mobilenet_v2_end_to_end(tmp_path, capsys):

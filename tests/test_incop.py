@@ -16,7 +16,14 @@ from connsim._validation import InvalidArgument
 from connsim.flow import flow_layers, gradient_flow, information_flow
 from connsim.imp import imp
 from connsim.masks import ones_masks
-from connsim.sap import SapSettings, pq_index, sap_prune, sap_ratio, sap_trajectory
+from connsim.sap import (
+    SapSettings,
+    pq_index,
+    pruned_count,
+    sap_prune,
+    sap_ratio,
+    sap_trajectory,
+)
 from connsim.stopping import Monitor, StopRule, train_round
 from connsim.trainer.data import make_synthetic
 from connsim.trainer.layers import cross_entropy
@@ -76,7 +83,11 @@ def test_sap_prune_uses_one_global_threshold_on_the_survivors(data, pq):
     alive = np.concatenate([np.abs(weights[n])[masks[n].astype(bool)] for n in arch.layer_names])
     assert ratio == pytest.approx(sap_ratio(alive, *pq))
     d = alive.size
-    assert sum(int(m.sum()) for m in new.values()) == d - math.floor(d * ratio)
+    m = math.ceil(alive.sum() ** 2 / (alive ** 2).sum()) if pq == (1, 2) else None
+    kept_count = sum(int(m_.sum()) for m_ in new.values())
+    if m is not None and 1 - m / d < 0.9:  # the closed form, in integers, when not capped
+        assert kept_count == m
+    assert kept_count == d - pruned_count(d, ratio)
     kept = np.concatenate([np.abs(weights[n])[new[n].astype(bool)] for n in arch.layer_names])
     gone = np.concatenate([np.abs(weights[n])[masks[n].astype(bool) & ~new[n].astype(bool)]
                            for n in arch.layer_names])
@@ -94,6 +105,13 @@ def test_trajectory_closed_form_matches_pruning_gaussian_weights():
         assert np.all(np.diff(analytic) < 0)
     # far slower than 20 % per round: after 14 rounds LTH keeps 0.8**14 ~ 4.4 %
     assert sap_trajectory(14)[-1] > 3 * 0.8 ** 14
+
+
+def test_pruned_count_survives_rounding():
+    assert 220 * (1 - 142 / 220) < 78 and pruned_count(220, 1 - 142 / 220) == 78
+    for d in (7, 220, 10 ** 6 + 3):
+        for m in range(1, min(d, 400)):
+            assert pruned_count(d, 1 - m / d) == d - m
 
 
 def test_sap_settings_prune_as_the_function():
@@ -178,14 +196,45 @@ def test_constant_units_contribute_zero_without_warnings():
                                atol=1e-12)
 
 
-def test_information_flow_on_a_conv_net_averages_positions():
-    arch = get_arch("lenet-5", input_shape=(1, 16, 16), classes=3)
+def _conv_by_loops(x, w, b):
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    y = np.zeros((n, o, h - kh + 1, wd - kw + 1))
+    for i in range(y.shape[2]):
+        for j in range(y.shape[3]):
+            y[:, :, i, j] = np.einsum("nckl,ockl->no", x[:, :, i:i + kh, j:j + kw], w)
+    return y + b[None, :, None, None]
+
+
+def test_information_flow_on_a_conv_net_reads_outputs_before_batchnorm():
+    from connsim.architectures import ArchBuilder
+
+    b = ArchBuilder("bnnet", (2, 7, 7))
+    b.conv(4, 3, bias=True, batchnorm=True, relu=True)
+    b.conv(5, 3, bias=True, batchnorm=True, relu=True)
+    b.flatten()
+    b.dense(3)
+    arch = b.build()
     net = Network(arch, rng=0, dtype="float64")
-    x = np.random.default_rng(0).standard_normal((40, 1, 16, 16))
-    taps = {}
-    net.forward(x, train=False, tap=lambda n, y: taps.__setitem__(n, y))
-    units = [taps[n].mean(axis=(2, 3)) if taps[n].ndim == 4 else taps[n]
-             for n in flow_layers(arch)]
+    rng = np.random.default_rng(0)
+    for ops in net.ops.values():  # BatchNorm with non-trivial statistics and a negative scale
+        for op in ops[1:]:
+            if hasattr(op, "running_mean"):
+                op.running_mean = rng.standard_normal(op.running_mean.shape)
+                op.running_var = rng.random(op.running_var.shape) + 0.5
+                op.params["weight"] = rng.standard_normal(op.params["weight"].shape)
+    for _, op, key in net.parameters():
+        if key == "bias":
+            op.params[key] = rng.standard_normal(op.params[key].shape)
+    x = rng.standard_normal((40, 2, 7, 7))
+    c1, c2 = net.ops["conv1"], net.ops["conv2"]
+    pre1 = _conv_by_loops(x, c1[0].params["weight"], c1[0].params["bias"])
+    post1 = np.maximum(c1[1].forward(pre1, train=False), 0)
+    pre2 = _conv_by_loops(post1, c2[0].params["weight"], c2[0].params["bias"])
+    post2 = np.maximum(c2[1].forward(pre2, train=False), 0).reshape(40, -1)
+    fc = net.ops["dense1"][0]
+    units = [pre1.mean(axis=(2, 3)), pre2.mean(axis=(2, 3)),
+             post2 @ fc.params["weight"].T + fc.params["bias"]]
     expected = []
     for a, b in zip(units, units[1:], strict=False):
         za = (a - a.mean(0)) / a.std(0)
@@ -258,6 +307,8 @@ def _scripted(monkeypatch, accs, distances):
 
 @pytest.mark.parametrize("stop, accs, dists, iterations, fired", [
     ("flow", [0.1] * 6, [3, 2, 0.5, 0.1, 0, 0], 3, "flow"),
+    ("flow", [0.1] * 6, [1.0] * 6, 6, "cap"),  # strict: a distance equal to eps does not stop
+    ("accuracy", [0.8] + [0.9] * 5, [0] * 6, 1, "accuracy"),  # equal to the target stops
     ("flow", [0.9] * 6, [3] * 6, 6, "cap"),  # the accuracy rule is not active
     ("accuracy", [0.1, 0.5, 0.8, 0.9, 0.9, 0.9], [0] * 6, 3, "accuracy"),
     ("flow+accuracy", [0.1, 0.8, 0.9, 0.9, 0.9, 0.9], [3, 3, 3, 0, 0, 0], 2, "accuracy"),
@@ -278,6 +329,28 @@ def test_a_rule_fires_exactly_when_its_condition_holds(monkeypatch, stop, accs, 
     assert fields["epochs"] == pytest.approx(iterations)
     if "flow" in rule.rules:
         assert fields["flow_distance"] == pytest.approx(dists[iterations - 1])
+
+
+def test_authors_options_read_the_test_set_and_the_stale_gradient():
+    arch, data, cfg = _setup()
+    net = Network(arch, rng=0)
+    test_rule = Monitor(StopRule(stop="accuracy", warmup_iterations=1, reference="test"), data, 40)
+    from connsim.trainer.loop import evaluate
+
+    assert test_rule.accuracy(net) == evaluate(net, data.x_test, data.y_test)
+    held = Monitor(StopRule(stop="accuracy", warmup_iterations=1), data, 40)
+    assert held.accuracy(net) == evaluate(net, held.x_val, held.y_val)
+    x, y = data.x_train[:40], data.y_train[:40]
+    _, g = cross_entropy(np, net.forward(x), y)
+    net.backward(g)  # the stale gradient of a "last training batch"
+    grads = net.weight_gradients()
+    authors = Monitor(StopRule(stop="flow", flow="gf", gf_variant="authors", warmup_iterations=1),
+                      data, 40)
+    np.testing.assert_allclose(authors.statistic(net, dense_reference=True),
+                               [np.linalg.norm(grads[n]) for n in arch.layer_names], rtol=1e-6)
+    np.testing.assert_allclose(authors.statistic(net),
+                               [np.abs(grads[n]).mean() for n in arch.layer_names], rtol=1e-6)
+    assert authors.cost()["statistic_forward_examples"] == 0
 
 
 def test_stop_rule_settings_are_checked():
@@ -324,38 +397,51 @@ def _strip(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
-@pytest.mark.parametrize("flow", ["if", "gf"])
-def test_rounds_resume_after_a_crash_and_repeat_exactly(tmp_path, monkeypatch, flow):
+@pytest.mark.parametrize("flow, crash", [("if", "training"), ("gf", "training"),
+                                         ("if", "masks"), ("if", "records")])
+def test_rounds_resume_after_a_crash_and_repeat_exactly(tmp_path, monkeypatch, flow, crash):
+    import connsim.imp as imp_module
+
     arch, data, cfg = _setup()
-    rule = StopRule(stop="flow+accuracy", flow=flow, eps=0.05, max_iterations=3,
+    # eps too small to fire: every round runs its three iterations
+    rule = StopRule(stop="flow", flow=flow, eps=1e-12, max_iterations=3,
                     warmup_iterations=2, flow_samples=200, gf_batches=2)
     kw = dict(levels=3, config=cfg, pruner="sap", sap=SapSettings(0.5, 1), stop=rule)
     clean = imp(arch, data, str(tmp_path / "clean"), **kw)
+    assert all(r["iterations"] == 3 and r["stopped_by"] == "cap" for r in clean)
     again = imp(arch, data, str(tmp_path / "again"), **kw)
     assert _strip(clean) == _strip(again)  # same seed, identical records
-    real = stopping_module.Trainer.run
     calls = {"n": 0}
 
-    def crashing(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt("simulated crash")
-        return real(self, *args, **kwargs)
+    def crashing(real, when):
+        def f(*args, **kwargs):
+            calls["n"] += 1
+            if when(calls["n"], args):
+                raise KeyboardInterrupt("simulated crash")
+            return real(*args, **kwargs)
+        return f
 
-    monkeypatch.setattr(stopping_module.Trainer, "run", crashing)
+    if crash == "training":  # warm-up 2 calls, round 0 3 calls, then mid-round 1
+        monkeypatch.setattr(stopping_module.Trainer, "run",
+                            crashing(stopping_module.Trainer.run, lambda n, a: n == 7))
+    elif crash == "masks":  # after carry_2.npz, before masks_2.npz
+        monkeypatch.setattr(imp_module, "save_masks", crashing(
+            imp_module.save_masks, lambda n, a: str(a[0]).endswith("masks_2.npz")))
+    else:  # after masks_2.npz, before the record of level 1
+        monkeypatch.setattr(imp_module, "write_json", crashing(
+            imp_module.write_json, lambda n, a: str(a[0]).endswith("levels.json")
+            and len(a[1]) == 2))
     with pytest.raises(KeyboardInterrupt):
         imp(arch, data, str(tmp_path / "run"), **kw)
-    monkeypatch.setattr(stopping_module.Trainer, "run", real)
-    partial = json.loads((tmp_path / "run" / "levels.json").read_text()) \
-        if (tmp_path / "run" / "levels.json").exists() else []
-    assert len(partial) < 4
+    monkeypatch.undo()
+    partial = json.loads((tmp_path / "run" / "levels.json").read_text())
+    assert [r["level"] for r in partial] == [0]
     resumed = imp(arch, data, str(tmp_path / "run"), **kw)
     assert _strip(resumed) == _strip(clean)
     r = clean[1]
     for key in ("iterations", "validation_accuracy", "flow_distance", "flow_statistic",
                 "statistic_forward_examples", "overhead_epochs", "active_units", "prune_ratio"):
         assert key in r
-    assert r["stopped_by"] in ("flow", "accuracy", "flow+accuracy", "cap")
     assert all(b["direct_density"] < a["direct_density"] for a, b in zip(clean, clean[1:],
                                                                         strict=False))
     warm = json.loads((tmp_path / "run" / "warmup.json").read_text())
@@ -366,6 +452,9 @@ def test_rounds_rewind_weights_but_carry_batchnorm_scales(tmp_path):
     data = make_synthetic((3, 8, 8), classes=3, n_train=300, n_test=60, noise=0.8, seed=0)
     arch = get_arch("resnet-20", input_shape=(3, 8, 8), classes=3)
     cfg = TrainConfig(iterations=3, batch_size=30, lr=0.05, schedule="constant", momentum=0.0)
+    with pytest.raises(InvalidArgument, match="constant"):
+        imp(arch, data, str(tmp_path), config=TrainConfig(iterations=3, batch_size=30),
+            stop=StopRule(stop="cap"))
     rule = StopRule(stop="cap", max_iterations=1, warmup_iterations=1)
     imp(arch, data, str(tmp_path), levels=1, config=cfg, pruner="sap", stop=rule)
     carry = np.load(tmp_path / "carry_1.npz")

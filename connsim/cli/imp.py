@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .._validation import InvalidArgument, check_int
 from ..files import check_writable
 from ._common import (
     Progress,
@@ -13,6 +14,7 @@ from ._common import (
     emit,
     nonneg_float,
     nonneg_int,
+    number,
     open_fraction,
     positive_float,
     positive_int,
@@ -71,7 +73,8 @@ def add_parser(sub):
         "with --stop other than none, a warm-up of --warmup-iterations dense iterations sets the "
         "rewind point and the accuracy target, and each round trains iteration by iteration "
         "(one iteration = --epochs or --iterations) until its rule fires or --max-iterations "
-        "ran; a validation split is held out of the training set; see docs/pruning.md")
+        "ran; a validation split is held out of the training set; the schedule must be "
+        "constant; see docs/incop.md")
     g.add_argument("--stop", choices=STOPS, default="none",
                    help="none: plain IMP (default); cap: always --max-iterations; flow: the flow "
                         "statistic is within --eps of the dense one; accuracy: the validation "
@@ -85,7 +88,7 @@ def add_parser(sub):
                    help="iterations per round at most (default 10)")
     g.add_argument("--validation", type=open_fraction, default=0.1,
                    help="share of the training set held out (default 0.1)")
-    g.add_argument("--flow-samples", type=positive_int, default=10000,
+    g.add_argument("--flow-samples", type=number(int, check_int, low=2), default=10000,
                    help="training examples of the information flow (default 10000)")
     g.add_argument("--gf-batches", type=positive_int, default=10,
                    help="held-out batches of the gradient flow (default 10)")
@@ -112,6 +115,7 @@ def run(args) -> int:
     data, arch = train_data_arch(args)
     big_arch(arch, 64, "training")
     bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)
+    _check_flags(args)
     sap = SapSettings(p=args.p, q=args.q, eta=args.sap_eta, scale=args.sap_scale,
                       max_ratio=args.sap_max_ratio)
     stop = StopRule(stop=args.stop, flow=args.flow, eps=args.eps,
@@ -126,14 +130,32 @@ def run(args) -> int:
                                                     note=f"acc {r['test_accuracy']:.4f}"))
     bar.close()
     obj = {"arch": arch.name, "dataset": data.name, "out": args.out, "levels": records}
-    header = ["level", "compression", "eff.compression", "test accuracy", "epochs"]
+    header = ["level", "compression", "eff.compression", "test accuracy", "seconds"]
     rows = [[r["level"], r["direct_compression"], r["effective_compression"] or math.inf,
-             r["test_accuracy"], r["epochs"]] for r in records]
+             r["test_accuracy"], r["seconds"]] for r in records]
     if stop.rounds:
-        header += ["stopped by", "val. accuracy"]
+        header += ["epochs", "stopped by", "val. accuracy"]
         for row, r in zip(rows, records, strict=True):
-            row += [r["stopped_by"], r["validation_accuracy"]]
+            row += [r["epochs"], r["stopped_by"], r["validation_accuracy"]]
     text = (table(rows, header)
             + f"\n\nrecords and masks in {args.out} (re-run the same command to resume)")
     emit(args, obj, text)
     return 0
+
+
+def _check_flags(args) -> None:
+    """Refuse flag combinations that round mode or SAP cannot honour, naming the flags."""
+    rounds = args.stop != "none"
+    if not rounds and args.warmup_iterations:
+        raise InvalidArgument("--warmup-iterations", "0 with --stop none",
+                              args.warmup_iterations, "a warm-up needs rounds: --stop cap for "
+                              "fixed rounds; plain IMP rewinds with --rewind ITERATIONS")
+    if "accuracy" in args.stop and not args.warmup_iterations:
+        raise InvalidArgument("--warmup-iterations", f">= 1 with --stop {args.stop}", 0,
+                              "the accuracy rule stops at the warm-up's best accuracy")
+    if rounds and args.rewind:
+        raise InvalidArgument("--rewind", "0 with a stopping rule", args.rewind,
+                              "in round mode --warmup-iterations sets the rewind point")
+    if args.pruner == "sap" and args.scope != "global":
+        raise InvalidArgument("--scope", "global with --pruner sap", args.scope,
+                              "SAP prunes by one global threshold; --scope is LTH's")

@@ -91,10 +91,20 @@ def load(folder):
     return levels, warm
 
 
-def curves(levels, warm):
+def overhead(record, n_train, accuracy_rule):
+    """Statistic passes (and validation passes where the accuracy rule uses them) in training
+    epochs, a training example counting three forward passes, from the raw counters."""
+    forward = record["statistic_forward_examples"] + 2 * record["statistic_backward_examples"]
+    if accuracy_rule:
+        forward += record["validation_examples"]
+    return forward / (3 * n_train)
+
+
+def curves(levels, warm, arm, n_train):
     """Per round: test accuracy, cumulative epochs (warm-up and overheads included), densities."""
-    epochs = warm["epochs"] + warm["overhead_epochs"] + np.cumsum(
-        [r["epochs"] + r["overhead_epochs"] for r in levels])
+    rule = "accuracy" in ARMS[arm][2]
+    epochs = warm["epochs"] + overhead(warm, n_train, rule) + np.cumsum(
+        [r["epochs"] + overhead(r, n_train, rule) for r in levels])
     return {"accuracy": np.array([r["test_accuracy"] for r in levels]),
             "epochs": epochs,
             "direct": np.array([r["direct_density"] for r in levels]),
@@ -127,10 +137,10 @@ def table(results, nets, seeds):
     lines = []
     for net in nets:
         arms = [a for a in ARMS if (net, a) in results]
-        matched = max(min(c["direct"][-1] for c in results[(net, a)]) for a in arms)
+        matched = max(c["direct"][-1] for a in arms for c in results[(net, a)])
         lines += [f"### {net}", "",
-                  f"Matched density: {matched:.4g} (the highest final direct density of any arm; "
-                  "accuracy and epochs interpolated where each arm reaches it).", "",
+                  f"Matched density: {matched:.4g} (the highest final direct density of any run; "
+                  "accuracy and epochs interpolated where each run reaches it).", "",
                   "| arm | final test acc. | total epochs | final direct density | "
                   "final effective density | rounds stopped by | acc. at matched density | "
                   "epochs to matched density |", "|---|---|---|---|---|---|---|---|"]
@@ -302,7 +312,8 @@ def main():
         for k, fut in enumerate(as_completed(futures), 1):
             net, arm, seed = futures[fut]
             levels, warm = load(fut.result())
-            results.setdefault((net, arm), []).append(curves(levels, warm))
+            n_train = scale["train_size"] - round(0.1 * scale["train_size"])
+            results.setdefault((net, arm), []).append(curves(levels, warm, arm, n_train))
             c = results[(net, arm)][-1]
             print(f"[{k}/{len(jobs)}] {net} {arm} seed {seed}: acc {c['accuracy'][-1]:.4f}, "
                   f"density {c['direct'][-1]:.4g}, epochs {c['epochs'][-1]:.1f}", flush=True)

@@ -289,7 +289,7 @@ def main():
     ap.add_argument("--runs", help="run folders (default: runs/incop, or OUT/incop_runs with --quick)")
     ap.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
     ap.add_argument("--nets", default=",".join(NETS))
-    ap.add_argument("--skip", default="", help="NET:ARM pairs not to run, comma-separated")
+    ap.add_argument("--skip", default="", help="NET:ARM pairs not to run, separated by ;")
     args = ap.parse_args()
     runs = args.runs or (os.path.join(args.out, "incop_runs") if args.quick
                          else os.path.join("runs", "incop"))
@@ -303,7 +303,7 @@ def main():
         scale = {"train_size": 20000, "warmup": 3, "rounds": 8, "max_iterations": 5,
                  "flow_samples": 5000, "sweep_steps": 12}
         seeds = (0, 1, 2)
-    skip = {tuple(pair.split(":", 1)) for pair in args.skip.split(",") if pair}
+    skip = {tuple(pair.split(":", 1)) for pair in args.skip.split(";") if pair}
     jobs = [(net, arm, seed) for net in nets for arm in ARMS for seed in seeds
             if (net, arm) not in skip]
     results = {}

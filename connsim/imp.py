@@ -216,7 +216,8 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
     >>> arch = get_arch("mlp:16-32-3", input_shape=(1, 4, 4))
     >>> rule = StopRule(stop="flow+accuracy", warmup_iterations=2, max_iterations=3, eps=0.5)
     >>> records = imp(arch, data, tempfile.mkdtemp(), levels=2, pruner="sap", stop=rule,
-    ...               config=TrainConfig(epochs=1, batch_size=50, lr=0.05, momentum=0))
+    ...               config=TrainConfig(epochs=1, batch_size=50, lr=0.05, momentum=0,
+    ...                                  schedule="constant"))
     >>> [r["stopped_by"] in ("flow", "accuracy", "flow+accuracy", "cap") for r in records]
     [True, True, True]
     """

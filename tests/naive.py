@@ -240,3 +240,14 @@ def nx_channel_effective(arch, masks):
     for (layer, idx), (u, v) in edge_of.items():
         eff[layer][idx] = u in fwd and v in bwd
     return eff
+
+
+def central_difference(loss, arr, idx, h=1e-6):
+    """d loss() / d arr[idx] by a central difference (``arr`` is changed in place and restored)."""
+    old = arr[idx]
+    arr[idx] = old + h
+    up = loss()
+    arr[idx] = old - h
+    down = loss()
+    arr[idx] = old
+    return (up - down) / (2 * h)

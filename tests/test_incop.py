@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from naive import central_difference
 from strategies import random_masks
 
 import connsim.stopping as stopping_module
@@ -274,13 +275,7 @@ def test_gradient_flow_equals_finite_differences():
             for idx in np.ndindex(w.shape):
                 if not net.masks[name][idx]:
                     continue  # pruned: zero gradient, counted in the mean
-                old = w[idx]
-                w[idx] = old + h
-                up = _loss(net, x, y)
-                w[idx] = old - h
-                down = _loss(net, x, y)
-                w[idx] = old
-                g[idx] = (up - down) / (2 * h)
+                g[idx] = central_difference(lambda x=x, y=y: _loss(net, x, y), w, idx, h)
             expected[k] += np.abs(g).mean() / len(batches)
     np.testing.assert_allclose(gradient_flow(net, batches), expected, rtol=1e-6)
     _, g = cross_entropy(np, net.forward(batches[0][0], train=False), batches[0][1])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from naive import central_difference
 from strategies import random_masks
 
 from connsim import get_arch
@@ -62,24 +63,13 @@ def _explicit_gram(arch, state, x, y, layer, consumer):
     h = 1e-6
     rows = [[] for _ in range(units + 1)]
     for xn, yn in zip(x, y, strict=True):
+        def loss(xn=xn, yn=yn):
+            return _per_sample_loss(net, xn, yn)
+
         gw = np.zeros_like(w)
         for idx in np.ndindex(w.shape):
-            old = w[idx]
-            w[idx] = old + h
-            up = _per_sample_loss(net, xn, yn)
-            w[idx] = old - h
-            down = _per_sample_loss(net, xn, yn)
-            w[idx] = old
-            gw[idx] = (up - down) / (2 * h)
-        gb = np.zeros_like(bias)
-        for o in range(len(bias)):
-            old = bias[o]
-            bias[o] = old + h
-            up = _per_sample_loss(net, xn, yn)
-            bias[o] = old - h
-            down = _per_sample_loss(net, xn, yn)
-            bias[o] = old
-            gb[o] = (up - down) / (2 * h)
+            gw[idx] = central_difference(loss, w, idx, h)
+        gb = np.array([central_difference(loss, bias, o, h) for o in range(len(bias))])
         for j in range(units):
             block = gw[:, j * per:(j + 1) * per] if w.ndim == 2 else gw[:, j].reshape(len(gb), -1)
             rows[j].append(block.ravel())

@@ -242,12 +242,16 @@ def nx_channel_effective(arch, masks):
     return eff
 
 
-def central_difference(loss, arr, idx, h=1e-6):
-    """d loss() / d arr[idx] by a central difference (``arr`` is changed in place and restored)."""
-    old = arr[idx]
-    arr[idx] = old + h
-    up = loss()
-    arr[idx] = old - h
-    down = loss()
-    arr[idx] = old
-    return (up - down) / (2 * h)
+
+def numeric_grad(f, x, eps=1e-6):
+    """d f() / d x by central differences, entry by entry (``x`` is changed in place, restored)."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        up = f()
+        x[i] = old - eps
+        down = f()
+        x[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g

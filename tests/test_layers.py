@@ -10,7 +10,7 @@ from connsim.trainer.backend import to_numpy
 from connsim.trainer.layers import BatchNorm, Conv2d, Dense, Pool2d, ReLU, cross_entropy, init_weight
 from connsim.trainer.network import Network
 from tests.conftest import TRAINER_BACKENDS
-from tests.naive import _ungrouped
+from tests.naive import _ungrouped, numeric_grad
 
 EPS = 1e-6
 
@@ -22,21 +22,6 @@ def numeric_grad_fn(f, x):
         step = np.zeros_like(x)
         step[i] = EPS
         g[i] = (f(x + step) - f(x - step)) / (2 * EPS)
-    return g
-
-
-def numeric_grad(f, x):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + EPS
-        up = f()
-        x[i] = old - EPS
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * EPS)
     return g
 
 

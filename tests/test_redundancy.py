@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from naive import central_difference
-from strategies import random_masks
 
 from connsim import get_arch
 from connsim._validation import InvalidArgument
@@ -22,6 +20,8 @@ from connsim.redundancy import (
 from connsim.trainer.data import make_synthetic
 from connsim.trainer.loop import TrainConfig, train
 from connsim.trainer.network import Network
+from tests.naive import numeric_grad
+from tests.strategies import random_masks
 
 
 def _mlp():
@@ -60,16 +60,12 @@ def _explicit_gram(arch, state, x, y, layer, consumer):
     bias = net.ops[consumer][0].params["bias"]
     units = arch[layer].channels
     per = w.shape[1] // units if w.ndim == 2 else int(np.prod(w.shape[2:]))
-    h = 1e-6
     rows = [[] for _ in range(units + 1)]
     for xn, yn in zip(x, y, strict=True):
         def loss(xn=xn, yn=yn):
             return _per_sample_loss(net, xn, yn)
 
-        gw = np.zeros_like(w)
-        for idx in np.ndindex(w.shape):
-            gw[idx] = central_difference(loss, w, idx, h)
-        gb = np.array([central_difference(loss, bias, o, h) for o in range(len(bias))])
+        gw, gb = numeric_grad(loss, w), numeric_grad(loss, bias)
         for j in range(units):
             block = gw[:, j * per:(j + 1) * per] if w.ndim == 2 else gw[:, j].reshape(len(gb), -1)
             rows[j].append(block.ravel())

@@ -48,7 +48,7 @@ from .orders import GlobalOrder, topk_masks
 from .pruning import SCOPES as PRUNE_SCOPES
 from .sap import SapSettings
 from .stopping import Monitor, StopRule, bn_carry, train_round, warm_up
-from .trainer.data import Dataset
+from .trainer.data import Dataset, holdout_size
 from .trainer.loop import TrainConfig, train
 from .trainer.network import Network
 
@@ -301,8 +301,7 @@ def _check_rounds(arch, data, config, stop, rewind) -> None:
         raise InvalidArgument("flow", "'gf' on a network with one hooked layer", stop.flow,
                               "the information flow needs two consecutive conv or dense layers; "
                               "use the gradient flow (--flow gf)")
-    n = len(data.y_train) - min(len(data.y_train) - 1,
-                                max(1, round(stop.validation * len(data.y_train))))
+    n = len(data.y_train) - holdout_size(len(data.y_train), stop.validation)
     if config.batch_size > n:
         raise InvalidArgument("validation", f"small enough to leave a batch of "
                               f"{config.batch_size} to train on", stop.validation,

@@ -214,10 +214,7 @@ def _reduced(g: _Gram, alive: np.ndarray) -> np.ndarray:
 def _ranks(eig: np.ndarray) -> dict:
     """Numerical ranks at :data:`TOLS` (on singular values) and :data:`ENERGIES`."""
     eig = np.sort(np.clip(eig, 0.0, None))[::-1]
-    out = {}
-    top = eig[0] if eig.size else 0.0
-    for tol in TOLS:
-        out[f"tol={tol:g}"] = int((eig > tol * tol * top).sum()) if top > 0 else 0
+    out = {f"tol={tol:g}": rank_at(eig, tol) for tol in TOLS}
     total = eig.sum()
     for e in ENERGIES:
         out[f"energy={e:g}"] = int(np.searchsorted(np.cumsum(eig), e * total) + 1) \

@@ -46,9 +46,7 @@ import numpy as np
 from ._validation import InvalidArgument, check_choice, check_fraction, check_int, check_real
 from .architectures import Architecture
 from .flow import flow_layers, gradient_flow, information_flow
-from .trainer.backend import to_numpy
 from .trainer.data import Dataset
-from .trainer.layers import BatchNorm
 from .trainer.loop import TrainConfig, Trainer, evaluate
 
 STOPS = ("none", "cap", "flow", "accuracy", "flow+accuracy")
@@ -136,14 +134,8 @@ class StopRule:
 
 def bn_carry(network) -> dict:
     """BatchNorm scales and running statistics: what a round does *not* rewind."""
-    out = {}
-    for node, ops in network.ops.items():
-        for op in ops:
-            if isinstance(op, BatchNorm):
-                out[f"{node}.bn.weight"] = to_numpy(op.params["weight"])
-                out[f"{node}.bn.running_mean"] = to_numpy(op.running_mean)
-                out[f"{node}.bn.running_var"] = to_numpy(op.running_var)
-    return out
+    return {k: v for k, v in network.state_dict().items()
+            if ".bn." in k and not k.endswith(".bn.bias")}
 
 
 class Monitor:

@@ -115,7 +115,7 @@ class Dataset:
         check_fraction(fraction, "validation", open=True,
                        fix="the share of the training set held out for validation, e.g. 0.1")
         n = len(self.y_train)
-        k = min(n - 1, max(1, round(fraction * n)))
+        k = holdout_size(n, fraction)
         if n < 2:
             raise DataError(f"dataset {self.name!r} has {n} training example; a validation "
                             "split needs at least two")
@@ -132,6 +132,12 @@ class Dataset:
         std = self.x_train.std(axis=axes, keepdims=True) + 1e-8
         return Dataset(self.name, ((self.x_train - mean) / std).astype(np.float32), self.y_train,
                        ((self.x_test - mean) / std).astype(np.float32), self.y_test, self.classes)
+
+
+def holdout_size(n: int, fraction: float) -> int:
+    """Examples :meth:`Dataset.holdout` puts in the validation split of ``n`` (at least one, and
+    at least one left to train on)."""
+    return min(n - 1, max(1, round(fraction * n)))
 
 
 def _numpy_allowlist() -> dict:

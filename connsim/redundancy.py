@@ -455,18 +455,87 @@ def hierarchical_prune(arch: Architecture, red: Redundancy, compression: float, 
         raise InvalidArgument("compression", f"at most {red.max_compression:.6g}, the maximum "
                               "compression the measured redundancy allows", compression,
                               "ask for less, or measure with a larger tolerance")
+    orders = {lr.name: removal_order(red.grams[lr.name], lr.effective)[:lr.redundancy]
+              for lr in red.layers}
+    removed, freed, lam = prune_units(arch, orders, compression, masks=canon)
+    new_state = _compensated(arch, red, removed, state) if compensate else None
+    return Hierarchical(removal_masks(arch, removed, canon), removed, red.params, freed, lam,
+                        new_state)
+
+
+def prune_units(arch: Architecture, orders: Mapping, compression: float, *,
+                masks: Mapping | None = None) -> tuple[dict, int, float]:
+    """Remove the fewest units, taken from each layer's ``orders`` at equal shares, that reach a
+    parameter compression.
+
+    The units enter one at a time in the order of the share ``(i + 1) / len(orders[l])`` of
+    their layer's list at which they come (ties: the layers' order in ``orders``); the shortest
+    prefix whose freed parameters (:func:`freed_parameters`, exact on the masks) reach
+    ``P_total (1 - 1/compression)`` is taken. Lists truncated to the layers' redundancy give
+    hierarchical pruning; full lists ranked by a score give uniform filter pruning (e.g. L1 norm).
+
+    Parameters
+    ----------
+    arch : Architecture
+    orders : mapping
+        Layer name to the layer's units (indices) in the order they may go.
+    compression : float
+        Requested parameter compression (at least 1).
+    masks : mapping, optional
+        The network's masks (dense when omitted).
+
+    Returns
+    -------
+    removed : dict
+        Layer name to a boolean array of its removed units (:func:`removal_masks` makes masks).
+    freed : int
+        Parameters freed; the request is met or exceeded by at most one unit's parameters.
+    share : float
+        The share of its list that the last unit taken came at (``lam`` of hierarchical pruning).
+
+    Raises
+    ------
+    InvalidArgument
+        If removing every listed unit does not reach ``compression``.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-300-100")
+    >>> removed, freed, share = prune_units(arch, {"fc1": np.arange(300), "fc2": np.arange(100)},
+    ...                                     1.5)
+    >>> int(removed["fc1"].sum()), int(removed["fc2"].sum()), share
+    (93, 31, 0.31)
+    """
+    from ._validation import check_compression
+
+    check_compression(compression, "compression")
+    canon = check_masks(arch, masks) if masks is not None else ones_masks(arch)
+    units = {name: arch[name].channels for name in orders}
     entries = []
-    for index, lr in enumerate(red.layers):
-        order = removal_order(red.grams[lr.name], lr.effective)[:lr.redundancy]
-        entries += [((i + 1) / lr.redundancy, index, lr.name, int(u)) for i, u in enumerate(order)]
+    for index, (name, order) in enumerate(orders.items()):
+        order = np.asarray(order, dtype=np.int64)
+        if order.ndim != 1 or np.any((order < 0) | (order >= units[name])) \
+                or len(np.unique(order)) != len(order):
+            raise InvalidArgument(f"orders[{name!r}]", f"distinct unit indices below "
+                                  f"{units[name]}", order, "list each unit of the layer once")
+        entries += [((i + 1) / len(order), index, name, int(u)) for i, u in enumerate(order)]
     entries.sort()
+    params = total_parameters(arch, canon)
+    target = params * (1 - 1 / compression)
 
     def removed_by(k):
-        out = {lr.name: np.zeros(lr.units, dtype=bool) for lr in red.layers}
+        out = {name: np.zeros(n, dtype=bool) for name, n in units.items()}
         for _, _, name, u in entries[:k]:
             out[name][u] = True
         return out
 
+    most = freed_parameters(arch, removed_by(len(entries)), canon)
+    if target > most:
+        raise InvalidArgument("compression", f"at most {params / (params - most):.6g}, what "
+                              "removing every listed unit gives", compression,
+                              "ask for less, or list more units (measure redundancy with a "
+                              "larger tolerance)")
     lo, hi = 0, len(entries)  # the shortest prefix that frees enough
     while lo < hi:
         mid = (lo + hi) // 2
@@ -475,10 +544,7 @@ def hierarchical_prune(arch: Architecture, red: Redundancy, compression: float, 
         else:
             lo = mid + 1
     removed = removed_by(lo)
-    new_state = _compensated(arch, red, removed, state) if compensate else None
-    return Hierarchical(removal_masks(arch, removed, canon), removed, red.params,
-                        freed_parameters(arch, removed, canon),
-                        entries[lo - 1][0] if lo else 0.0, new_state)
+    return removed, freed_parameters(arch, removed, canon), entries[lo - 1][0] if lo else 0.0
 
 
 def _compensated(arch: Architecture, red: Redundancy, removed: Mapping, state: Mapping) -> dict:

@@ -247,6 +247,44 @@ def test_imp_stopping_options_are_checked(tmp_path, capsys):
         assert code == 2 and says in err, (extra, err)
 
 
+def test_redundancy_measures_prunes_and_its_masks_work_everywhere(tmp_path, capsys):
+    arch = ["--arch", "mlp:16-12-8-3", "--input-shape", "1,4,4", "--classes", "3"]
+    data = ["--dataset", "synthetic"]
+    code, _, _ = run(capsys, "train", *arch, *data, "--iterations", "40", "--batch-size", "20",
+                     "--out", str(tmp_path / "run"))
+    weights = str(tmp_path / "run" / "weights.npz")
+    base = ["redundancy", *arch, *data, "--weights", weights, "--samples", "200"]
+    code, o, _ = run(capsys, *base, "--json")
+    obj = json.loads(o)
+    assert code == 0 and obj["samples"] == 200
+    assert [lay["name"] for lay in obj["layers"]] == ["fc1", "fc2"]
+    for lay in obj["layers"]:
+        assert lay["structural"] <= lay["redundancy"] <= lay["units"]
+        assert set(lay["ranks"]) >= {"tol=0.001", "energy=0.99"}
+    code, o, _ = run(capsys, *base)
+    assert code == 0 and "maximum compression" in o and "structural" in o
+    masks, new_weights = str(tmp_path / "h.npz"), str(tmp_path / "w.npz")
+    code, o, _ = run(capsys, *base, "--compression", "1.1", "--out", masks, "--compensate",
+                     "--weights-out", new_weights, "--json")
+    pruning = json.loads(o)["pruning"]
+    assert code == 0 and pruning["compression"] >= 1.1 - 0.05
+    code, o, _ = run(capsys, "measure", masks, *arch, "--json")
+    assert code == 0 and json.loads(o)["direct"]["density"] < 1
+    code, o, _ = run(capsys, "train", *arch, *data, "--iterations", "5", "--batch-size", "20",
+                     "--masks", masks, "--json")
+    assert code == 0 and json.loads(o)["direct"]["density"] < 1
+    for extra, says in [
+        (["--compression", "2"], "--compression"),
+        (["--compression", "2", "--out", masks, "--compensate"], "--weights-out"),
+        (["--tol", "0"], "--tol"),
+        (["--samples", "0"], "--samples"),
+    ]:
+        code, _, err = run(capsys, *base, *extra)
+        assert code == 2 and says in err, (extra, err)
+    code, _, err = run(capsys, *base[:-4], "--weights", masks)
+    assert code == 2 and "--weights" in err
+
+
 def test_mobilenet_v2_end_to_end(tmp_path, capsys):
     """arch, predict, prune, measure and train on MobileNetV2 (train at the synthetic data's
     1x8x8 input with 4 classes, so masks are pruned for that shape)."""

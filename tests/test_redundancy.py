@@ -14,6 +14,7 @@ from connsim.redundancy import (
     analysable_layers,
     freed_parameters,
     hierarchical_prune,
+    prune_units,
     redundancy,
     total_parameters,
 )
@@ -183,6 +184,43 @@ def test_hierarchical_pruning_respects_budgets_and_meets_the_request():
     assert per_unit > 0
     with pytest.raises(InvalidArgument, match="maximum compression"):
         hierarchical_prune(arch, red, red.max_compression * 1.5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(1.0, 1.6), st.integers(0, 2**16))
+def test_prune_units_takes_the_shortest_prefix_at_equal_shares(compression, seed):
+    arch = get_arch("lenet-5")
+    masks = random_masks(arch, 0.5, seed)
+    rng = np.random.default_rng(seed)
+    orders = {"conv2": rng.permutation(16), "fc1": rng.permutation(120)[:60]}
+    removed, freed, share = prune_units(arch, orders, compression, masks=masks)
+    target = total_parameters(arch, masks) * (1 - 1 / compression)
+    assert freed == freed_parameters(arch, removed, masks) >= target
+    counts = {k: int(v.sum()) for k, v in removed.items()}
+    for name, order in orders.items():  # each layer removes a prefix of its list
+        assert removed[name][order[:counts[name]]].all()
+    if not any(counts.values()):
+        return
+    index = {name: k for k, name in enumerate(orders)}
+    last = max((k for k in orders if counts[k]), key=lambda k: (counts[k] / len(orders[k]),
+                                                                 index[k]))
+    assert share == counts[last] / len(orders[last])
+    for name, order in orders.items():  # every unit up to that share (ties: list order) ...
+        assert counts[name] == sum(((i + 1) / len(order), index[name]) <= (share, index[last])
+                                   for i in range(len(order)))
+    fewer = {k: v.copy() for k, v in removed.items()}  # ... and one unit fewer is not enough
+    fewer[last][orders[last][counts[last] - 1]] = False
+    assert freed_parameters(arch, fewer, masks) < target
+
+
+def test_prune_units_refuses_what_its_lists_cannot_reach():
+    arch = get_arch("lenet-300-100")
+    with pytest.raises(InvalidArgument, match="at most"):
+        prune_units(arch, {"fc2": np.arange(50)}, 2)
+    with pytest.raises(InvalidArgument, match=r"orders\['fc1'\]"):
+        prune_units(arch, {"fc1": [0, 0]}, 1.1)
+    with pytest.raises(InvalidArgument, match=r"orders\['fc1'\]"):
+        prune_units(arch, {"fc1": [300]}, 1.1)
 
 
 def test_compensation_is_exact_for_overlap():

@@ -118,15 +118,20 @@ def _accumulate(g: _Gram, x: np.ndarray, d: np.ndarray, conv: bool) -> None:
         o, c, r = d.shape[1], x.shape[1], x.shape[2]
         step = max(1, _CHUNK // (o * c * r))
         for s in range(0, b, step):
-            grad = np.einsum("nop,ncrp->nocr", d[s:s + step], x[s:s + step])
-            g.k += np.einsum("nocr,nokr->ck", grad, grad)
-            g.kb += np.einsum("nocr,no->c", grad, beta[s:s + step])
+            xs = x[s:s + step]
+            n = len(xs)  # per-sample weight gradients through BLAS: (n, O, C*R)
+            grad = np.matmul(d[s:s + step], xs.reshape(n, c * r, -1).transpose(0, 2, 1))
+            rows = grad.reshape(n * o, c, r).transpose(1, 0, 2).reshape(c, -1)
+            g.k += rows @ rows.T
+            g.kb += np.tensordot(beta[s:s + step].ravel(), grad.reshape(n * o, c, r),
+                                 axes=1).sum(axis=1)
         g.kbb += r * float((beta ** 2).sum())
     else:
         x = x.reshape(b, g.n, -1)  # (N, C, P): a flattened input reads P values per unit
         d2 = (d ** 2).sum(axis=1)
-        g.k += np.einsum("n,ncp,nkp->ck", d2, x, x)
-        g.kb += np.einsum("n,ncp->c", d2, x)
+        rows = (x * np.sqrt(d2)[:, None, None]).transpose(1, 0, 2).reshape(g.n, -1)
+        g.k += rows @ rows.T
+        g.kb += np.tensordot(d2, x, axes=1).sum(axis=1)
         g.kbb += x.shape[2] * float(d2.sum())
     g.samples += b
 

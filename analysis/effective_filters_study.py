@@ -1,10 +1,12 @@
 """Effective filters study: how many filters are really independent, and does pruning within
 that redundancy beat L1 and random filter pruning?
 
-    python analysis/effective_filters_study.py [--quick] [--out docs/figures] [--workers 2]
+    python analysis/effective_filters_study.py [--quick] [--out docs/figures] [--runs DIR]
+        [--workers 2] [--nets lenet-5,...]
 
-For LeNet-300-100 and LeNet-5 trained on MNIST (3 seeds) and VGG-11 / ResNet-20 briefly trained
-on a synthetic 3x32x32 task (ranks only: no CIFAR on a machine without the internet), using
+For LeNet-300-100 and LeNet-5 trained on MNIST (3 seeds; one and tiny sizes with --quick) and
+VGG-11 / ResNet-20 at a small size, briefly trained on a synthetic 3x32x32 task (one seed, ranks
+only: CIFAR needs a download this script does not assume), using
 ``connsim.redundancy`` (``docs/redundancy.md``):
 
 1. rank saturation: effective filters per layer as the sample grows, trained and at
@@ -17,8 +19,8 @@ on a synthetic 3x32x32 task (ranks only: no CIFAR on a machine without the inter
    at equal shares of every layer, random at equal shares; test accuracy right after pruning and
    after the same fine-tuning.
 
-Each (network, seed) writes one JSON file under OUT/effective_filters_runs: re-running the script
-skips what is done. Writes ``effective_filters.md`` (tables, mean +- std over seeds) and the
+Each (network, seed) writes one JSON file under --runs (default OUT/effective_filters_runs):
+re-running the script skips what is done. Writes ``effective_filters.md`` (tables, mean +- std over seeds) and the
 figures ``effective_filters_saturation.png`` and ``effective_filters_pruning.png``.
 """
 
@@ -38,28 +40,21 @@ ARMS = ("hierarchical", "hierarchical + compensation", "L1, hierarchical budgets
 TOLS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.2, 0.3, 0.5)  # the ladder of rank tolerances
 SHOWN_TOLS = (1e-2, 1e-3)  # the saturation figure's tolerances
 
-FULL = {
-    "lenet-300-100": {"data": "mnist", "train": {"epochs": 5}, "finetune": {"epochs": 1},
-                      "sizes": (128, 256, 512, 1024, 2048, 4096, 8192), "sample": 4096,
-                      "compressions": (1.25, 1.5, 2, 3, 5, 10)},
-    "lenet-5": {"data": "mnist", "train": {"epochs": 5}, "finetune": {"epochs": 1},
-                "sizes": (128, 256, 512, 1024, 2048, 4096, 8192), "sample": 4096,
-                "compressions": (1.25, 1.5, 2, 3, 5, 10)},
-    "vgg-11": {"data": "synthetic", "train": {"iterations": 60}, "finetune": None,
-               "sizes": (16, 32, 64, 128), "sample": 128, "compressions": ()},
-    "resnet-20": {"data": "synthetic", "train": {"iterations": 200}, "finetune": None,
-                  "sizes": (32, 64, 128, 256, 512), "sample": 512, "compressions": ()},
+MNIST_FULL = {"data": "mnist", "seeds": 3, "train": {"epochs": 5}, "finetune": {"epochs": 1},
+              "sizes": (128, 256, 512, 1024, 2048, 4096, 8192), "sample": 4096,
+              "compressions": (1.25, 1.5, 2, 3, 5, 10)}
+MNIST_QUICK = {"data": "mnist", "seeds": 1, "train": {"iterations": 20},
+               "finetune": {"iterations": 5}, "sizes": (32, 64, 128), "sample": 128,
+               "compressions": (1.25, 2)}
+SMALL = {  # VGG-11 and ResNet-20 at the quick size in both modes: ranks only
+    "vgg-11": {"data": "synthetic", "seeds": 1, "train": {"iterations": 4}, "finetune": None,
+               "sizes": (8, 16, 32), "sample": 32, "compressions": ()},
+    "resnet-20": {"data": "synthetic", "seeds": 1, "train": {"iterations": 20},
+                  "finetune": None, "sizes": (16, 32, 64, 128), "sample": 128,
+                  "compressions": ()},
 }
-QUICK = {
-    "lenet-300-100": {"data": "mnist", "train": {"iterations": 20}, "finetune": {"iterations": 5},
-                      "sizes": (32, 64, 128), "sample": 128, "compressions": (1.25, 2)},
-    "lenet-5": {"data": "mnist", "train": {"iterations": 20}, "finetune": {"iterations": 5},
-                "sizes": (32, 64, 128), "sample": 128, "compressions": (1.25, 2)},
-    "vgg-11": {"data": "synthetic", "train": {"iterations": 2}, "finetune": None,
-               "sizes": (8, 16), "sample": 16, "compressions": ()},
-    "resnet-20": {"data": "synthetic", "train": {"iterations": 5}, "finetune": None,
-                  "sizes": (16, 32), "sample": 32, "compressions": ()},
-}
+FULL = {"lenet-300-100": MNIST_FULL, "lenet-5": MNIST_FULL, **SMALL}
+QUICK = {"lenet-300-100": MNIST_QUICK, "lenet-5": MNIST_QUICK, **SMALL}
 
 
 def dataset(name, quick):
@@ -139,7 +134,7 @@ def prune_arms(arch, state, reds, compression, data, ft, seed):
 def run_one(net, seed, quick, runs):
     """One (network, seed): train, measure ranks, prune. Returns the path of its JSON."""
     import connsim
-    from connsim.redundancy import redundancy
+    from connsim.redundancy import at_tolerance, redundancy
     from connsim.trainer.loop import TrainConfig, Trainer
 
     setup = (QUICK if quick else FULL)[net]
@@ -166,7 +161,8 @@ def run_one(net, seed, quick, runs):
             red = redundancy(arch, state, x[:n], y[:n])
             sat.append({"samples": n, "layers": [lr.to_dict() for lr in red.layers]})
     n = setup["sample"]
-    reds = {tol: redundancy(arch, trained, x[:n], y[:n], tol=tol) for tol in TOLS}
+    red = redundancy(arch, trained, x[:n], y[:n])
+    reds = {tol: at_tolerance(arch, red, tol) for tol in TOLS}
     record["max_compression"] = {f"{t:g}": float(r.max_compression) for t, r in reds.items()}
     record["layers"] = [lr.to_dict() for lr in reds[1e-3].layers]
     record["skipped"] = reds[1e-3].skipped
@@ -301,16 +297,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CI)")
     ap.add_argument("--out", default=os.path.join("docs", "figures"), help="table and figures")
     ap.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
+    ap.add_argument("--runs", help="per-run JSON files (default: OUT/effective_filters_runs)")
     ap.add_argument("--nets", default=",".join(FULL))
     args = ap.parse_args()
     nets = tuple(args.nets.split(","))
     unknown = set(nets) - set(FULL)
     if unknown:
         ap.error(f"--nets: unknown {sorted(unknown)}; choose from {', '.join(FULL)}")
-    runs = os.path.join(args.out, "effective_filters_runs")
+    runs = args.runs or os.path.join(args.out, "effective_filters_runs")
     os.makedirs(runs, exist_ok=True)
-    seeds = (0,) if args.quick else (0, 1, 2)
-    jobs = [(net, seed) for net in nets for seed in seeds]
+    setups = QUICK if args.quick else FULL
+    jobs = [(net, seed) for net in nets for seed in range(setups[net]["seeds"])]
     records = {}
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = {pool.submit(run_one, net, seed, args.quick, runs): (net, seed)

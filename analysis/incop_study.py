@@ -175,7 +175,7 @@ def figures(results, nets, runs, out, scale):
         for k, arm in enumerate(a for a in ARMS if (net, a) in results):
             cs = results[(net, arm)]
             rounds = np.arange(len(cs[0]["accuracy"]))
-            color = f"C{k}"
+            color = plt.get_cmap("tab20")(k % 20)  # 12 arms: more than the 10 default colours
             for ax, key in zip(row[:2], ("accuracy", "epochs"), strict=True):
                 v = np.array([c[key] for c in cs])
                 ax.plot(rounds, v.mean(0), color=color, label=arm)

@@ -368,6 +368,10 @@ def redundancy(arch: Architecture, state: Mapping, x: np.ndarray, y: np.ndarray,
         inputs.update({c: _consumer_input(net.ops[c][0], arch[c], len(yb)) for c in consumers})
         _, grad = cross_entropy(xp, logits, xp.asarray(yb))
         net.backward(grad * len(yb), tap=tap)  # the sum of per-sample losses
+    return _summary(arch, canon, layers, skipped, grams, tol, len(x))
+
+
+def _summary(arch, canon, layers, skipped, grams, tol, samples) -> Redundancy:
     m = measure(arch, canon)
     active = {lm.name: lm.active_out for lm in m.layers}
     records, plan = [], {}
@@ -381,8 +385,50 @@ def redundancy(arch: Architecture, state: Mapping, x: np.ndarray, y: np.ndarray,
         records.append(LayerRedundancy(name, consumer, g.n, active[name], int((~alive).sum()),
                                        _ranks(eig), eff,
                                        freed_parameters(arch, every, canon) / g.n))
-    return Redundancy(arch.name, len(x), float(tol), tuple(records), skipped,
+    return Redundancy(arch.name, samples, float(tol), tuple(records), skipped,
                       total_parameters(arch, canon), freed_parameters(arch, plan, canon), grams)
+
+
+def at_tolerance(arch: Architecture, red: Redundancy, tol: float, *,
+                 masks: Mapping | None = None) -> Redundancy:
+    """``red`` with its effective filters, redundancy and maximum compression taken at another
+    tolerance, from the Gram matrices it holds (no pass over the data).
+
+    Parameters
+    ----------
+    arch : Architecture
+        The architecture ``red`` was measured on.
+    red : Redundancy
+        From :func:`redundancy`.
+    tol : float
+        The new tolerance, in (0, 1).
+    masks : mapping, optional
+        The masks ``red`` was measured with.
+
+    Returns
+    -------
+    Redundancy
+        Equal to ``redundancy(arch, state, x, y, masks=masks, tol=tol)`` on the same sample.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:6-12-8-3")
+    >>> net = Network(arch, rng=0)
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((200, 6)), rng.integers(0, 3, 200)
+    >>> red = redundancy(arch, net.state_dict(), x, y)
+    >>> coarse = at_tolerance(arch, red, 0.3)
+    >>> coarse.max_compression >= red.max_compression
+    True
+    """
+    check_real(tol, "tol", 0, 1, low_open=True, high_open=True)
+    if red.arch != arch.name or not red.grams:
+        raise InvalidArgument("red", f"a measurement of {arch.name} that holds its Gram "
+                              "matrices", red.arch, "pass what redundancy() returned for arch")
+    canon = check_masks(arch, masks) if masks is not None else ones_masks(arch)
+    layers = {lr.name: lr.consumer for lr in red.layers}
+    return _summary(arch, canon, layers, red.skipped, red.grams, tol, red.samples)
 
 
 def removal_order(g: _Gram, effective: int) -> np.ndarray:

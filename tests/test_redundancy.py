@@ -12,6 +12,7 @@ from connsim.architectures import ArchBuilder
 from connsim.masks import ones_masks
 from connsim.redundancy import (
     analysable_layers,
+    at_tolerance,
     freed_parameters,
     hierarchical_prune,
     prune_units,
@@ -221,6 +222,19 @@ def test_prune_units_refuses_what_its_lists_cannot_reach():
         prune_units(arch, {"fc1": [0, 0]}, 1.1)
     with pytest.raises(InvalidArgument, match=r"orders\['fc1'\]"):
         prune_units(arch, {"fc1": [300]}, 1.1)
+
+
+def test_another_tolerance_from_the_stored_grams_equals_a_new_measurement():
+    arch = _convnet()
+    state, x, y = _trained(arch, (2, 8, 8))
+    masks = random_masks(arch, 0.6, 3)
+    red = redundancy(arch, state, x, y, masks=masks)
+    for tol in (1e-2, 0.3):
+        again = at_tolerance(arch, red, tol, masks=masks)
+        assert again.to_dict() == redundancy(arch, state, x, y, masks=masks, tol=tol).to_dict()
+    assert at_tolerance(arch, red, 0.3, masks=masks).freed > red.freed
+    with pytest.raises(InvalidArgument, match="red"):
+        at_tolerance(_mlp(), red, 0.1)
 
 
 def test_compensation_is_exact_for_overlap():

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
-from ._validation import InvalidArgument, check_compression, check_densities
+from ._validation import InvalidArgument, check_choice, check_compression, check_densities
 from .architectures import Architecture
 from .files import json_safe
 from .ops import lower
@@ -508,7 +508,7 @@ class Prediction:
         }
 
 
-def predict(arch: Architecture, densities) -> Prediction:
+def predict(arch: Architecture, densities, *, granularity: str = "weight") -> Prediction:
     """Expected effective weights, P(disconnected) and active units of random Bernoulli pruning.
 
     Parameters
@@ -516,6 +516,11 @@ def predict(arch: Architecture, densities) -> Prediction:
     arch : Architecture
     densities : Quota or sequence of float
         Per-layer densities d_l (a :class:`connsim.quotas.Quota` or one value per layer).
+    granularity : {'weight', 'kernel'}
+        What is kept independently with probability d_l: every weight, or every kernel of a conv
+        (its ``kh*kw`` weights together; a dense weight is its own kernel). At kernel granularity
+        a conv's group edge is present with probability ``q_l = d_l`` instead of
+        ``1 - (1 - d_l)^k_l``; the direct density is the same.
 
     Returns
     -------
@@ -543,10 +548,18 @@ def predict(arch: Architecture, densities) -> Prediction:
     names = arch.layer_names
     d = check_densities(densities, names, fix="pass a Quota (connsim.quota) or the densities in "
                                               "layer order")
+    check_choice(granularity, ("weight", "kernel"), "granularity",
+                 "use 'weight' (each weight kept on its own) or 'kernel' (whole conv kernels)")
     graph = TheoryGraph.of(arch)
     by_name = dict(zip(names, d, strict=True))
-    q = {lay.name: float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) if by_name[lay.name] < 1
-         else 1.0 for lay in graph.layers}
+
+    def edge(lay):  # probability that a group edge (a channel pair) keeps a weight
+        if granularity == "kernel" and arch[lay.name].op == "conv":
+            return float(by_name[lay.name])
+        return float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) \
+            if by_name[lay.name] < 1 else 1.0
+
+    q = {lay.name: edge(lay) for lay in graph.layers}
     fwd, fwd_exact = _propagate(graph, q, forward=True)
     bwd, bwd_exact = _propagate(graph, q, forward=False)
     sizes = np.array(graph.sizes, dtype=np.float64)

@@ -190,3 +190,34 @@ def test_effective_compression_band():
     assert len(set(one.effective_compression_band())) == 1  # no standard error: the point
     empty = monte_carlo(arch, quota(arch, "uniform", 0.0), samples=5, rng=0)
     assert empty.effective_compression_band() == (math.inf, math.inf, math.inf)
+
+
+def _kernel_masks(arch, density, rng):
+    """Bernoulli masks that keep each conv kernel (and each dense weight) with ``density``."""
+    out = {}
+    for name in arch.layer_names:
+        shape = arch.weight_shape(name)
+        keep = rng.random(shape[:2]) < density
+        out[name] = np.broadcast_to(keep.reshape(keep.shape + (1,) * (len(shape) - 2)),
+                                    shape).copy()
+    return out
+
+
+@pytest.mark.parametrize("density", [0.05, 0.2])
+def test_kernel_granularity_theory_matches_monte_carlo(density):
+    from connsim.montecarlo import count_effective
+
+    arch = get_arch("lenet-5")
+    p = predict(arch, [density] * len(arch.layer_names), granularity="kernel")
+    weight = predict(arch, [density] * len(arch.layer_names))
+    rng = np.random.default_rng(11)
+    counts = np.array([count_effective(arch, _kernel_masks(arch, density, rng))[0]
+                       for _ in range(400)], dtype=float)
+    for k, name in enumerate(arch.layer_names):
+        mean, se = counts[:, k].mean(), counts[:, k].std(ddof=1) / math.sqrt(len(counts))
+        assert abs(mean - p.expected_effective[k]) <= K * se + 0.5, (name, mean,
+                                                                     p.expected_effective[k])
+    conv = arch.layer_names.index("conv2")  # fewer, fuller channel pairs than weight-level pruning
+    se = counts[:, conv].std(ddof=1) / math.sqrt(len(counts))
+    assert p.expected_effective[conv] < weight.expected_effective[conv] - 10 * se
+    assert p.direct_density == weight.direct_density

@@ -5,8 +5,9 @@ that redundancy beat L1 and random filter pruning?
         [--workers 2] [--nets lenet-5,...]
 
 For LeNet-300-100 and LeNet-5 trained on MNIST (3 seeds; one and tiny sizes with --quick) and
-VGG-11 / ResNet-20 at a small size, briefly trained on a synthetic 3x32x32 task (one seed, ranks
-only: CIFAR needs a download this script does not assume), using
+VGG-11 / ResNet-20 at a small size, trained for 60 iterations on a synthetic 3x32x32 task (one
+seed, ranks only: CIFAR needs a download this script does not assume; --quick trains them for 3
+iterations), using
 ``connsim.redundancy`` (``docs/redundancy.md``):
 
 1. rank saturation: effective filters per layer as the sample grows, trained and at
@@ -19,9 +20,10 @@ only: CIFAR needs a download this script does not assume), using
    at equal shares of every layer, random at equal shares; test accuracy right after pruning and
    after the same fine-tuning.
 
-Each (network, seed) writes one JSON file under --runs (default OUT/effective_filters_runs):
-re-running the script skips what is done. Writes ``effective_filters.md`` (tables, mean +- std over seeds) and the
-figures ``effective_filters_saturation.png`` and ``effective_filters_pruning.png``.
+Each (network, seed) writes one JSON file under --runs (default OUT/effective_filters_runs), with
+its settings: re-running the script skips what is done with the same settings. Writes
+``effective_filters.md`` (tables, mean +- std over seeds) and the figures
+``effective_filters_saturation.png`` and ``effective_filters_pruning.png``.
 """
 
 import argparse
@@ -40,21 +42,22 @@ ARMS = ("hierarchical", "hierarchical + compensation", "L1, hierarchical budgets
 TOLS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.2, 0.3, 0.5)  # the ladder of rank tolerances
 SHOWN_TOLS = (1e-2, 1e-3)  # the saturation figure's tolerances
 
-MNIST_FULL = {"data": "mnist", "seeds": 3, "train": {"epochs": 5}, "finetune": {"epochs": 1},
-              "sizes": (128, 256, 512, 1024, 2048, 4096, 8192), "sample": 4096,
-              "compressions": (1.25, 1.5, 2, 3, 5, 10)}
-MNIST_QUICK = {"data": "mnist", "seeds": 1, "train": {"iterations": 20},
+MNIST_FULL = {"data": "mnist", "seeds": 3, "lr": 0.05, "train": {"epochs": 5},
+              "finetune": {"epochs": 1}, "sizes": (128, 256, 512, 1024, 2048, 4096, 8192),
+              "sample": 4096, "compressions": (1.25, 1.5, 2, 3, 5, 10)}
+MNIST_QUICK = {"data": "mnist", "seeds": 1, "lr": 0.05, "train": {"iterations": 20},
                "finetune": {"iterations": 5}, "sizes": (32, 64, 128), "sample": 128,
                "compressions": (1.25, 2)}
-SMALL = {  # VGG-11 and ResNet-20 at the quick size in both modes: ranks only
-    "vgg-11": {"data": "synthetic", "seeds": 1, "train": {"iterations": 4}, "finetune": None,
-               "sizes": (8, 16, 32), "sample": 32, "compressions": ()},
-    "resnet-20": {"data": "synthetic", "seeds": 1, "train": {"iterations": 20},
+SMALL = {  # VGG-11 and ResNet-20, ranks only; trained to ~100 % on the synthetic task
+    "vgg-11": {"data": "synthetic", "seeds": 1, "lr": 0.002, "train": {"iterations": 60},
+               "finetune": None, "sizes": (8, 16, 32), "sample": 32, "compressions": ()},
+    "resnet-20": {"data": "synthetic", "seeds": 1, "lr": 0.1, "train": {"iterations": 60},
                   "finetune": None, "sizes": (16, 32, 64, 128), "sample": 128,
                   "compressions": ()},
 }
+SMALL_QUICK = {name: {**setup, "train": {"iterations": 3}} for name, setup in SMALL.items()}
 FULL = {"lenet-300-100": MNIST_FULL, "lenet-5": MNIST_FULL, **SMALL}
-QUICK = {"lenet-300-100": MNIST_QUICK, "lenet-5": MNIST_QUICK, **SMALL}
+QUICK = {"lenet-300-100": MNIST_QUICK, "lenet-5": MNIST_QUICK, **SMALL_QUICK}
 
 
 def dataset(name, quick):
@@ -62,7 +65,7 @@ def dataset(name, quick):
 
     if name == "synthetic":
         n = 256 if quick else 2048
-        return make_synthetic((3, 32, 32), classes=10, n_train=n, n_test=n // 4, noise=3.0)
+        return make_synthetic((3, 32, 32), classes=10, n_train=n, n_test=n // 4, noise=1.0)
     data = load_mnist()
     if quick:  # a seeded subset of 600 training and 1,000 test images
         rng = np.random.default_rng(0)
@@ -87,6 +90,14 @@ def accuracy(arch, masks, state, data):
     return evaluate(net, data.x_test, data.y_test)
 
 
+def finetune_config(ft, seed):
+    """The fine-tuning every arm (and the unpruned reference) gets."""
+    from connsim.trainer.loop import TrainConfig
+
+    return TrainConfig(**ft, batch_size=64, lr=0.01, schedule="constant", momentum=0.9,
+                       weight_decay=5e-4, seed=seed)
+
+
 def prune_arms(arch, state, reds, compression, data, ft, seed):
     """Every arm at one compression: achieved compression, accuracy before and after
     fine-tuning."""
@@ -98,7 +109,7 @@ def prune_arms(arch, state, reds, compression, data, ft, seed):
         removal_masks,
         total_parameters,
     )
-    from connsim.trainer.loop import TrainConfig, train
+    from connsim.trainer.loop import train
 
     dense = ones_masks(arch)
     params = total_parameters(arch, dense)
@@ -118,8 +129,7 @@ def prune_arms(arch, state, reds, compression, data, ft, seed):
         out["L1, hierarchical budgets"] = (budget, state, tol)
     out["L1, equal shares"] = (prune_units(arch, l1, compression)[0], state, None)
     out["random, equal shares"] = (prune_units(arch, shuffled, compression)[0], state, None)
-    config = TrainConfig(**ft, batch_size=64, lr=0.01, schedule="constant", momentum=0.9,
-                         weight_decay=5e-4, seed=seed)
+    config = finetune_config(ft, seed)
     rows = {}
     for arm, (removed, start, used) in out.items():
         masks = removal_masks(arch, removed, dense)
@@ -135,16 +145,18 @@ def run_one(net, seed, quick, runs):
     """One (network, seed): train, measure ranks, prune. Returns the path of its JSON."""
     import connsim
     from connsim.redundancy import at_tolerance, redundancy
-    from connsim.trainer.loop import TrainConfig, Trainer
+    from connsim.trainer.loop import TrainConfig, Trainer, train
 
     setup = (QUICK if quick else FULL)[net]
     path = os.path.join(runs, f"{net}_seed{seed}.json")
+    settings = json.loads(json.dumps({**setup, "tols": TOLS}))
     if os.path.exists(path):
-        return path
+        with open(path) as f:
+            if json.load(f).get("settings") == settings:
+                return path
     data = dataset(setup["data"], quick)
     arch = connsim.get_arch(net, input_shape=data.input_shape, classes=data.classes)
-    config = TrainConfig(**setup["train"], batch_size=64,
-                         lr=0.05 if setup["data"] == "mnist" else 0.01, schedule="constant",
+    config = TrainConfig(**setup["train"], batch_size=64, lr=setup["lr"], schedule="constant",
                          momentum=0.9, weight_decay=5e-4, seed=seed)
     trainer = Trainer(arch, data, None, config, log_test=False)
     init = trainer.network.state_dict()
@@ -153,7 +165,7 @@ def run_one(net, seed, quick, runs):
     trained = result.network.state_dict()
     pick = np.random.default_rng(seed).permutation(len(data.y_train))
     x, y = data.x_train[pick], data.y_train[pick]
-    record = {"net": net, "seed": seed, "accuracy": result.test_accuracy,
+    record = {"net": net, "seed": seed, "settings": settings, "accuracy": result.test_accuracy,
               "saturation": {}, "max_compression": {}, "layers": {}, "pruning": {}}
     for which, state in (("trained", trained), ("init", init)):
         sat = record["saturation"][which] = []
@@ -166,6 +178,9 @@ def run_one(net, seed, quick, runs):
     record["max_compression"] = {f"{t:g}": float(r.max_compression) for t, r in reds.items()}
     record["layers"] = [lr.to_dict() for lr in reds[1e-3].layers]
     record["skipped"] = reds[1e-3].skipped
+    if setup["finetune"]:  # the unpruned network after the same fine-tuning
+        record["dense_finetuned"] = train(arch, data, None, finetune_config(setup["finetune"], seed),
+                                          initial_state=trained).test_accuracy
     for c in setup["compressions"]:
         record["pruning"][f"{c:g}"] = prune_arms(arch, trained, reds, c, data,
                                                  setup["finetune"], seed)
@@ -205,16 +220,20 @@ def table(records, nets):
                      ("tol=0.01", "tol=0.001", "tol=0.0001", "energy=0.99")]
             lines.append(f"| {lay['name']} | {lay['units']} | " + " | ".join(cells)
                          + f" | {col('eliminated', 'trained')} | {col('structural', 'trained')} |")
-        lines += ["", "Estimated maximum compression (removing every redundant unit) by rank "
-                  "tolerance:", "", "| tol | " + " | ".join(recs[0]["max_compression"]) + " |",
+        work = recs[0].get("settings", {}).get("sample", "the")
+        lines += ["", f"Estimated maximum compression (removing every redundant unit) on {work} "
+                  "training examples, by rank tolerance:", "",
+                  "| tol | " + " | ".join(recs[0]["max_compression"]) + " |",
                   "|---" * (len(recs[0]["max_compression"]) + 1) + "|",
                   "| max compression | " + " | ".join(
                       pm([r["max_compression"][t] for r in recs], 3)
                       for t in recs[0]["max_compression"]) + " |", ""]
         if recs[0]["pruning"]:
+            ref = pm([r.get("dense_finetuned", np.nan) for r in recs])
             lines += ["Test accuracy after pruning whole units to a parameter compression, "
                       "right after pruning / after fine-tuning (tol: the ladder tolerance "
-                      "hierarchical pruning used):", "",
+                      f"hierarchical pruning used). Unpruned, after the same fine-tuning: {ref}.",
+                      "",
                       "| compression | arm | tol | achieved | pruned | fine-tuned |",
                       "|---|---|---|---|---|---|"]
             for c in recs[0]["pruning"]:
@@ -278,6 +297,9 @@ def figures(records, nets, out):
                 x = np.array([float(c) for c in cs])
                 ax.errorbar(x, np.nanmean(v, 0), yerr=np.nanstd(v, 0), fmt="-o", ms=3,
                             color=f"C{k}", label=arm, capsize=2)
+            ref = [r["dense_finetuned"] for r in recs if "dense_finetuned" in r]
+            if key == "finetuned" and ref:
+                ax.axhline(np.mean(ref), color="k", lw=1, label="unpruned, same fine-tuning")
             for t, style in ((1e-2, "--"), (1e-1, ":")):
                 est = np.mean([r["max_compression"][f"{t:g}"] for r in recs])
                 ax.axvline(est, color="gray", ls=style, lw=1,
@@ -285,7 +307,7 @@ def figures(records, nets, out):
             ax.set(xscale="log", xlabel="parameter compression", ylabel="test accuracy",
                    title=f"{net}: " + ("right after pruning" if key == "pruned"
                                        else "after fine-tuning"))
-            if row == 0 and col == 0:
+            if col == 0:
                 ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "effective_filters_pruning.png"), dpi=110)
@@ -305,6 +327,7 @@ def main():
     if unknown:
         ap.error(f"--nets: unknown {sorted(unknown)}; choose from {', '.join(FULL)}")
     runs = args.runs or os.path.join(args.out, "effective_filters_runs")
+    os.makedirs(args.out, exist_ok=True)
     os.makedirs(runs, exist_ok=True)
     setups = QUICK if args.quick else FULL
     jobs = [(net, seed) for net in nets for seed in range(setups[net]["seeds"])]

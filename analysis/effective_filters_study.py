@@ -41,6 +41,7 @@ ARMS = ("hierarchical", "hierarchical + compensation", "L1, hierarchical budgets
         "L1, equal shares", "random, equal shares")
 TOLS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.2, 0.3, 0.5)  # the ladder of rank tolerances
 SHOWN_TOLS = (1e-2, 1e-3)  # the saturation figure's tolerances
+FINETUNE = {"batch_size": 64, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
 MNIST_FULL = {"data": "mnist", "seeds": 3, "lr": 0.05, "train": {"epochs": 5},
               "finetune": {"epochs": 1}, "sizes": (128, 256, 512, 1024, 2048, 4096, 8192),
@@ -94,8 +95,7 @@ def finetune_config(ft, seed):
     """The fine-tuning every arm (and the unpruned reference) gets."""
     from connsim.trainer.loop import TrainConfig
 
-    return TrainConfig(**ft, batch_size=64, lr=0.01, schedule="constant", momentum=0.9,
-                       weight_decay=5e-4, seed=seed)
+    return TrainConfig(**ft, **FINETUNE, schedule="constant", seed=seed)
 
 
 def prune_arms(arch, state, reds, compression, data, ft, seed):
@@ -148,8 +148,9 @@ def run_one(net, seed, quick, runs):
     from connsim.trainer.loop import TrainConfig, Trainer, train
 
     setup = (QUICK if quick else FULL)[net]
-    path = os.path.join(runs, f"{net}_seed{seed}.json")
-    settings = json.loads(json.dumps({**setup, "tols": TOLS}))
+    path = os.path.join(runs, f"{net}_seed{seed}{'_quick' if quick else ''}.json")
+    settings = json.loads(json.dumps({**setup, "tols": TOLS, "arms": ARMS,
+                                      "finetune_config": FINETUNE}))
     if os.path.exists(path):
         with open(path) as f:
             if json.load(f).get("settings") == settings:

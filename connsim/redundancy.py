@@ -179,6 +179,7 @@ class Redundancy:
     params: int
     freed: int
     grams: dict = field(repr=False, compare=False, default_factory=dict)
+    masks: dict = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def max_redundancy(self) -> float:
@@ -386,13 +387,13 @@ def _summary(arch, canon, layers, skipped, grams, tol, samples) -> Redundancy:
                                        _ranks(eig), eff,
                                        freed_parameters(arch, every, canon) / g.n))
     return Redundancy(arch.name, samples, float(tol), tuple(records), skipped,
-                      total_parameters(arch, canon), freed_parameters(arch, plan, canon), grams)
+                      total_parameters(arch, canon), freed_parameters(arch, plan, canon), grams,
+                      canon)
 
 
-def at_tolerance(arch: Architecture, red: Redundancy, tol: float, *,
-                 masks: Mapping | None = None) -> Redundancy:
+def at_tolerance(arch: Architecture, red: Redundancy, tol: float) -> Redundancy:
     """``red`` with its effective filters, redundancy and maximum compression taken at another
-    tolerance, from the Gram matrices it holds (no pass over the data).
+    tolerance, from the Gram matrices and masks it holds (no pass over the data).
 
     Parameters
     ----------
@@ -402,13 +403,12 @@ def at_tolerance(arch: Architecture, red: Redundancy, tol: float, *,
         From :func:`redundancy`.
     tol : float
         The new tolerance, in (0, 1).
-    masks : mapping, optional
-        The masks ``red`` was measured with.
 
     Returns
     -------
     Redundancy
-        Equal to ``redundancy(arch, state, x, y, masks=masks, tol=tol)`` on the same sample.
+        Equal to ``redundancy(arch, state, x, y, masks=masks, tol=tol)`` on the same sample and
+        masks.
 
     Examples
     --------
@@ -420,12 +420,15 @@ def at_tolerance(arch: Architecture, red: Redundancy, tol: float, *,
     True
     """
     check_real(tol, "tol", 0, 1, low_open=True, high_open=True)
-    if red.arch != arch.name or not red.grams:
-        raise InvalidArgument("red", f"a measurement of {arch.name} that holds its Gram "
-                              "matrices", red.arch, "pass what redundancy() returned for arch")
-    canon = check_masks(arch, masks) if masks is not None else ones_masks(arch)
+    if red.arch != arch.name:
+        raise InvalidArgument("red", f"a measurement of {arch.name}", red.arch,
+                              "pass what redundancy() returned for this architecture")
+    if not red.grams or not red.masks:
+        raise InvalidArgument("red", "a measurement that holds its Gram matrices and masks",
+                              got="a Redundancy without them",
+                              fix="pass what redundancy() returned, not a rebuilt copy")
     layers = {lr.name: lr.consumer for lr in red.layers}
-    return _summary(arch, canon, layers, red.skipped, red.grams, tol, red.samples)
+    return _summary(arch, red.masks, layers, red.skipped, red.grams, tol, red.samples)
 
 
 def removal_order(g: _Gram, effective: int) -> np.ndarray:
@@ -559,6 +562,13 @@ def prune_units(arch: Architecture, orders: Mapping, compression: float, *,
 
     check_compression(compression, "compression")
     canon = check_masks(arch, masks) if masks is not None else ones_masks(arch)
+    analysable, _ = analysable_layers(arch)
+    unknown = [name for name in orders if name not in analysable]
+    if unknown:
+        raise InvalidArgument("orders", f"keyed by analysable layers ({', '.join(analysable)})",
+                              got=", ".join(map(repr, unknown)),
+                              fix="the classifier and layers feeding an add, a concat or "
+                                  "several consumers cannot lose units")
     units = {name: arch[name].channels for name in orders}
     entries = []
     for index, (name, order) in enumerate(orders.items()):

@@ -582,9 +582,11 @@ def predict(arch: Architecture, densities, *, granularity: str = "weight") -> Pr
     )
 
 
-def predict_rule(arch: Architecture, rule, density: float, **rule_kw) -> Prediction:
-    """:func:`predict` for the densities of a quota rule at global density ``density``."""
-    return predict(arch, quota(arch, rule, density, **rule_kw))
+def predict_rule(arch: Architecture, rule, density: float, *, granularity: str = "weight",
+                 **rule_kw) -> Prediction:
+    """:func:`predict` (at ``granularity``) for the densities of a quota rule at global density
+    ``density``."""
+    return predict(arch, quota(arch, rule, density, **rule_kw), granularity=granularity)
 
 
 def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: float = 1.0,

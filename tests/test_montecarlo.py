@@ -220,4 +220,5 @@ def test_kernel_granularity_theory_matches_monte_carlo(density):
     conv = arch.layer_names.index("conv2")  # fewer, fuller channel pairs than weight-level pruning
     se = counts[:, conv].std(ddof=1) / math.sqrt(len(counts))
     assert p.expected_effective[conv] < weight.expected_effective[conv] - 10 * se
-    assert p.direct_density == weight.direct_density
+    with pytest.raises(ValueError, match="granularity"):
+        predict(arch, [density] * len(arch.layer_names), granularity="channel")

@@ -1,6 +1,8 @@
 """Effective filters: the Gram matrices against explicit per-sample gradients, planted
 singularities, the structural bound, parameter accounting and hierarchical pruning."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -76,9 +78,12 @@ def _explicit_gram(arch, state, x, y, layer, consumer):
     return hb @ hb.T
 
 
+@pytest.mark.parametrize("chunk", [None, 1])  # 1: one sample per chunk of conv gradients
 @pytest.mark.parametrize("make, shape, layer", [
     (_mlp, (8,), "dense1"), (_convnet, (2, 8, 8), "conv1"), (_convnet, (2, 8, 8), "conv2")])
-def test_gram_equals_explicit_per_sample_gradients(make, shape, layer):
+def test_gram_equals_explicit_per_sample_gradients(make, shape, layer, chunk, monkeypatch):
+    if chunk is not None:
+        monkeypatch.setattr("connsim.redundancy._CHUNK", chunk)
     arch = make()
     net = Network(arch, dtype="float64", rng=1)
     state = net.state_dict()
@@ -216,8 +221,11 @@ def test_prune_units_takes_the_shortest_prefix_at_equal_shares(compression, seed
 
 def test_prune_units_refuses_what_its_lists_cannot_reach():
     arch = get_arch("lenet-300-100")
-    with pytest.raises(InvalidArgument, match="at most"):
+    most = total_parameters(arch) / (total_parameters(arch) - 50 * (300 + 1 + 2 + 10))
+    with pytest.raises(InvalidArgument, match=f"at most {most:.6g}, what removing"):
         prune_units(arch, {"fc2": np.arange(50)}, 2)
+    with pytest.raises(InvalidArgument, match=r"orders.*'fc3'"):
+        prune_units(arch, {"fc3": [0]}, 1.1)
     with pytest.raises(InvalidArgument, match=r"orders\['fc1'\]"):
         prune_units(arch, {"fc1": [0, 0]}, 1.1)
     with pytest.raises(InvalidArgument, match=r"orders\['fc1'\]"):
@@ -230,11 +238,13 @@ def test_another_tolerance_from_the_stored_grams_equals_a_new_measurement():
     masks = random_masks(arch, 0.6, 3)
     red = redundancy(arch, state, x, y, masks=masks)
     for tol in (1e-2, 0.3):
-        again = at_tolerance(arch, red, tol, masks=masks)
+        again = at_tolerance(arch, red, tol)
         assert again.to_dict() == redundancy(arch, state, x, y, masks=masks, tol=tol).to_dict()
-    assert at_tolerance(arch, red, 0.3, masks=masks).freed > red.freed
-    with pytest.raises(InvalidArgument, match="red"):
+    assert at_tolerance(arch, red, 0.3).freed > red.freed
+    with pytest.raises(InvalidArgument, match="a measurement of mlp"):
         at_tolerance(_mlp(), red, 0.1)
+    with pytest.raises(InvalidArgument, match="Gram matrices and masks"):
+        at_tolerance(arch, dataclasses.replace(red, grams={}), 0.1)
 
 
 def test_compensation_is_exact_for_overlap():

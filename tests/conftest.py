@@ -1,5 +1,18 @@
+import importlib.util
 import os
+import sys
 import tracemalloc
+
+import pytest
+
+# run in a Python without the project's dependencies (pytest alone, no install step): say so once
+# instead of failing every test module on its imports
+_MISSING = [m for m in ("numpy", "scipy", "numba", "networkx", "hypothesis", "connsim")
+            if importlib.util.find_spec(m) is None]
+if _MISSING:
+    raise pytest.UsageError(
+        f"this Python ({sys.executable}) lacks {', '.join(_MISSING)}: install the project and "
+        "its test extra first, as the README says: python -m pip install -e \".[test]\"")
 
 # One BLAS thread for the whole suite: BLAS threads otherwise fight Numba's and each other on small
 # machines (one trainer test took 105 s with default threads, 8 s with one BLAS thread). The
@@ -9,7 +22,6 @@ BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_TH
 for _var in BLAS_THREAD_VARIABLES:
     os.environ[_var] = "1"
 
-import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402, F401 - loads SciPy's BLAS so that the limit below reaches it
 from hypothesis import HealthCheck, settings  # noqa: E402
 

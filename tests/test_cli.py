@@ -267,7 +267,7 @@ def test_redundancy_measures_prunes_and_its_masks_work_everywhere(tmp_path, caps
     code, o, _ = run(capsys, *base, "--compression", "1.1", "--out", masks, "--compensate",
                      "--weights-out", new_weights, "--json")
     pruning = json.loads(o)["pruning"]
-    assert code == 0 and pruning["compression"] >= 1.1 - 0.05
+    assert code == 0 and pruning["compression"] >= 1.1  # met or exceeded, never short
     code, o, _ = run(capsys, "measure", masks, *arch, "--json")
     assert code == 0 and json.loads(o)["direct"]["density"] < 1
     code, o, _ = run(capsys, "train", *arch, *data, "--iterations", "5", "--batch-size", "20",

@@ -20,8 +20,8 @@ Node operations
 A flatten may feed dense layers only. What each operation does for the graph, the theory and the
 position level is in :mod:`connsim.ops`.
 
-``batchnorm`` and ``relu`` flags describe what follows a node in the trainable model; they do not
-change connectivity.
+``batchnorm`` and the activation (``relu=True``, or ``activation`` one of :data:`ACTIVATIONS`)
+describe what follows a node in the trainable model; they do not change connectivity.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 PRUNABLE_OPS = ("dense", "conv")
+ACTIVATIONS = ("relu", "scaled-tanh")  # scaled-tanh: LeCun's 1.7159 tanh(2x/3)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,12 @@ class Node:
     groups: int = 1
     bias: bool = False
     batchnorm: bool = False
-    relu: bool = False
+    activation: str = ""  # one of ACTIVATIONS, or "" for none
+
+    @property
+    def relu(self) -> bool:
+        """Whether a ReLU follows the node."""
+        return self.activation == "relu"
 
     @property
     def prunable(self) -> bool:
@@ -163,7 +169,7 @@ class Architecture:
                 d["out"] = n.channels
                 d["bias"] = n.bias
                 d["batchnorm"] = n.batchnorm
-                d["relu"] = n.relu
+                d.update(_activation_spec(n))
             if n.op in ("conv", "pool"):
                 d["kernel"] = list(n.kernel)
                 d["stride"] = list(n.stride)
@@ -174,9 +180,28 @@ class Architecture:
             if n.op == "pool":
                 d["mode"] = n.mode
             if n.op == "add":
-                d["relu"] = n.relu
+                d.update(_activation_spec(n))
             layers.append(d)
         return {"name": self.name, "input": list(self.input_shape), "layers": layers}
+
+
+def _activation_spec(node: Node) -> dict:
+    """A node's activation in spec form: ``relu = true`` (the common case) or ``activation``."""
+    if node.activation in ("", "relu"):
+        return {"relu": node.relu}
+    return {"activation": node.activation}
+
+
+def _activation(relu: bool, activation: str | None, where: str) -> str:
+    """The activation a builder call asks for (``relu=True`` is ``activation='relu'``)."""
+    if activation is None or activation == "":
+        return "relu" if relu else ""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{where}: activation must be one of {list(ACTIVATIONS)}, got "
+                         f"{activation!r}")
+    if relu and activation != "relu":
+        raise ValueError(f"{where}: give relu=True or activation={activation!r}, not both")
+    return activation
 
 
 def _pair(value, what: str) -> tuple[int, int]:
@@ -258,8 +283,12 @@ class ArchBuilder:
         self._names.add(node.name)
         return node.name
 
-    def dense(self, out: int, *, src=None, name=None, bias=True, batchnorm=False, relu=False):
-        """Fully connected layer with ``out`` units; its input must be a vector (use flatten)."""
+    def dense(self, out: int, *, src=None, name=None, bias=True, batchnorm=False, relu=False,
+              activation=None):
+        """Fully connected layer with ``out`` units; its input must be a vector (use flatten).
+
+        ``relu=True`` or ``activation`` (one of :data:`ACTIVATIONS`) sets what follows it (after
+        BatchNorm when ``batchnorm``)."""
         s = self._src(src)
         name = self._new_name("dense", name)
         if len(s.shape) != 1:
@@ -269,12 +298,13 @@ class ArchBuilder:
         if int(out) <= 0:
             raise ValueError(f"layer {name!r}: out must be a positive number of units, got {out}")
         return self._append(
-            Node(name, "dense", (s.name,), (int(out),), bias=bias, batchnorm=batchnorm, relu=relu)
+            Node(name, "dense", (s.name,), (int(out),), bias=bias, batchnorm=batchnorm,
+                 activation=_activation(relu, activation, f"layer {name!r}"))
         )
 
     def conv(
         self, out, kernel, *, stride=1, padding=0, groups=1, src=None, name=None, bias=False,
-        batchnorm=False, relu=False,
+        batchnorm=False, relu=False, activation=None,
     ):
         """2-D convolution; ``padding`` is an int, a pair, 'valid' or 'same' (odd kernels).
 
@@ -314,7 +344,8 @@ class ArchBuilder:
             )
         return self._append(
             Node(name, "conv", (s.name,), (int(out), ho, wo), k, st, pad, groups=groups,
-                 bias=bias, batchnorm=batchnorm, relu=relu)
+                 bias=bias, batchnorm=batchnorm,
+                 activation=_activation(relu, activation, f"layer {name!r}"))
         )
 
     def pool(self, mode, kernel=2, *, stride=None, src=None, name=None):
@@ -346,7 +377,7 @@ class ArchBuilder:
         name = self._new_name("flatten", name)
         return self._append(Node(name, "flatten", (s.name,), (s.size,)))
 
-    def add(self, srcs: Sequence[str], *, name=None, relu=False):
+    def add(self, srcs: Sequence[str], *, name=None, relu=False, activation=None):
         """Elementwise sum of nodes of equal shape (a residual connection)."""
         nodes = [self._src(x) for x in srcs]
         name = self._new_name("add", name)
@@ -359,7 +390,8 @@ class ArchBuilder:
                 f"{ {n.name: n.shape for n in nodes} }"
             )
         return self._append(
-            Node(name, "add", tuple(n.name for n in nodes), nodes[0].shape, relu=relu)
+            Node(name, "add", tuple(n.name for n in nodes), nodes[0].shape,
+                 activation=_activation(relu, activation, f"add node {name!r}"))
         )
 
     def concat(self, srcs: Sequence[str], *, name=None):
@@ -396,12 +428,13 @@ class SpecError(ValueError):
 
 
 _SPEC_KEYS = {
-    "dense": {"out", "bias", "batchnorm", "relu"},
-    "conv": {"out", "kernel", "stride", "padding", "groups", "bias", "batchnorm", "relu"},
+    "dense": {"out", "bias", "batchnorm", "relu", "activation"},
+    "conv": {"out", "kernel", "stride", "padding", "groups", "bias", "batchnorm", "relu",
+             "activation"},
     "pool": {"mode", "kernel", "stride"},
     "global_pool": set(),
     "flatten": set(),
-    "add": {"relu"},
+    "add": {"relu", "activation"},
     "concat": set(),
 }
 _BOOL_KEYS = ("bias", "batchnorm", "relu")
@@ -473,6 +506,8 @@ def _spec_layer(b: ArchBuilder, k: int, layer) -> None:
             pass
         elif key in _PAIR_KEYS:
             layer[key] = _spec_pair(value, what)
+        elif key == "activation" and value not in ACTIVATIONS:
+            raise SpecError(f"{what} must be one of {list(ACTIVATIONS)}, got {reprlib.repr(value)}")
         elif key == "mode" and not isinstance(value, str):
             raise SpecError(f"{what} must be 'avg' or 'max', got {reprlib.repr(value)}")
     if kind in ("dense", "conv") and "out" not in layer:
@@ -502,7 +537,8 @@ def from_dict(spec: Mapping) -> Architecture:
     ``name``, an optional ``input`` (a node name; default: the previous layer) or, for ``add`` and
     ``concat``, ``inputs`` (a list of node names), and the type's own keys: dense ``out``; conv
     ``out, kernel, stride, padding, groups``; pool ``mode, kernel, stride``; dense/conv ``bias,
-    batchnorm, relu``; add ``relu``.
+    batchnorm, relu`` (or ``activation``: ``"relu"``, ``"scaled-tanh"``); add ``relu`` or
+    ``activation``.
     Sizes are integers (``3.0`` is accepted as 3, ``2.7`` and ``true`` are not); ``kernel``,
     ``stride`` and ``padding`` may also be pairs, ``padding`` also ``"same"`` or ``"valid"``.
 

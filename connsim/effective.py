@@ -66,10 +66,13 @@ class Connectivity:
         return both
 
 
-def _channel_level(arch: Architecture, masks: dict) -> Connectivity:
+def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
     topo = lower(arch)
     flat = {n.name: np.flatnonzero(masks[n.name]) for n in arch.layers}
-    fwd, bwd = reachability(_build_graph(arch, masks, flat))
+    fwd, bwd = reachability(_build_graph(arch, masks, flat, keep))
+    for name, k in keep.items():  # a deleted unit has no in-edges, and is on no path
+        g = topo.names.index(name)
+        fwd[g], bwd[g] = fwd[g] & k, bwd[g] & k
     effective, units = {}, {}
     for e in topo.layer_edges:
         src, dst = e.ends(flat[e.layer])
@@ -91,15 +94,20 @@ def _channel_level(arch: Architecture, masks: dict) -> Connectivity:
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 
-def _position_level(arch: Architecture, masks: dict) -> Connectivity:
+def _position_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
     cache = {n.name: OPS[n.op].prepare(n, masks[n.name]) for n in arch.layers}
+    keep = {name: k.reshape((-1,) + (1,) * (len(arch[name].shape) - 1)) for name, k in keep.items()}
     fwd = {arch.nodes[0].name: np.ones(arch.input_shape, dtype=bool)}
     for node in arch.nodes[1:]:
         fwd[node.name] = OPS[node.op].push(node, [fwd[s] for s in node.inputs],
                                            cache.get(node.name))
+        if node.name in keep:
+            fwd[node.name] = fwd[node.name] & keep[node.name]
     bwd = {n.name: np.zeros(n.shape, dtype=bool) for n in arch.nodes}
     bwd[arch.output.name][:] = True
     for node in reversed(arch.nodes[1:]):
+        if node.name in keep:
+            bwd[node.name] &= keep[node.name]
         OPS[node.op].pull(node, bwd[node.name], [bwd[s] for s in node.inputs],
                           cache.get(node.name))
     effective = {n.name: OPS[n.op].effective(n, masks[n.name], cache[n.name],
@@ -109,7 +117,8 @@ def _position_level(arch: Architecture, masks: dict) -> Connectivity:
 
 
 def connectivity(
-    arch: Architecture, masks: Mapping, *, level: str = "channel", layout: str = "torch"
+    arch: Architecture, masks: Mapping, *, level: str = "channel", layout: str = "torch",
+    units=None,
 ) -> Connectivity:
     """Reachability and effective masks of a pruned architecture.
 
@@ -122,6 +131,10 @@ def connectivity(
         Channel-level topology, or the exact position level (module docstring).
     layout : {'torch', 'keras'}
         Layout of the given masks.
+    units : UnitMasks, optional
+        Units whose output is masked (:class:`connsim.granularity.UnitMasks`, the ``output``
+        channel semantics): each masked unit is deleted with every edge into it, so nothing
+        reaches it and nothing downstream is reached through it.
 
     Returns
     -------
@@ -146,9 +159,10 @@ def connectivity(
     """
     check_level(level)
     masks = check_masks(arch, masks, layout=layout)
+    keep = dict(units.check(arch).keep) if units is not None else {}
     if level == "channel":
-        return _channel_level(arch, masks)
-    return _position_level(arch, masks)
+        return _channel_level(arch, masks, keep)
+    return _position_level(arch, masks, keep)
 
 
 def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layout="torch"):

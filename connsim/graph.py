@@ -234,10 +234,13 @@ def build_graph(arch: Architecture, masks: Mapping, *, layout: str = "torch") ->
     return _build_graph(arch, check_masks(arch, masks, layout=layout))
 
 
-def _build_graph(arch: Architecture, masks: dict, kept_flat: dict | None = None) -> LayeredGraph:
+def _build_graph(arch: Architecture, masks: dict, kept_flat: dict | None = None,
+                 keep: dict | None = None) -> LayeredGraph:
     """:func:`build_graph` on masks already in canonical form; ``kept_flat`` may hold the flat
-    indices of the kept entries of some layers (``np.flatnonzero``), computed once by the caller."""
-    kept_flat = kept_flat or {}
+    indices of the kept entries of some layers (``np.flatnonzero``), computed once by the caller.
+    ``keep`` (node name -> bool per channel, checked by the caller) deletes units: every edge
+    into a unit it masks is dropped."""
+    kept_flat, keep = kept_flat or {}, keep or {}
     topo = lower(arch)
     blocks = []
     for e in topo.edges:
@@ -246,6 +249,12 @@ def _build_graph(arch: Architecture, masks: dict, kept_flat: dict | None = None)
             adj = _structural(e, n_src, n_dst)
         else:
             adj = layer_adjacency(e, n_src, n_dst, masks[e.layer], kept_flat.get(e.layer))
+        k = keep.get(topo.names[e.dst])
+        if k is not None:
+            coo = adj.tocoo()
+            sel = k[coo.col]
+            adj = _index64(sp.csr_array((coo.data[sel], (coo.row[sel], coo.col[sel])),
+                                        shape=adj.shape))
         blocks.append(Block(e.src, e.dst, adj, e.layer))
     return LayeredGraph(topo.names, topo.sizes, tuple(blocks))
 

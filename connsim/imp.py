@@ -20,6 +20,13 @@ With ``pruner='sap'`` the share pruned per level comes from the PQ index of the 
 fires; BatchNorm scales and running statistics carry over between rounds (``carry_L.npz``, written
 before ``masks_L.npz``).
 
+With :class:`GroupPruning` (Heyman & Zylberberg 2024) the unit of pruning is a group of a
+granularity (weight, kernel, channel, node) and the ranking a criterion of :mod:`connsim.criteria`:
+level ``k`` keeps ``keep^(k/levels)`` of the prunable groups (globally ranked, or that share of
+every layer), so level ``levels`` keeps ``keep``. Under the output unit semantics the masked units'
+outputs are zeroed in training and deleted in the measurement (:class:`~connsim.granularity.UnitMasks`,
+derived from each level's masks).
+
 A resume with a different configuration (architecture, data, fraction, rewind point, scope,
 training settings) is refused with the differing keys named; a second run on a folder that another
 run holds (an exclusive lock on ``.lock``) is refused rather than interleaved.
@@ -33,18 +40,27 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from ._validation import InvalidArgument, check_choice, check_fraction, check_int
 from .architectures import Architecture
+from .criteria import check_criterion, criterion_scores
 from .files import atomic_write, clean_stale_temps, write_json
 from .flow import flow_layers
+from .granularity import (
+    check_exclude,
+    check_granularity,
+    check_semantics,
+    prunable_layers,
+    to_groups,
+    unit_masks,
+)
 from .maskio import load_masks, read_npz, save_masks
 from .masks import ones_masks
 from .measures import measure
-from .orders import GlobalOrder, topk_masks
+from .orders import GlobalOrder, LayerwiseOrder, topk_masks
 from .pruning import SCOPES as PRUNE_SCOPES
 from .sap import SapSettings
 from .stopping import Monitor, StopRule, bn_carry, train_round, warm_up
@@ -68,6 +84,71 @@ def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: fl
         return GlobalOrder(arch, scores).masks(round((1 - fraction) * kept))
     counts = [round((1 - fraction) * int(masks[n].sum())) for n in arch.layer_names]
     return topk_masks(arch, scores, counts)
+
+
+@dataclass(frozen=True)
+class GroupPruning:
+    """IMP at a granularity with a criterion (module docstring; ``docs/granularity.md``).
+
+    Parameters
+    ----------
+    keep : float
+        Share of the prunable groups kept after the last level (the preservation rate).
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+    criterion : str
+        A criterion of :mod:`connsim.criteria` (``magnitude``, ``snip``, ``stat``, ``random``,
+        ``bad-...``), evaluated on each level's trained network under its masks.
+    semantics : {'weights', 'output'}, optional
+        Unit semantics at channel granularity (node: always output).
+    exclude : tuple of str
+        Layer-name patterns never pruned (``('fc', '*.shortcut')``).
+    samples : int
+        Training examples read by ``snip`` and ``stat``.
+    """
+
+    keep: float
+    granularity: str = "weight"
+    criterion: str = "magnitude"
+    semantics: str | None = None
+    exclude: tuple = field(default_factory=tuple)
+    samples: int = 2000
+
+    def __post_init__(self):
+        check_fraction(self.keep, "keep", open=True,
+                       fix="the share of the prunable groups kept at the last level")
+        check_granularity(self.granularity)
+        check_criterion(self.criterion, self.granularity)
+        object.__setattr__(self, "semantics", check_semantics(self.granularity, self.semantics))
+        exclude = self.exclude.split(",") if isinstance(self.exclude, str) else self.exclude
+        object.__setattr__(self, "exclude", tuple(p.strip() for p in exclude if p.strip()))
+        check_int(self.samples, "samples", 1)
+
+    def to_dict(self) -> dict:
+        """JSON form (stored in the run's ``config.json``)."""
+        return asdict(self)
+
+    def units(self, arch: Architecture, masks: dict):
+        """The unit masks that go with ``masks`` (None unless output semantics)."""
+        return unit_masks(arch, masks, self.granularity, self.semantics, self.exclude)
+
+    def prune(self, arch: Architecture, state: dict, masks: dict, level: int, levels: int,
+              scope: str, data: Dataset, seed: int) -> dict:
+        """The masks of level ``level`` (keeping ``keep^(level/levels)`` of the groups) from the
+        trained ``state`` and the current ``masks``: survivors ranked by the criterion."""
+        scores = criterion_scores(self.criterion, arch, state, masks,
+                                  granularity=self.granularity, semantics=self.semantics,
+                                  exclude=self.exclude, data=data, samples=self.samples,
+                                  rng=np.random.default_rng([seed, level]))
+        alive = to_groups(arch, masks, self.granularity, "sum")
+        scores = {n: np.where(alive[n] > 0, scores[n], -np.inf) for n in arch.layer_names}
+        share = self.keep ** (level / max(1, levels))
+        layers = prunable_layers(arch, self.granularity, self.exclude)
+        if scope == "global":
+            order = GlobalOrder(arch, scores, granularity=self.granularity, exclude=self.exclude)
+            return order.masks(round(share * order.total))
+        order = LayerwiseOrder(arch, scores, granularity=self.granularity, exclude=self.exclude)
+        sizes = [scores[n].size for n in layers]
+        return order.masks_from_counts([round(share * n) for n in sizes])
 
 
 def _check_fraction(fraction) -> float:
@@ -165,7 +246,7 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         fraction: float = 0.2, rewind: int = 0, scope: str = "global",
         config: TrainConfig | None = None, progress: Callable | None = None,
         pruner: str = "lth", sap: SapSettings | None = None,
-        stop: StopRule | None = None) -> list:
+        stop: StopRule | None = None, groups: GroupPruning | None = None) -> list:
     """Run (or resume) IMP for ``levels`` pruning levels; returns the level records.
 
     Parameters
@@ -194,6 +275,9 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
     stop : StopRule, optional
         Round mode with a warm-up and a stopping rule (:mod:`connsim.stopping`); default: plain
         IMP, every level training the full schedule.
+    groups : GroupPruning, optional
+        Prune groups of a granularity by a criterion, level ``k`` keeping ``keep^(k/levels)`` of
+        them (plain IMP with ``pruner='lth'`` only; ``fraction`` is then unused).
 
     Returns
     -------
@@ -206,6 +290,7 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         ``flow_statistic``, the per-layer ``active_units`` of the flow's layers, and the cost
         counters (``validation_examples``, ``statistic_forward_examples``,
         ``statistic_backward_examples``, ``overhead_epochs``); ``warmup.json`` holds the warm-up.
+        With ``groups``: ``group_density``, the kept share of the prunable groups.
 
     Examples
     --------
@@ -232,6 +317,12 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
     sap = sap or SapSettings()
     if stop.rounds:
         _check_rounds(arch, data, config, stop, rewind)
+    if groups is not None:
+        if pruner != "lth" or stop.rounds:
+            raise InvalidArgument("groups", "plain IMP (pruner='lth', no stopping rule)",
+                                  "given", "group pruning replaces LTH's magnitude step; drop "
+                                           "the SAP pruner or the stopping rule")
+        check_exclude(arch, groups.exclude)
     config.check_data(len(data.y_train))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"run folder {out_dir!r} is an existing file; give a folder")
@@ -245,11 +336,18 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         settings["sap"] = sap.to_dict()
     if stop.rounds:
         settings["stop"] = stop.to_dict()
+    if groups is not None:
+        settings["groups"] = groups.to_dict()
 
-    def prune(weights, masks):
+    def prune(net, masks, level):
         """The next masks, and the share of the survivors they remove."""
-        nxt = sap.prune(arch, weights, masks)[0] if pruner == "sap" else \
-            prune_survivors(arch, weights, masks, fraction, scope)
+        if groups is not None:
+            nxt = groups.prune(arch, net.state_dict(), masks, level + 1, levels, scope, data,
+                               config.seed)
+        elif pruner == "sap":
+            nxt = sap.prune(arch, net.weights(), masks)[0]
+        else:
+            nxt = prune_survivors(arch, net.weights(), masks, fraction, scope)
         kept = sum(int(m.sum()) for m in masks.values())
         return nxt, (1 - sum(int(m.sum()) for m in nxt.values()) / kept) if kept else 0.0
 
@@ -258,7 +356,7 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         _check_config(out_dir, settings)
         records = _read_levels(out_dir)[:levels + 1]
         run = _Rounds(arch, data, out_dir, config, stop) if stop.rounds else \
-            _Plain(arch, data, out_dir, config, rewind)
+            _Plain(arch, data, out_dir, config, rewind, groups)
         for level in range(len(records), levels + 1):
             mask_file = f"masks_{level}.npz"
             mask_path = os.path.join(out_dir, mask_file)
@@ -266,9 +364,9 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
                 save_masks(mask_path, ones_masks(arch))
             masks = load_masks(mask_path, arch)
             net, fields = run.level(level, masks)
-            m = measure(arch, masks)
+            m = measure(arch, masks, units=groups.units(arch, masks) if groups else None)
             # the successor of the last level too: a finished run can be extended with more levels
-            nxt, ratio = prune(net.weights(), masks)
+            nxt, ratio = prune(net, masks, level)
             run.carry(level + 1, net)
             save_masks(os.path.join(out_dir, f"masks_{level + 1}.npz"), nxt)
             record = {"level": level, "masks": mask_file, "direct_density": m.density,
@@ -276,6 +374,8 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
                       "direct_compression": m.compression,
                       "effective_compression": None if m.disconnected else m.effective_compression,
                       **fields, "prune_ratio": ratio}
+            if groups is not None:
+                record["group_density"] = _group_density(arch, masks, groups)
             if stop.rounds:
                 active = {lm.name: lm.active_out for lm in m.layers}
                 record["active_units"] = [active[n] for n in run.warmup["flow_layers"]]
@@ -284,6 +384,13 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
             if progress is not None:
                 progress(level, record)
         return records
+
+
+def _group_density(arch: Architecture, masks: dict, groups: GroupPruning) -> float:
+    """Kept share of the prunable groups of ``masks``."""
+    alive = to_groups(arch, masks, groups.granularity, "sum")
+    layers = prunable_layers(arch, groups.granularity, groups.exclude)
+    return sum(int((alive[n] > 0).sum()) for n in layers) / sum(alive[n].size for n in layers)
 
 
 def _check_rounds(arch, data, config, stop, rewind) -> None:
@@ -312,8 +419,8 @@ def _check_rounds(arch, data, config, stop, rewind) -> None:
 class _Plain:
     """Plain IMP: every level trains the full schedule from the rewind state."""
 
-    def __init__(self, arch, data, out_dir, config, rewind):
-        self.arch, self.data, self.config = arch, data, config
+    def __init__(self, arch, data, out_dir, config, rewind, groups=None):
+        self.arch, self.data, self.config, self.groups = arch, data, config, groups
         rewind_path = os.path.join(out_dir, "rewind.npz")
         if os.path.exists(rewind_path):
             self.state = read_npz(rewind_path)
@@ -328,8 +435,9 @@ class _Plain:
         _save_state(rewind_path, self.state)
 
     def level(self, level, masks):
+        units = self.groups.units(self.arch, masks) if self.groups else None
         res = train(self.arch, self.data, masks, replace(self.config, seed=self.config.seed + level),
-                    initial_state=self.state)
+                    initial_state=self.state, units=units)
         return res.network, {"test_accuracy": res.test_accuracy, "epochs": res.epochs,
                              "seconds": res.seconds, "stopped_by": "schedule"}
 

@@ -155,7 +155,8 @@ def summarize(conn: Connectivity) -> Measurement:
 
 
 def measure(
-    arch: Architecture, masks: Mapping, *, level: str = "channel", layout: str = "torch"
+    arch: Architecture, masks: Mapping, *, level: str = "channel", layout: str = "torch",
+    units=None,
 ) -> Measurement:
     """Direct and effective density/compression of a pruned network, per layer and in total.
 
@@ -168,6 +169,8 @@ def measure(
         See :func:`connsim.effective.connectivity`.
     layout : {'torch', 'keras'}
         Layout of the given masks.
+    units : UnitMasks, optional
+        Output-masked units (the ``output`` channel semantics): deleted from the graph.
 
     Returns
     -------
@@ -185,4 +188,4 @@ def measure(
     >>> m.kept, m.effective, m.removable_units
     (4, 3, 1)
     """
-    return summarize(connectivity(arch, masks, level=level, layout=layout))
+    return summarize(connectivity(arch, masks, level=level, layout=layout, units=units))

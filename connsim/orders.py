@@ -83,7 +83,8 @@ class GlobalOrder:
 
     ``scores`` is a dict of arrays of the group shape of ``granularity`` (weight-shaped by
     default), or precomputed keep ranks with ``ranks=True``. Counts are in groups;
-    :meth:`masks` returns weight masks.
+    :meth:`masks` returns weight masks. Layers matching ``exclude`` patterns (and those
+    :func:`prunable_layers` leaves out at ``granularity``) are always kept.
 
     Examples
     --------
@@ -96,10 +97,10 @@ class GlobalOrder:
     """
 
     def __init__(self, arch: Architecture, scores: Mapping, *, ranks: bool = False,
-                 granularity: str = "weight"):
+                 granularity: str = "weight", exclude=()):
         scores = _check_scores(arch, scores, granularity)
         self.arch, self.granularity = arch, granularity
-        self.layers = prunable_layers(arch, granularity)
+        self.layers = prunable_layers(arch, granularity, exclude)
         self.total = int(sum(scores[n].size for n in self.layers))
         self.ranks = {n: np.full(scores[n].shape, -1, dtype=np.int64)  # always kept
                       for n in arch.layer_names if n not in self.layers}
@@ -136,14 +137,16 @@ class LayerwiseOrder:
     rule : str or callable
         Quota rule evaluated at density ``K / total`` for every ``K`` (see :func:`connsim.quota`);
         its densities are applied to each layer's number of groups.
-    granularity : {'weight', 'kernel', 'channel'}
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+    exclude : sequence of str
+        Layer-name patterns left out of the order (always kept; :func:`prunable_layers`).
     """
 
     def __init__(self, arch: Architecture, scores: Mapping, rule="uniform", *, ranks: bool = False,
-                 granularity: str = "weight"):
+                 granularity: str = "weight", exclude=()):
         scores = _check_scores(arch, scores, granularity)
         self.arch, self.rule, self.granularity = arch, check_rule(rule), granularity
-        self.layers = prunable_layers(arch, granularity)
+        self.layers = prunable_layers(arch, granularity, exclude)
         self._view = restrict(arch, self.layers)
         self.params = np.array([scores[n].size for n in self.layers], dtype=np.int64)
         self.total = int(self.params.sum())

@@ -26,6 +26,7 @@ _CIFAR_RESNET_BLOCKS = {20: 3, 32: 5, 56: 9}
 # name -> (default input shape, default classes)
 _DEFAULTS = {
     "lenet-300-100": ((784,), 10),
+    "dbsn-mlp": ((784,), 10),
     "lenet-5": ((3, 32, 32), 10),
     "vgg-11": ((3, 32, 32), 10),
     "vgg-13": ((3, 32, 32), 10),
@@ -75,6 +76,21 @@ def lenet_300_100(input_shape=(784,), classes=10) -> Architecture:
     b.dense(300, name="fc1", batchnorm=True, relu=True)
     b.dense(100, name="fc2", batchnorm=True, relu=True)
     b.dense(classes, name="fc3")
+    return b.build()
+
+
+DBSN_WIDTHS = (2500, 2000, 1500, 1000, 500)
+
+
+def dbsn_mlp(input_shape=(784,), classes=10) -> Architecture:
+    """The granularity paper's MLP (Heyman & Zylberberg 2024): 784-2500-2000-1500-1000-500-10,
+    scaled tanh ``1.7159 tanh(2x/3)`` after every hidden layer, no BatchNorm. Train it with
+    ``init='uniform'`` (U(-0.05, 0.05)) and Adam at 2e-5, batch 128 (:mod:`connsim.granularity_study`)."""
+    b = ArchBuilder("dbsn-mlp", input_shape)
+    _maybe_flatten(b, input_shape)
+    for k, w in enumerate(DBSN_WIDTHS, 1):
+        b.dense(w, name=f"fc{k}", activation="scaled-tanh")
+    b.dense(classes, name=f"fc{len(DBSN_WIDTHS) + 1}")
     return b.build()
 
 
@@ -182,7 +198,7 @@ def get_arch(name: str, input_shape=None, classes: int | None = None) -> Archite
     Parameters
     ----------
     name : str
-        One of ``lenet-300-100, lenet-5, vgg-11, vgg-13, vgg-16, vgg-19, resnet-18, resnet-20,
+        One of ``lenet-300-100, dbsn-mlp, lenet-5, vgg-11, vgg-13, vgg-16, vgg-19, resnet-18, resnet-20,
         resnet-32, resnet-56, mobilenet-v2``, an MLP as ``mlp:784-300-100-10``, or a path to a ``.toml`` /
         ``.json`` spec file (see :func:`connsim.architectures.load_arch`).
     input_shape : sequence of int, optional
@@ -226,6 +242,8 @@ def get_arch(name: str, input_shape=None, classes: int | None = None) -> Archite
         return lenet_300_100(shape, classes)
     if key == "lenet-5":
         return lenet_5(shape, classes)
+    if key == "dbsn-mlp":
+        return dbsn_mlp(shape, classes)
     if key.startswith("vgg-"):
         return vgg(int(key[4:]), shape, classes)
     if key == "mobilenet-v2":

@@ -278,6 +278,57 @@ class ReLU:
         return dy * self.positive
 
 
+class ScaledTanh:
+    """LeCun's scaled hyperbolic tangent ``1.7159 tanh(2x/3)`` (``f(1) ~ 1``, ``f(0) = 0``)."""
+
+    A, B = 1.7159, 2.0 / 3.0
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.params, self.grads = {}, {}
+
+    def forward(self, x, train=True):
+        """``A tanh(B x)``; keeps ``tanh(B x)`` for the backward pass."""
+        self.t = self.xp.tanh(x * self.B)
+        return self.A * self.t
+
+    def backward(self, dy):
+        """``dy A B (1 - tanh^2(B x))``."""
+        return dy * (self.A * self.B) * (1 - self.t * self.t)
+
+
+class UnitMask:
+    """Multiplies the channels (units) of a node's output by a 0/1 keep vector.
+
+    A masked unit outputs exactly 0 and passes no gradient. After :meth:`backward`, ``mask_grad``
+    holds dLoss/dmask (the sum of ``x * dy`` over everything but the channel axis: the SNIP score
+    of a unit); with ``record=True`` :meth:`forward` keeps the masked output in ``output`` for
+    activation statistics.
+    """
+
+    def __init__(self, xp, keep):
+        self.xp, self.keep = xp, keep
+        self.params, self.grads = {}, {}
+        self.record, self.output, self.mask_grad = False, None, None
+
+    def _shape(self, x):
+        return (1, -1) + (1,) * (x.ndim - 2)
+
+    def forward(self, x, train=True):
+        """``x * keep`` over the channel axis."""
+        self.x = x
+        y = x * self.keep.reshape(self._shape(x))
+        if self.record:
+            self.output = y
+        return y
+
+    def backward(self, dy):
+        """Store dLoss/dmask; return ``dy * keep``."""
+        axes = (0,) + tuple(range(2, dy.ndim))
+        self.mask_grad = (self.x * dy).sum(axis=axes)
+        return dy * self.keep.reshape(self._shape(dy))
+
+
 def cross_entropy(xp, logits, labels):
     """Mean softmax cross-entropy and its gradient with respect to the logits."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -313,13 +364,26 @@ def make_layer(xp, node, weight=None, bias=None, mask=None, *, linear: bool = Fa
     raise ValueError(f"the trainer has no layer for operation {op!r}")
 
 
-INITS = ("kaiming", "xavier", "fan-avg")
+def make_activation(xp, name: str):
+    """The trainer's layer for an activation of :data:`connsim.architectures.ACTIVATIONS`."""
+    if name == "relu":
+        return ReLU()
+    if name == "scaled-tanh":
+        return ScaledTanh(xp)
+    raise ValueError(f"the trainer has no activation {name!r}")
+
+
+INITS = ("kaiming", "xavier", "fan-avg", "uniform")
+UNIFORM_LIMIT = 0.05  # init 'uniform': U(-0.05, 0.05), the granularity paper's MLP
 
 
 def init_weight(shape, scheme: str, rng):
     """Host (NumPy float64) initial weights: Kaiming normal (fan in, ReLU gain), Xavier/Glorot
-    uniform, or variance scaling with the average fan (normal, variance 1/fan_avg)."""
+    uniform, variance scaling with the average fan (normal, variance 1/fan_avg), or ``uniform``:
+    U(-0.05, 0.05) whatever the fan."""
     check_choice(scheme, INITS, "init")
+    if scheme == "uniform":
+        return rng.uniform(-UNIFORM_LIMIT, UNIFORM_LIMIT, shape)
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
     fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
     if scheme == "kaiming":

@@ -136,7 +136,7 @@ class Trainer:
 
     def __init__(self, arch: Architecture, data: Dataset, masks: Mapping | None = None,
                  config: TrainConfig | None = None, *, initial_state: Mapping | None = None,
-                 log_test: bool = True):
+                 log_test: bool = True, units=None):
         config = self.config = config or TrainConfig()
         if tuple(data.input_shape) != tuple(arch.input_shape):
             raise ValueError(f"data has inputs {data.input_shape} but {arch.name} expects "
@@ -148,9 +148,10 @@ class Trainer:
         config.check_data(len(data.y_train))
         self.arch, self.data, self.log_test = arch, data, log_test
         self.masks = check_masks(arch, masks) if masks is not None else ones_masks(arch)
+        self.units = units.check(arch) if units is not None else None
         seeds = np.random.SeedSequence(config.seed).spawn(2)
         self.network = Network(arch, self.masks, backend=config.backend, init=config.init,
-                               rng=np.random.default_rng(seeds[0]))
+                               rng=np.random.default_rng(seeds[0]), units=self.units)
         if initial_state is not None:
             self.network.load_state_dict(initial_state)
         self.rng = np.random.default_rng(seeds[1])
@@ -237,12 +238,13 @@ class Trainer:
             acc = evaluate(self.network, self.data.x_test, self.data.y_test)
         return TrainResult(self.network, self.history, acc, last.get("train_loss", math.nan),
                            self.iteration / self.per_epoch, self.seconds,
-                           measure(self.arch, self.masks))
+                           measure(self.arch, self.masks, units=self.units))
 
 
 def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
           config: TrainConfig | None = None, *, out_dir: str | None = None,
-          progress: Callable | None = None, initial_state: Mapping | None = None) -> TrainResult:
+          progress: Callable | None = None, initial_state: Mapping | None = None,
+          units=None) -> TrainResult:
     """Train ``arch`` on ``data`` under ``masks`` and evaluate on the test set.
 
     Parameters
@@ -260,6 +262,9 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     initial_state : mapping, optional
         Start from these parameters and BatchNorm statistics (``Network.state_dict`` form)
         instead of a fresh initialisation (IMP rewinding); masks are applied to them.
+    units : UnitMasks, optional
+        Channels/units whose output is multiplied by 0 (:class:`connsim.granularity.UnitMasks`,
+        the ``output`` semantics of channel and node pruning); the measurement deletes them.
 
     Examples
     --------
@@ -271,7 +276,7 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     >>> res.test_accuracy > 0.9
     True
     """
-    trainer = Trainer(arch, data, masks, config, initial_state=initial_state)
+    trainer = Trainer(arch, data, masks, config, initial_state=initial_state, units=units)
     trainer.run(out_dir=out_dir, progress=progress)
     result = trainer.result()
     if out_dir is not None:

@@ -19,7 +19,7 @@ from .._validation import check_rng
 from ..architectures import Architecture
 from ..masks import check_masks
 from .backend import get_backend, to_numpy
-from .layers import BatchNorm, ReLU, init_weight, make_layer
+from .layers import BatchNorm, UnitMask, init_weight, make_activation, make_layer
 
 
 class Network:
@@ -36,6 +36,10 @@ class Network:
         Initialisation is drawn on the host with NumPy, so it is the same on every backend.
     dtype : str
         'float32' for training, 'float64' for gradient checks.
+    units : UnitMasks, optional
+        Unit (channel) masks that multiply node outputs (:class:`connsim.granularity.UnitMasks`):
+        at ``'post'`` after the node's activation, at ``'pre'`` just before it. A masked unit
+        outputs exactly 0.
 
     Examples
     --------
@@ -47,13 +51,15 @@ class Network:
     """
 
     def __init__(self, arch: Architecture, masks: Mapping | None = None, *, backend="numpy",
-                 init="kaiming", rng=None, dtype="float32"):
+                 init="kaiming", rng=None, dtype="float32", units=None):
         self.arch, self.backend, self.dtype = arch, backend, dtype
         xp = self.xp = get_backend(backend)
         rng = check_rng(rng)
         canon = check_masks(arch, masks) if masks is not None else None
         self.masks = {}
         self.ops: dict[str, list] = {}
+        self.unit_masks: dict[str, UnitMask] = {}
+        keep = units.check(arch).keep if units is not None else {}
         for node in arch.nodes[1:]:
             w = b = m = None
             if node.prunable:
@@ -65,8 +71,16 @@ class Network:
             ops = [make_layer(xp, node, w, b, m)]
             if node.batchnorm:
                 ops.append(BatchNorm(xp, node.channels, dtype=dtype))
-            if node.relu:
-                ops.append(ReLU())
+            unit = None
+            if node.name in keep:
+                unit = self.unit_masks[node.name] = UnitMask(
+                    xp, xp.asarray(keep[node.name].astype(dtype)))
+                if units.position == "pre":
+                    ops.append(unit)
+            if node.activation:
+                ops.append(make_activation(xp, node.activation))
+            if unit is not None and units.position == "post":
+                ops.append(unit)
             self.ops[node.name] = ops
         self.apply_masks()
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.special import gammaln
@@ -42,6 +42,7 @@ from scipy.special import gammaln
 from ._validation import InvalidArgument, check_choice, check_compression, check_densities
 from .architectures import Architecture
 from .files import json_safe
+from .granularity import UNIT_GRANULARITIES, check_granularity, check_semantics, prunable_layers, unit_sites
 from .ops import lower
 from .quotas import Quota, quota
 
@@ -119,6 +120,7 @@ class Step:
     q: float = 1.0
     factor: float = 1.0
     exact: bool = True
+    keep: float = 1.0  # then each destination unit survives with this probability (unit deletion)
 
 
 def _layer_step(lay: TheoryLayer, q: float, n_src: int, n_dst: int, forward: bool) -> Step:
@@ -248,12 +250,19 @@ def _apply(pmf: np.ndarray, n_dst: int, step: Step | None) -> np.ndarray:
     if step is None:
         return pmf
     if step.mode == "full":
-        return transition(pmf, n_dst, step.q)
-    if step.mode == "share":
-        return transition(pmf, n_dst, step.q, share=step.factor)
-    if step.mode == "thin":
-        return thin(pmf, n_dst, int(step.factor), step.q)
-    return select(pmf, n_dst)
+        out = transition(pmf, n_dst, step.q)
+    elif step.mode == "share":
+        out = transition(pmf, n_dst, step.q, share=step.factor)
+    elif step.mode == "thin":
+        out = thin(pmf, n_dst, int(step.factor), step.q)
+    else:
+        out = select(pmf, n_dst)
+    return _keep(out, n_dst, step.keep)
+
+
+def _keep(pmf: np.ndarray, n: int, keep: float) -> np.ndarray:
+    """Each counted unit survives independently with probability ``keep`` (unit deletion)."""
+    return pmf if keep >= 1 else thin(pmf, n, 1, keep)
 
 
 def _point(n: int, at: int) -> np.ndarray:
@@ -262,20 +271,36 @@ def _point(n: int, at: int) -> np.ndarray:
     return p
 
 
-def _directed_edges(graph: TheoryGraph, q: dict, forward: bool):
-    """Edges ``(src, dst, step)`` in the direction of propagation (``step`` None = identity)."""
+def _directed_edges(graph: TheoryGraph, q: dict, forward: bool, keep: dict | None = None):
+    """Edges ``(src, dst, step)`` in the direction of propagation (``step`` None = identity).
+
+    ``keep`` (group -> unit survival probability): a step into a group with one in-edge carries
+    the group's survival; a join applies it after joining (:func:`_propagate`)."""
     sizes = graph.sizes
     edges = [(lay.src, lay.dst, _layer_step(lay, q[lay.name], sizes[lay.src], sizes[lay.dst],
                                             forward)) for lay in graph.layers]
     if forward:
-        return edges + [(s, d, None) for s, d, _ in graph.identity]
-    # a concat's co-reached set is exchangeable when every consumer is a layer reading all of it
-    plain = {g for g in graph.concat
-             if all(st.mode == "full" for s, _, st in edges if s == g)
-             and not any(s == g for s, _, _ in graph.identity)}
-    edges = [(d, s, st) for s, d, st in edges]
-    return edges + [(d, s, None if sizes[s] == sizes[d] else Step("slice", exact=d in plain))
-                    for s, d, _ in graph.identity]
+        edges = edges + [(s, d, None) for s, d, _ in graph.identity]
+    else:
+        # a concat's co-reached set is exchangeable when every consumer is a layer reading all
+        plain = {g for g in graph.concat
+                 if all(st.mode == "full" for s, _, st in edges if s == g)
+                 and not any(s == g for s, _, _ in graph.identity)}
+        edges = [(d, s, st) for s, d, st in edges]
+        edges = edges + [(d, s, None if sizes[s] == sizes[d] else Step("slice", exact=d in plain))
+                         for s, d, _ in graph.identity]
+    if not keep:
+        return edges
+    fan_in = [0] * len(sizes)
+    for _, d, _ in edges:
+        fan_in[d] += 1
+    out = []
+    for s, d, st in edges:
+        k = keep.get(d, 1.0)
+        if k < 1 and fan_in[d] == 1:
+            st = Step("thin", q=k) if st is None else replace(st, keep=k)
+        out.append((s, d, st))
+    return out
 
 
 def _branches(join, ins, outs, start):
@@ -368,16 +393,19 @@ def _exact_join(paths) -> bool:
     lasts = [next(st for _, _, st in reversed(p) if st is not None) for p in paths
              if any(st is not None for _, _, st in p)]
     return (all(st.mode in ("full", "thin") for st in steps)
-            and all(st.mode == "full" for st in lasts))
+            and all(st.mode == "full" and st.keep >= 1 for st in lasts))
 
 
-def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> tuple[list[np.ndarray], bool]:
+def _propagate(graph: TheoryGraph, q: dict, forward: bool,
+               keep: dict | None = None) -> tuple[list[np.ndarray], bool]:
     """Per group, the pmf of the number of forward-reachable (or co-reachable) nodes, and whether
-    every step and join could be treated exactly."""
+    every step and join could be treated exactly. ``keep`` maps groups to the probability that
+    each of their units survives (unit deletion; default: all survive)."""
+    keep = keep or {}
     g = len(graph.sizes)
     ins: list[list] = [[] for _ in range(g)]
     outs: list[list] = [[] for _ in range(g)]
-    edges = _directed_edges(graph, q, forward)
+    edges = _directed_edges(graph, q, forward, keep)
     for e in edges:
         ins[e[1]].append(e)
         outs[e[0]].append(e)
@@ -398,7 +426,8 @@ def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> tuple[list[np.ndar
         summed = forward and node in graph.concat
         if found is not None and (summed or _exact_join(found[1])):
             fork, paths = found
-            pmf[node] = (_concat if summed else _join)(pmf[fork], n, paths, graph.sizes)
+            pmf[node] = _keep((_concat if summed else _join)(pmf[fork], n, paths, graph.sizes), n,
+                              keep.get(node, 1.0))
             continue
         # branches from different forks, or steps the join cannot condition on: independent
         # branches (documented approximation)
@@ -407,7 +436,7 @@ def _propagate(graph: TheoryGraph, q: dict, forward: bool) -> tuple[list[np.ndar
         joined = parts[0]
         for extra in parts[1:]:
             joined = np.convolve(joined, extra) if summed else union(joined, extra)
-        pmf[node] = joined
+        pmf[node] = _keep(joined, n, keep.get(node, 1.0))
     return pmf, exact
 
 
@@ -436,6 +465,7 @@ class Prediction:
     exact: bool
     layer_groups: tuple[int, ...]  # output group of each layer
     expected_paths: float  # n_0 prod b_l q_l on chains (about 1 near collapse); nan for DAGs
+    unit_keep: np.ndarray | None = None  # per group: unit survival probability (unit deletion)
 
     @property
     def direct_density(self) -> float:
@@ -483,7 +513,11 @@ class Prediction:
     def expected_active(self) -> np.ndarray:
         """Expected active units of each prunable layer's output group."""
         g = np.array(self.layer_groups)
-        return self.group_sizes[g] * self.p_reach[g] * self.p_coreach[g]
+        both = self.group_sizes[g] * self.p_reach[g] * self.p_coreach[g]
+        if self.unit_keep is None:
+            return both
+        k = self.unit_keep[g]  # a kept unit's survival enters both reach and co-reach: once only
+        return np.divide(both, k, out=np.zeros_like(both), where=k > 0)
 
     def to_dict(self) -> dict:
         """JSON-ready form (infinite compressions as ``None``)."""
@@ -508,26 +542,41 @@ class Prediction:
         }
 
 
-def predict(arch: Architecture, densities, *, granularity: str = "weight") -> Prediction:
+def predict(arch: Architecture, densities, *, granularity: str = "weight",
+            semantics: str | None = None, exclude=()) -> Prediction:
     """Expected effective weights, P(disconnected) and active units of random Bernoulli pruning.
 
     Parameters
     ----------
     arch : Architecture
     densities : Quota or sequence of float
-        Per-layer densities d_l (a :class:`connsim.quotas.Quota` or one value per layer).
-    granularity : {'weight', 'kernel'}
-        What is kept independently with probability d_l: every weight, or every kernel of a conv
-        (its ``kh*kw`` weights together; a dense weight is its own kernel). At kernel granularity
-        a conv's group edge is present with probability ``q_l = d_l`` instead of
-        ``1 - (1 - d_l)^k_l``; the direct density is the same.
+        Per-layer densities d_l (a :class:`connsim.quotas.Quota` or one value per layer): the
+        probability that each group of layer l is kept.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What is kept independently with probability d_l: every weight, every kernel of a conv
+        (its ``kh*kw`` weights together; a dense weight is its own kernel), or every unit
+        (channel: a conv's output channel or a dense unit; node: a dense unit). At kernel
+        granularity a conv's group edge is present with probability ``q_l = d_l`` instead of
+        ``1 - (1 - d_l)^k_l``. At channel and node granularity pruning deletes units: the weights
+        among kept units are all present, and each unit of the layer's site survives with
+        probability d_l (unit deletion; module docstring). The direct density is the same.
+    semantics : {'weights', 'output'}, optional
+        Channel granularity: where a pruned channel is deleted, at the layer itself
+        (``weights``, the default) or at its output site, after a residual add for a block's
+        second conv (``output``; :func:`connsim.granularity.unit_sites`). Node: always output.
+    exclude : sequence of str
+        Layer-name patterns that are not pruned; with the layers a granularity never prunes
+        (the classifier at channel and node granularity, convs at node) their density must be 1.
 
     Returns
     -------
     Prediction
         Exact for chains (MLPs, LeNets, VGGs), residual networks and MobileNetV2; joins whose
         branches leave different forks (or hold grouped convs or concat slices) and general grouped
-        convs use the documented approximations (``exact`` is then False).
+        convs use the documented approximations (``exact`` is then False). Unit deletion is exact
+        on chains; in a residual block it is exact where the deleted units sit inside the block
+        or after the add (``output`` semantics), and approximate (``exact`` False) when a
+        branch's last layer deletes its own units (``weights`` semantics on a block's second conv).
 
     Notes
     -----
@@ -542,35 +591,63 @@ def predict(arch: Architecture, densities, *, granularity: str = "weight") -> Pr
     >>> p = predict(arch, quota(arch, "uniform", 0.01))
     >>> round(p.effective_compression), f"{p.p_disconnected:.2g}"
     (1053, '7.2e-05')
+
+    Unit deletion: keeping half of the hidden units of an MLP keeps about a quarter of the
+    hidden-to-hidden weights effective.
+
+    >>> p = predict(get_arch("mlp:10-40-40-3"), [0.5, 0.5, 1.0], granularity="node")
+    >>> round(float(p.expected_effective[1]) / (40 * 40), 3)
+    0.25
     """
     if isinstance(densities, Quota):
         densities = densities.densities
     names = arch.layer_names
     d = check_densities(densities, names, fix="pass a Quota (connsim.quota) or the densities in "
                                               "layer order")
-    check_choice(granularity, ("weight", "kernel"), "granularity",
-                 "use 'weight' (each weight kept on its own) or 'kernel' (whole conv kernels)")
+    check_granularity(granularity)
     graph = TheoryGraph.of(arch)
     by_name = dict(zip(names, d, strict=True))
+    pruned = prunable_layers(arch, granularity, exclude)
+    fixed = [n for n in names if n not in pruned and by_name[n] != 1]
+    if fixed:
+        raise InvalidArgument("densities", f"1 for the layers not pruned at {granularity} "
+                                           "granularity", got=f"{fixed[0]}: {by_name[fixed[0]]}",
+                              fix="the classifier (channel, node), conv layers (node) and "
+                                  "excluded layers keep all their groups")
+    keep: dict = {}
+    if granularity in UNIT_GRANULARITIES:
+        semantics = check_semantics(granularity, semantics)
+        sites = unit_sites(arch, granularity, exclude) if semantics == "output" else \
+            {n: n for n in pruned}
+        for layer, site in sites.items():
+            g = graph.names.index(site)
+            keep[g] = keep.get(g, 1.0) * float(by_name[layer])
+        presence = dict.fromkeys(names, 1.0)  # weights among kept units are all present
+        q = {lay.name: 1.0 for lay in graph.layers}
+    else:
+        presence = by_name
 
-    def edge(lay):  # probability that a group edge (a channel pair) keeps a weight
-        if granularity == "kernel" and arch[lay.name].op == "conv":
-            return float(by_name[lay.name])
-        return float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) \
-            if by_name[lay.name] < 1 else 1.0
+        def edge(lay):  # probability that a group edge (a channel pair) keeps a weight
+            if granularity == "kernel" and arch[lay.name].op == "conv":
+                return float(by_name[lay.name])
+            return float(-np.expm1(lay.k * np.log1p(-by_name[lay.name]))) \
+                if by_name[lay.name] < 1 else 1.0
 
-    q = {lay.name: edge(lay) for lay in graph.layers}
-    fwd, fwd_exact = _propagate(graph, q, forward=True)
-    bwd, bwd_exact = _propagate(graph, q, forward=False)
+        q = {lay.name: edge(lay) for lay in graph.layers}
+    fwd, fwd_exact = _propagate(graph, q, True, keep)
+    bwd, bwd_exact = _propagate(graph, q, False, keep)
     sizes = np.array(graph.sizes, dtype=np.float64)
     mean = np.array([(p * np.arange(p.size)).sum() for p in fwd]) / sizes
     cmean = np.array([(p * np.arange(p.size)).sum() for p in bwd]) / sizes
     params = np.array([arch.n_params(n) for n in names], dtype=np.int64)
-    eff = {lay.name: lay.params * by_name[lay.name] * mean[lay.src] * cmean[lay.dst]
+    eff = {lay.name: lay.params * presence[lay.name] * mean[lay.src] * cmean[lay.dst]
            for lay in graph.layers}
     exact = fwd_exact and bwd_exact
     paths = (float(sizes[0] * np.prod([float(lay.b) for lay in graph.layers])
-                   * np.prod(list(q.values()))) if graph.is_chain else math.nan)
+                   * np.prod(list(q.values()))) if graph.is_chain and not keep else math.nan)
+    survive = np.ones(len(sizes))
+    for g, k in keep.items():
+        survive[g] = k
     return Prediction(
         arch=arch.name, names=names, params=params, densities=d,
         expected_effective=np.array([eff[n] for n in names]),
@@ -579,13 +656,17 @@ def predict(arch: Architecture, densities, *, granularity: str = "weight") -> Pr
         p_disconnected=float(min(1.0, max(0.0, fwd[-1][0]))),
         p_connected=float(min(1.0, max(0.0, fwd[-1][1:].sum()))), exact=exact,
         layer_groups=tuple(graph.names.index(n) for n in names), expected_paths=paths,
+        unit_keep=survive,
     )
 
 
 def predict_rule(arch: Architecture, rule, density: float, *, granularity: str = "weight",
                  **rule_kw) -> Prediction:
-    """:func:`predict` (at ``granularity``) for the densities of a quota rule at global density
-    ``density``."""
+    """:func:`predict` (at weight or kernel ``granularity``) for the densities of a quota rule at
+    global density ``density``."""
+    check_choice(granularity, ("weight", "kernel"), "granularity",
+                 "quota rules split weights; for unit granularities call predict with the kept "
+                 "unit fractions")
     return predict(arch, quota(arch, rule, density, **rule_kw), granularity=granularity)
 
 

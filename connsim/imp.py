@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ._validation import InvalidArgument, check_choice, check_fraction, check_int
+from ._validation import InvalidArgument, check_choice, check_fraction, check_int, check_real
 from .architectures import Architecture
 from .criteria import check_criterion, criterion_scores
 from .files import atomic_write, clean_stale_temps, write_json
@@ -114,8 +114,8 @@ class GroupPruning:
     samples: int = 2000
 
     def __post_init__(self):
-        check_fraction(self.keep, "keep", open=True,
-                       fix="the share of the prunable groups kept at the last level")
+        check_real(self.keep, "keep", 0, 1, low_open=True,
+                   fix="the share of the prunable groups kept at the last level, in (0, 1]")
         check_granularity(self.granularity)
         check_criterion(self.criterion, self.granularity)
         object.__setattr__(self, "semantics", check_semantics(self.granularity, self.semantics))

@@ -229,6 +229,28 @@ def test_imp_rounds_with_a_stopping_rule(tmp_path, capsys, extra):
             and "sap.p" not in err
 
 
+def test_imp_prunes_groups_by_a_criterion(tmp_path, capsys):
+    argv = ["imp", "--arch", "mlp:16-8-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
+            "--classes", "3", "--levels", "2", "--iterations", "10", "--batch-size", "20",
+            "--keep", "0.25", "--granularity", "node", "--criterion", "snip", "--samples", "50",
+            "--out", str(tmp_path / "imp"), "--json"]
+    code, o, _ = run(capsys, *argv)
+    levels = json.loads(o)["levels"]
+    assert code == 0 and [r["group_density"] for r in levels] == [1.0, 0.5, 0.25]
+    masks = np.load(tmp_path / "imp" / "masks_2.npz")
+    assert masks["fc3"].all()  # the classes
+    assert masks["fc1"].any(axis=1).sum() + masks["fc2"].any(axis=1).sum() == 4  # of 16 units
+    code, _, err = run(capsys, *argv, "--criterion", "stat")  # another criterion: refused, named
+    assert code == 2 and "groups.criterion: 'snip' in the folder, 'stat' now" in err
+    code, _, err = run(capsys, *argv[:-5], "--out", str(tmp_path / "x"), "--criterion", "stat",
+                       "--granularity", "weight")
+    assert code == 2 and "'stat' only at channel or node granularity" in err
+    code, _, err = run(capsys, "imp", "--arch", "mlp:16-3", "--dataset", "synthetic",
+                       "--input-shape", "1,4,4", "--classes", "3", "--exclude", "fc1",
+                       "--out", str(tmp_path / "y"))
+    assert code == 2 and "--exclude must be used with --keep" in err
+
+
 def test_imp_stopping_options_are_checked(tmp_path, capsys):
     base = ["imp", "--arch", "mlp:16-8-3", "--dataset", "synthetic", "--input-shape", "1,4,4",
             "--classes", "3", "--out", str(tmp_path / "x")]

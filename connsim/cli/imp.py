@@ -44,7 +44,10 @@ def add_parser(sub):
                "connsim imp --arch lenet-300-100 --dataset mnist --pruner sap --p 1 --q 2 "
                "--stop flow+accuracy --flow if --eps 1 --warmup-iterations 5 "
                "--max-iterations 10 --epochs 1 --schedule constant --lr 0.01 --momentum 0 "
-               "--batch-size 64 --weight-decay 5e-4 --levels 10 --out runs/incop",
+               "--batch-size 64 --weight-decay 5e-4 --levels 10 --out runs/incop. Node "
+               "pruning by SNIP to a tenth of the units in 2 rounds: connsim imp --arch dbsn-mlp "
+               "--dataset mnist --keep 0.1 --granularity node --criterion snip --levels 2 "
+               "--optimizer adam --lr 2e-5 --init uniform --out runs/node",
     )
     add_arch_args(p)
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset")
@@ -97,6 +100,29 @@ def add_parser(sub):
     g.add_argument("--reference", choices=REFERENCES, default="validation",
                    help="test: the accuracy rule watches the test set, as the original code "
                         "did (not recommended)")
+    from ..criteria import CRITERIA
+    from ..granularity import GRANULARITIES, SEMANTICS
+
+    g = p.add_argument_group(
+        "group pruning (granularity study)",
+        "with --keep, each level prunes whole groups of --granularity ranked by --criterion and "
+        "level k keeps keep^(k/levels) of the prunable groups (globally with --scope global, of "
+        "every layer with --scope layerwise); --fraction is unused; see docs/granularity.md")
+    g.add_argument("--keep", type=open_fraction, default=None,
+                   help="share of the prunable groups kept at the last level")
+    g.add_argument("--granularity", choices=GRANULARITIES, default="weight",
+                   help="weight (default), kernel, channel or node (dense units)")
+    g.add_argument("--criterion", default="magnitude",
+                   help=f"one of {', '.join(CRITERIA)}, or bad-<criterion> to prune the highest "
+                        "scores first (default magnitude: the block mean |w|)")
+    g.add_argument("--semantics", choices=SEMANTICS, default=None,
+                   help="channel: 'weights' removes a pruned channel's incoming weights "
+                        "(default), 'output' also zeroes its output after BatchNorm and "
+                        "activation (after the residual add for a block's second conv)")
+    g.add_argument("--exclude", default="",
+                   help="comma-separated layer-name patterns never pruned, e.g. 'fc,*.shortcut'")
+    g.add_argument("--samples", type=positive_int, default=2000,
+                   help="training examples snip and stat read (default 2000)")
     add_training_args(p)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -105,7 +131,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     """Run (or resume) iterative magnitude pruning; returns the exit status."""
-    from ..imp import imp
+    from ..imp import GroupPruning, imp
     from ..sap import SapSettings
     from ..stopping import StopRule
 
@@ -114,8 +140,13 @@ def run(args) -> int:
     check_inputs(args)
     data, arch = train_data_arch(args)
     big_arch(arch, 64, "training")
-    bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)
     _check_flags(args)
+    groups = None
+    if args.keep is not None:
+        groups = GroupPruning(args.keep, args.granularity, args.criterion,
+                              semantics=args.semantics, exclude=args.exclude,
+                              samples=args.samples)
+    bar = Progress(f"imp {arch.name}", args.levels + 1, not args.json)
     sap = SapSettings(p=args.p, q=args.q, eta=args.sap_eta, scale=args.sap_scale,
                       max_ratio=args.sap_max_ratio)
     stop = StopRule(stop=args.stop, flow=args.flow, eps=args.eps,
@@ -125,7 +156,7 @@ def run(args) -> int:
                     gf_variant=args.gf_variant, reference=args.reference)
     records = imp(arch, data, args.out, levels=args.levels, fraction=args.fraction,
                   rewind=args.rewind, scope=args.scope, config=config, pruner=args.pruner,
-                  sap=sap, stop=stop,
+                  sap=sap, stop=stop, groups=groups,
                   progress=lambda level, r: bar.set(level + 1,
                                                     note=f"acc {r['test_accuracy']:.4f}"))
     bar.close()
@@ -156,6 +187,14 @@ def _check_flags(args) -> None:
     if rounds and args.rewind:
         raise InvalidArgument("--rewind", "0 with a stopping rule", args.rewind,
                               "in round mode --warmup-iterations sets the rewind point")
+    group_flags = [(f, v) for f, v, d in (("--granularity", args.granularity, "weight"),
+                                          ("--criterion", args.criterion, "magnitude"),
+                                          ("--semantics", args.semantics, None),
+                                          ("--exclude", args.exclude, "")) if v != d]
+    if args.keep is None and group_flags:
+        flag, value = group_flags[0]
+        raise InvalidArgument(flag, "used with --keep", value,
+                              "group pruning needs the final preservation rate: add --keep F")
     if args.pruner == "sap" and args.scope != "global":
         raise InvalidArgument("--scope", "global with --pruner sap", args.scope,
                               "SAP prunes by one global threshold; --scope is LTH's")

@@ -104,7 +104,7 @@ BAD = [
     ("random_order", lambda: random_order(LENET, rng=True), "got True"),
     ("prune", lambda: prune(LENET, "obd", 0.1), "method must be one of random, magnitude"),
     ("prune", lambda: prune(LENET, "random", 0.1, granularity="block"),
-     "granularity must be one of weight, kernel, channel, got 'block'"),
+     "granularity must be one of weight, kernel, channel, node, got 'block'"),
     ("prune", lambda: prune(LENET, "random", 0.1, scope="local"), "scope must be one of global"),
     ("prune", lambda: prune(LENET, "random", 0.1, target="both"), "target must be one of direct"),
     ("prune", lambda: prune(LENET, "random", 0.1, level="pixel"), "level must be one of"),

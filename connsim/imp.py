@@ -319,9 +319,10 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         _check_rounds(arch, data, config, stop, rewind)
     if groups is not None:
         if pruner != "lth" or stop.rounds:
-            raise InvalidArgument("groups", "plain IMP (pruner='lth', no stopping rule)",
-                                  "given", "group pruning replaces LTH's magnitude step; drop "
-                                           "the SAP pruner or the stopping rule")
+            raise InvalidArgument("groups", "used in plain IMP (pruner='lth', no stopping rule)",
+                                  got=f"pruner={pruner!r}, stop={stop.stop!r}",
+                                  fix="group pruning replaces LTH's magnitude step; drop the SAP "
+                                      "pruner or the stopping rule")
         check_exclude(arch, groups.exclude)
     config.check_data(len(data.y_train))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):

@@ -85,7 +85,7 @@ DBSN_WIDTHS = (2500, 2000, 1500, 1000, 500)
 def dbsn_mlp(input_shape=(784,), classes=10) -> Architecture:
     """The granularity paper's MLP (Heyman & Zylberberg 2024): 784-2500-2000-1500-1000-500-10,
     scaled tanh ``1.7159 tanh(2x/3)`` after every hidden layer, no BatchNorm. Train it with
-    ``init='uniform'`` (U(-0.05, 0.05)) and Adam at 2e-5, batch 128 (:mod:`connsim.granularity_study`)."""
+    ``init='uniform'`` (U(-0.05, 0.05)) and Adam at 2e-5, batch 128 (``docs/granularity.md``)."""
     b = ArchBuilder("dbsn-mlp", input_shape)
     _maybe_flatten(b, input_shape)
     for k, w in enumerate(DBSN_WIDTHS, 1):

@@ -2,7 +2,7 @@
 
 The architecture that drives the graph and the theory also drives the model: every node becomes
 the layer that :func:`connsim.trainer.layers.make_layer` (the trainer's table of operations) builds
-for it, followed by BatchNorm and ReLU when the node says so. Masks multiply the prunable weights;
+for it, followed by BatchNorm and its activation when the node says so. Masks multiply the prunable weights;
 after every optimiser step :meth:`Network.apply_masks` sets pruned weights back to exactly zero.
 
 The pruning scores that need gradients use only :meth:`Network.forward`, :meth:`Network.backward`,

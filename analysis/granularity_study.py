@@ -124,6 +124,7 @@ class Study:
         self.config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in s["train"].items()})
         os.makedirs(runs, exist_ok=True)
+        self._dense: dict = {}  # seed -> (state, record), read from disk once
         key = json.dumps({k: s[k] for k in ("arch", "exclude", "semantics", "train", "n_train",
                                             "data", "samples")}, sort_keys=True)
         self.tag = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -146,16 +147,20 @@ class Study:
 
     def dense(self, seed):
         """The dense run of ``seed`` (its trained state feeds the first pruning round)."""
+        if seed in self._dense:
+            return self._dense[seed]
         path = self._path("dense", seed)
         if os.path.exists(path + ".json"):
             with open(path + ".json") as f:
-                return read_npz(path + ".npz"), json.load(f)
+                self._dense[seed] = read_npz(path + ".npz"), json.load(f)
+            return self._dense[seed]
         net, rec = self._train(None, seed, "weight")
         state = net.state_dict()
         with open(path + ".npz.tmp", "wb") as f:
             np.savez(f, **state)
         os.replace(path + ".npz.tmp", path + ".npz")
         write_json(path + ".json", rec)
+        self._dense[seed] = state, rec
         return state, rec
 
     def _counts(self, gran, rate):

@@ -174,8 +174,9 @@ class UnitMasks:
         check_choice(self.position, ("post", "pre"), "position", "'post' masks after the "
                                                                   "activation, 'pre' before it")
         keep = {}
+        nodes = {n.name for n in arch.nodes[1:]}
         for name, k in self.keep.items():
-            if name not in [n.name for n in arch.nodes[1:]]:
+            if name not in nodes:
                 raise InvalidArgument("units", "masks keyed by node names of " + arch.name,
                                       name, "key unit masks by conv, dense or add node names")
             k = np.asarray(k)

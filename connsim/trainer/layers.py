@@ -22,6 +22,11 @@ def _slices(kh, kw, sh, sw, ho, wo):
                                slice(j, j + sw * (wo - 1) + 1, sw))
 
 
+def _channel_shape(x):
+    """Shape that broadcasts a per-channel vector over ``x`` (channels on axis 1)."""
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
 class Dense:
     """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``."""
 
@@ -228,13 +233,10 @@ class BatchNorm:
         self.running_var = xp.ones(channels, dtype=dtype)
         self.grads = {}
 
-    def _shape(self, x):
-        return (1, -1) + (1,) * (x.ndim - 2)
-
     def forward(self, x, train=True):
         """Normalise with batch statistics (``train``) or running ones, then scale and shift."""
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
-        shape = self._shape(x)
+        shape = _channel_shape(x)
         if train:
             mean, var = x.mean(axis=axes), x.var(axis=axes)
             count = x.size // x.shape[1]
@@ -250,7 +252,7 @@ class BatchNorm:
 
     def backward(self, dy):
         """Store the scale and shift gradients; return the input gradient."""
-        axes, shape = self.axes, self._shape(dy)
+        axes, shape = self.axes, _channel_shape(dy)
         self.grads["weight"] = (dy * self.xhat).sum(axis=axes)
         self.grads["bias"] = dy.sum(axis=axes)
         g = dy * self.params["weight"].reshape(shape)
@@ -311,13 +313,10 @@ class UnitMask:
         self.params, self.grads = {}, {}
         self.record, self.output, self.mask_grad = False, None, None
 
-    def _shape(self, x):
-        return (1, -1) + (1,) * (x.ndim - 2)
-
     def forward(self, x, train=True):
         """``x * keep`` over the channel axis."""
         self.x = x
-        y = x * self.keep.reshape(self._shape(x))
+        y = x * self.keep.reshape(_channel_shape(x))
         if self.record:
             self.output = y
         return y
@@ -326,7 +325,7 @@ class UnitMask:
         """Store dLoss/dmask; return ``dy * keep``."""
         axes = (0,) + tuple(range(2, dy.ndim))
         self.mask_grad = (self.x * dy).sum(axis=axes)
-        return dy * self.keep.reshape(self._shape(dy))
+        return dy * self.keep.reshape(_channel_shape(dy))
 
 
 def cross_entropy(xp, logits, labels):

@@ -45,6 +45,24 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[str]:
 
 
 @contextlib.contextmanager
+def exclusive_lock(path: str, busy: str):
+    """Hold an exclusive lock on the file ``path`` (created if needed) for the ``with`` block;
+    released when the process ends, also on a crash. Raises ``ValueError(busy)`` when another
+    process holds it."""
+    import fcntl
+
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(busy) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 

@@ -34,8 +34,6 @@ run holds (an exclusive lock on ``.lock``) is refused rather than interleaved.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -47,7 +45,7 @@ import numpy as np
 from ._validation import InvalidArgument, check_choice, check_fraction, check_int, check_real
 from .architectures import Architecture
 from .criteria import check_criterion, criterion_scores
-from .files import atomic_write, clean_stale_temps, write_json
+from .files import atomic_write, clean_stale_temps, exclusive_lock, write_json
 from .flow import flow_layers
 from .granularity import (
     check_exclude,
@@ -161,20 +159,11 @@ def _check_scope(scope) -> str:
                                                 "'layerwise' prunes each layer by the fraction")
 
 
-@contextlib.contextmanager
 def run_lock(out_dir: str):
     """Hold an exclusive lock on ``out_dir`` (released when the process ends, also on a crash)."""
-    path = os.path.join(out_dir, ".lock")
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"run folder {out_dir!r} is in use by another connsim imp run; wait "
-                             "for it to finish or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return exclusive_lock(os.path.join(out_dir, ".lock"),
+                          f"run folder {out_dir!r} is in use by another connsim imp run; wait "
+                          "for it to finish or use another --out")
 
 
 def _check_config(out_dir: str, config: dict) -> None:

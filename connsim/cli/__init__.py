@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import arch, design, imp, measure, predict, prune, quotas, redundancy, train
+from . import arch, design, imp, measure, predict, prune, quotas, redundancy, study, train
 from ._common import Parser, Progress
 
 __all__ = ["Progress", "build_parser", "main"]
 
-COMMANDS = (arch, measure, quotas, prune, predict, design, train, imp, redundancy)  # in the order of --help
+COMMANDS = (arch, measure, quotas, prune, predict, design, train, imp, redundancy,
+            study)  # in the order of --help
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,212 @@
+"""Reading a study's results: its rows with derived columns, progress, export and figure data."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .files import atomic_write, check_writable
+from .study import Figure, Study, compile_expression
+from .studydb import ResultsDB
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a study is: counts of its tasks by state, and time spent."""
+
+    total: int
+    done: int
+    failed: int
+    pending: int
+    other_rows: int  # rows of the database that are not tasks of this study (older settings)
+    task_seconds: float  # summed over the done tasks
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def results(study: Study, db: ResultsDB) -> list[dict]:
+    """The study's rows (tasks without a row are left out), in grid order, each with its derived
+    columns."""
+    tasks = study.tasks()
+    rows = db.rows([t.hash for t in tasks])
+    derived = {name: compile_expression(expr) for name, expr in study.derived.items()}
+    for row in rows:
+        row.update({name: f(row) for name, f in derived.items()})
+    return rows
+
+
+def progress(study: Study, db: ResultsDB) -> Progress:
+    """Counts of the study's tasks by state."""
+    hashes = {t.hash for t in study.tasks()}
+    statuses = db.statuses()
+    done = sum(statuses.get(h) == "done" for h in hashes)
+    failed = sum(statuses.get(h) == "failed" for h in hashes)
+    seconds = sum(r.get("seconds") or 0.0 for r in db.rows(sorted(hashes))
+                  if r["status"] == "done")
+    return Progress(total=len(hashes), done=done, failed=failed,
+                    pending=len(hashes) - done - failed,
+                    other_rows=len(set(statuses) - hashes), task_seconds=seconds)
+
+
+def export_columns(study: Study) -> list[str]:
+    """Columns of an export: hash and status, configuration, results, derived, then timings."""
+    return (["hash", "status"] + list(study.columns) + list(study.kind.results)
+            + list(study.derived) + ["seconds", "worker", "version", "error"])
+
+
+def export(study: Study, db: ResultsDB, path: str, fmt: str = "csv") -> int:
+    """Write the study's rows to ``path`` (atomically); returns the number of rows.
+
+    ``csv`` needs nothing more; ``parquet`` needs pyarrow (``pip install 'connsim[parquet]'``).
+    """
+    from ._validation import check_choice
+
+    fmt = check_choice(fmt, EXPORT_FORMATS, "format")
+    check_writable(path, (f".{fmt}",), what="--out")
+    rows = results(study, db)
+    columns = export_columns(study)
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError("parquet export needs pyarrow: pip install 'connsim[parquet]'; "
+                              "or use --format csv") from None
+        table = pa.table({c: [_plain(r.get(c)) for r in rows] for c in columns})
+        with atomic_write(path, ".parquet") as tmp:
+            pq.write_table(table, tmp)
+        return len(rows)
+    with atomic_write(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+    return len(rows)
+
+
+def _plain(value):
+    return str(value) if isinstance(value, list | dict) else value
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One curve of a study figure: points with the mean and std of y over the seeds (and any
+    axis the figure does not name), and the theory at the same points."""
+
+    panel: tuple
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+    y_std: np.ndarray
+    n: np.ndarray  # rows with a finite y behind each point
+    theory: np.ndarray | None
+
+
+def curves(study: Study, rows: list[dict], figure: Figure) -> list[Curve]:
+    """The curves of ``figure`` from the study's rows (see :class:`Curve`).
+
+    A point is the set of rows that agree on every axis except ``seed``: x is their mean, y the
+    mean and standard deviation (ddof 0) of their finite values (an infinite effective
+    compression, a disconnected network, is left out of the mean; y is ``nan`` where no value is
+    finite, and the theory is still drawn there).
+    """
+    rows = [r for r in rows if r["status"] == "done"
+            and all(r.get(k) == v for k, v in figure.where)]
+    point_axes = [a for a in study.axes if a != "seed"]
+    groups: dict = {}
+    for r in rows:
+        panel = tuple(r.get(c) for c in figure.panels)
+        label = ", ".join(str(r.get(c)) for c in figure.curves) or figure.y
+        key = tuple(_hashable(r.get(a)) for a in point_axes)
+        groups.setdefault((panel, label), {}).setdefault(key, []).append(r)
+    out = []
+    for (panel, label), points in groups.items():
+        xs, ys, sd, ns, th = [], [], [], [], []
+        for members in points.values():
+            y = np.array([_num(r.get(figure.y)) for r in members])
+            y = y[np.isfinite(y)]
+            x = np.array([_num(r.get(figure.x)) for r in members])
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                continue
+            xs.append(x.mean())
+            ys.append(y.mean() if y.size else math.nan)
+            sd.append(y.std() if y.size else math.nan)
+            ns.append(y.size)
+            if figure.theory:
+                th.append(np.nanmean([_num(r.get(figure.theory)) for r in members]))
+        order = np.argsort(xs, kind="stable")
+        out.append(Curve(panel=panel, label=label, x=np.asarray(xs)[order],
+                         y=np.asarray(ys)[order], y_std=np.asarray(sd)[order],
+                         n=np.asarray(ns)[order],
+                         theory=np.asarray(th)[order] if figure.theory else None))
+    return out
+
+
+def _num(value) -> float:
+    if value is None or isinstance(value, str):
+        return math.nan
+    return float(value)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = None):
+    """Draw the study's figure ``name``; saved to ``path`` when given. Returns the figure.
+
+    One panel per value of the figure's ``panels`` columns, one colour per ``curves`` value:
+    markers with mean ± std over seeds, the theory (when declared) as a line of the same colour.
+    """
+    from .plots import _plt
+
+    if name not in study.figures:
+        raise ValueError(f"figure must be one of {', '.join(study.figures) or '(none declared)'}"
+                         f", got {name!r}; declare it under [figures.{name}] in {study.path}")
+    if path is not None:
+        check_writable(path, (".png", ".pdf", ".svg"), what="--out")
+    fig_spec = study.figures[name]
+    data = curves(study, rows, fig_spec)
+    panels = list(dict.fromkeys(c.panel for c in data)) or [()]
+    plt = _plt()
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.8 * cols, 3.9 * nrows), squeeze=False,
+                             constrained_layout=True)
+    labels = list(dict.fromkeys(c.label for c in data))
+    for k, panel in enumerate(panels):
+        ax = axes.flat[k]
+        for c in (c for c in data if c.panel == panel):
+            color = f"C{labels.index(c.label) % 10}"
+            ax.errorbar(c.x, c.y, yerr=c.y_std, fmt="o", ms=3.5, color=color, capsize=2,
+                        label=c.label)
+            if c.theory is not None:
+                ax.plot(c.x, c.theory, "-", color=color, lw=1.2, alpha=0.8)
+        ax.set_xscale(fig_spec.xscale)
+        ax.set_yscale(fig_spec.yscale)
+        ax.set_xlabel(fig_spec.x.replace("_", " "))
+        ax.set_ylabel(fig_spec.y.replace("_", " "))
+        ax.grid(True, which="both", alpha=0.25)
+        ax.set_title(", ".join(f"{v}" for v in panel) or fig_spec.title or study.name,
+                     fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    if fig_spec.title and panels != [()]:
+        fig.suptitle(fig_spec.title + (" (lines: theory)" if fig_spec.theory else ""))
+    if path is not None:
+        with atomic_write(path, os.path.splitext(path)[1]) as tmp:
+            fig.savefig(tmp, dpi=130, format=os.path.splitext(path)[1][1:])
+    return fig

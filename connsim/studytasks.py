@@ -383,7 +383,8 @@ TRAINING = {"iterations": 1000, "batch_size": 100, "lr": 0.1, "optimizer": "sgd"
             "augment": False, "init": "kaiming", "backend": "numpy"}
 
 KINDS = {k.name: k for k in (
-    Kind("predict", _predict, QUOTA, ("direct_compression",) + THEORY,
+    Kind("predict", _predict, {k: v for k, v in QUOTA.items() if k != "seed"},
+         ("direct_compression",) + THEORY,
          "the theory for a quota rule"),
     Kind("montecarlo", _montecarlo,
          QUOTA | {"samples": 1000, "mask_model": "bernoulli", "level": "channel", "theory": True},

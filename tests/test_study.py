@@ -1,3 +1,4 @@
+import io
 import json
 import math
 import os
@@ -172,6 +173,52 @@ def test_shipped_studies_load_with_their_quick_variant(path):
 def test_derived_expressions_match_python(expr, row, expected):
     got = compile_expression(expr)(row)
     assert got == pytest.approx(expected, nan_ok=True)
+
+
+def test_task_kinds_equal_the_library_calls():
+    import numpy as np
+
+    import connsim
+    from connsim.sampling import random_masks
+
+    arch = connsim.get_arch("lenet-5")
+    q = connsim.quota(arch, "igq", 1 / 300)
+    m = connsim.measure(arch, random_masks(arch, q, rng=4), level="position")
+    out = execute("measure", {"arch": "lenet-5", "rule": "igq", "compression": 300, "seed": 4,
+                              "level": "position", "mask_model": "exact", "theory": True,
+                              "save_masks": True}, connsim.__version__)
+    assert out["status"] == "done", out["error"]
+    r = out["result"]
+    assert (r["effective_compression"], r["removable_units"]) == (m.effective_compression,
+                                                                  m.removable_units)
+    assert r["theory_effective_params"] == connsim.predict(arch, q).expected_effective_params
+    with np.load(io.BytesIO(r["_artifacts"]["masks.npz"])) as saved:
+        assert set(saved) == set(arch.layer_names)
+    res = connsim.prune(arch, "synflow", 0.01, rounds=3, rng=1)
+    out = execute("prune", {"arch": "lenet-5", "method": "synflow", "rule": "uniform",
+                            "scope": "", "compression": 100, "target": "direct",
+                            "level": "channel", "granularity": "weight", "seed": 1,
+                            "dataset": "auto", "data_dir": "", "rounds": 3, "prune_batch": 128},
+                  connsim.__version__)
+    assert out["result"]["effective_compression"] == res.measurement.effective_compression
+
+
+@pytest.mark.parametrize("kind", ["train", "imp"])
+def test_training_kinds_run_and_keep_their_history(kind):
+    import connsim
+    from connsim.studytasks import KINDS
+
+    config = dict(KINDS[kind].inputs)
+    config.update(arch="mlp:16-8-4", iterations=20, batch_size=32, levels=1)
+    if kind == "train":
+        config.update(method="random", compression=4, rule="igq")
+    config = {k: v for k, v in config.items() if k in KINDS[kind].inputs}
+    out = execute(kind, config, connsim.__version__)
+    assert out["status"] == "done", out["error"]
+    r = out["result"]
+    assert 0 <= r["test_accuracy"] <= 1 and r["direct_compression"] > 1
+    name = "history.json" if kind == "train" else "levels.json"
+    assert json.loads(r["_artifacts"][name])
 
 
 # ---------------------------------------------------------------------- the database

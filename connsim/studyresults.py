@@ -169,6 +169,8 @@ def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = No
 
     One panel per value of the figure's ``panels`` columns, one colour per ``curves`` value:
     markers with mean ± std over seeds, the theory (when declared) as a line of the same colour.
+    On a log y axis the view ends at 30 times the largest measured value, since the theory's
+    N / E[effective] grows without bound past the collapse.
     """
     from .plots import _plt
 
@@ -188,6 +190,7 @@ def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = No
     labels = list(dict.fromkeys(c.label for c in data))
     for k, panel in enumerate(panels):
         ax = axes.flat[k]
+        measured = np.concatenate([c.y for c in data if c.panel == panel] + [[np.nan]])
         for c in (c for c in data if c.panel == panel):
             color = f"C{labels.index(c.label) % 10}"
             ax.errorbar(c.x, c.y, yerr=c.y_std, fmt="o", ms=3.5, color=color, capsize=2,
@@ -196,6 +199,9 @@ def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = No
                 ax.plot(c.x, c.theory, "-", color=color, lw=1.2, alpha=0.8)
         ax.set_xscale(fig_spec.xscale)
         ax.set_yscale(fig_spec.yscale)
+        if fig_spec.yscale == "log" and np.isfinite(measured).any():
+            # the theory grows without bound past the collapse: keep the measured range in view
+            ax.set_ylim(top=30 * np.nanmax(measured))
         ax.set_xlabel(fig_spec.x.replace("_", " "))
         ax.set_ylabel(fig_spec.y.replace("_", " "))
         ax.grid(True, which="both", alpha=0.25)

@@ -17,6 +17,8 @@ from connsim.studyresults import curves, export, plot_figure, progress, results
 from connsim.studyrun import THREAD_VARIABLES, run_study
 from connsim.studytasks import execute
 
+# Tests that run tasks (Monte Carlo, measurement, training, on Dask workers that inherit the
+# environment) are kernel_heavy: the NUMBA_DISABLE_JIT pass would run their kernels in Python.
 STUDIES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "studies")
 TIMING = {"started", "finished", "seconds", "worker"}  # the only columns two runs may differ in
 
@@ -175,6 +177,7 @@ def test_derived_expressions_match_python(expr, row, expected):
     assert got == pytest.approx(expected, nan_ok=True)
 
 
+@pytest.mark.kernel_heavy
 def test_task_kinds_equal_the_library_calls():
     import numpy as np
 
@@ -203,6 +206,7 @@ def test_task_kinds_equal_the_library_calls():
     assert out["result"]["effective_compression"] == res.measurement.effective_compression
 
 
+@pytest.mark.kernel_heavy
 @pytest.mark.parametrize("kind", ["train", "imp"])
 def test_training_kinds_run_and_keep_their_history(kind):
     import connsim
@@ -224,6 +228,7 @@ def test_training_kinds_run_and_keep_their_history(kind):
 # ---------------------------------------------------------------------- the database
 
 
+@pytest.mark.kernel_heavy
 def test_a_failing_task_is_recorded_and_the_study_goes_on(tmp_path):
     outcome = execute("predict", {"arch": "lenet-300-100", "rule": "uniform+",
                                   "compression": 1e5, "seed": 0}, "0.1.0")
@@ -317,6 +322,7 @@ def reference(tmp_path_factory):
     return rows_without_timing(study.database)
 
 
+@pytest.mark.kernel_heavy
 def test_rerun_skips_done_tasks_and_results_read_back(tmp_path, reference):
     study = load_study(write(tmp_path, SMALL))
     run_study(study, workers=1)
@@ -374,6 +380,7 @@ def _stop(procs):
         p.wait()
 
 
+@pytest.mark.kernel_heavy
 def test_a_real_cluster_gives_the_same_rows(tmp_path, reference):
     address, procs = _start_cluster(tmp_path)
     try:
@@ -446,6 +453,7 @@ def test_killed_driver_loses_only_tasks_in_flight(tmp_path):
 # --------------------------------------------------------------------------- the command
 
 
+@pytest.mark.kernel_heavy
 def test_cli_runs_reports_exports_and_plots(tmp_path, capsys):
     text = """kind = "predict"
 [axes]
@@ -474,6 +482,7 @@ curves = ["rule"]
     assert main(["study", "export", path, "--format", "xls"]) == 2
 
 
+@pytest.mark.kernel_heavy
 def test_cli_run_exits_1_when_a_task_failed(tmp_path, capsys):
     text = ('kind = "predict"\n[axes]\ncompression = [100000]\n[settings]\narch = '
             '"lenet-300-100"\nrule = "uniform+"\n')

@@ -443,7 +443,7 @@ def compile_expression(text: str):
         if isinstance(node, ast.Expression):
             return ev(node.body, row)
         if isinstance(node, ast.Constant):
-            return node.value
+            return float(node.value)  # float powers overflow to nan instead of growing unbounded
         if isinstance(node, ast.Name):
             value = row.get(node.id)
             return math.nan if value is None else value

@@ -171,6 +171,7 @@ def test_shipped_studies_load_with_their_quick_variant(path):
     ("max(a, b) - abs(-a)", {"a": 1, "b": 5}, 4),
     ("a / b", {"a": 1, "b": 0}, math.nan),
     ("a + missing", {"a": 1}, math.nan),
+    ("10 ** 10 ** 10", {}, math.nan),
 ])
 def test_derived_expressions_match_python(expr, row, expected):
     got = compile_expression(expr)(row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 
 from ._common import Parser, Progress, emit, fmt, positive_int
@@ -89,7 +90,14 @@ def _run(args) -> int:
         eta = rate * (total - finished)
         bar.set(finished, total, f"ETA {_duration(eta)}" + (f", {note}" if note else ""))
 
-    summary = run_study(study, scheduler=args.scheduler, workers=args.workers, progress=report)
+    # a batch system's SIGTERM stops the run like Ctrl-C: the local cluster is shut down and
+    # every finished task is already in the database
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = run_study(study, scheduler=args.scheduler, workers=args.workers,
+                            progress=report)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bar.close()
     out = dict(summary.__dict__, database=study.database)
     text = (f"{study.name}: {summary.total} tasks; {summary.skipped} already done, "
@@ -100,6 +108,10 @@ def _run(args) -> int:
                 "shows their errors; 'run' again retries them."
     emit(args, out, text)
     return 1 if summary.failed else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _duration(seconds: float) -> str:

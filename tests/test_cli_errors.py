@@ -138,8 +138,11 @@ def test_broken_pipe_is_quiet(tmp_path):
 
 
 def test_ctrl_c_exits_130_quietly_and_promptly():
-    # Monte Carlo runs its kernel in chunks, so an interrupt is seen within a chunk's time
-    code = "from connsim.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+    # Monte Carlo runs its kernel in chunks, so an interrupt is seen within a chunk's time. The
+    # child restores Python's SIGINT handler: a job started in the background inherits SIGINT
+    # ignored, and Python then installs none.
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from connsim.cli import main; import sys; sys.exit(main(sys.argv[1:]))")
     p = subprocess.Popen([sys.executable, "-c", code, "predict", "--arch", "vgg-19",
                           "--compression", "1000", "--samples", "2000000"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -138,7 +138,7 @@ BAD = [
     (OK + "[figures.f]\nx = 'compression'\ny = 'nope'", "figures.f.y: 'nope' is not a column"),
     (OK + "[figures.f]\nx = 'compression'", "missing key 'y'"),
     ("kind = 'predict'\n[axes]\nArch = ['lenet-5']\ncompression = [10]", "column name 'Arch'"),
-    (OK + "[settings]\nseed = nan", "finite"),
+    (HEAD + "compression = [nan]", "finite"),
     (HEAD + "compression = [10\n", "not a valid TOML file"),
 ]
 

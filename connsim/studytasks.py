@@ -306,13 +306,10 @@ def _measure(c: dict) -> dict:
 def _pruned(c: dict, arch):
     from .pruning import prune
 
-    rule = c["rule"]
-    kw = {}
-    if rule == DESIGNED:
+    kw = {"rule": c["rule"]}
+    if c["rule"] == DESIGNED:
         kw = {"rule": "custom", "rule_kw": {"densities": _designed_densities(arch.name,
                                                                           1 / c["compression"])}}
-    else:
-        kw = {"rule": rule}
     needs_data = c["method"] in ("snip", "iterative-snip", "grasp")
     return prune(arch, c["method"], 1 / c["compression"], granularity=c["granularity"],
                  scope=c["scope"] or None, target=c["target"], level=c["level"],

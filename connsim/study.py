@@ -218,7 +218,7 @@ def load_study(path: str | os.PathLike, variant: str | None = None, *,
     if not axes:
         raise StudyError(f"{where}: [axes] is empty; a study needs at least one axis")
     axes = {a: _axis(a, v, kind_, where) for a, v in axes.items()}
-    settings = {k: _value(k, v, kind_, f"{where}: settings.{k}") for k, v in settings.items()}
+    settings = {k: _value(k, v, kind_, where, f"settings.{k}") for k, v in settings.items()}
     _complete(kind_, axes, settings, where)
     derived = _get(doc, "derived", dict, where, {})
     for name, expr in derived.items():
@@ -284,17 +284,17 @@ def _name(name: str, where: str) -> None:
                          "(starting with a letter)")
 
 
-def _value(key: str, value, kind: Kind, where: str):
-    """One input's value, checked against the kind's domain."""
+def _value(key: str, value, kind: Kind, where: str, path: str):
+    """One input's value, checked against the kind's domain; ``path`` is its place in the file
+    ``where`` (``axes.compression[3]``)."""
     if key not in kind.inputs:
-        _known({key: None}, tuple(kind.inputs), where.rsplit(":", 1)[0] + f": task kind "
-               f"{kind.name!r}", "input")
+        _known({key: None}, tuple(kind.inputs), f"{where}: task kind {kind.name!r}", "input")
     if isinstance(value, float) and not math.isfinite(value):
-        raise StudyError(f"{where} must be finite, got {value!r}")
+        raise StudyError(f"{where}: {path} must be finite, got {value!r}")
     try:
-        return check_input(key, value, where.split(": ", 1)[-1])
+        return check_input(key, value, path)
     except ValueError as e:
-        raise StudyError(f"{where.split(': ')[0]}: {e}") from None
+        raise StudyError(f"{where}: {e}") from None
 
 
 def _span(spec: dict, where: str) -> list:
@@ -336,10 +336,10 @@ def _axis(axis: str, spec, kind: Kind, where: str) -> list:
                 raise StudyError(f"{place}: an axis of tables needs a name that is not an input "
                                  f"of kind {kind.name!r} (it becomes a label column)")
             out.append({key: (_label_text(val, f"{place}[{k}].label") if key == "label" else
-                              _value(key, val, kind, f"{place}[{k}].{key}"))
+                              _value(key, val, kind, where, f"axes.{axis}[{k}].{key}"))
                         for key, val in v.items()})
         else:
-            out.append(_value(axis, v, kind, f"{place}[{k}]"))
+            out.append(_value(axis, v, kind, where, f"axes.{axis}[{k}]"))
     labels = [_label(v) if isinstance(v, dict) else json.dumps(v) for v in out]
     if len(set(labels)) != len(labels):
         raise StudyError(f"{place} repeats a value; each grid point must be distinct")

@@ -73,7 +73,10 @@ def _arch(value, name):
 
     if not isinstance(value, str):
         raise InvalidArgument(name, "an architecture name", value, "see 'connsim arch --list'")
-    get_arch(value)  # raises naming the valid names
+    try:
+        get_arch(value)
+    except (ValueError, KeyError) as e:
+        raise InvalidArgument(name, "a zoo architecture", value, str(e.args[0])) from None
     return value
 
 
@@ -108,10 +111,10 @@ def _int(low=0):
     return lambda value, name: check_int(value, name, low=low)
 
 
-def _real(value, name):
+def _real(low=0.0, high=None, **kw):
     from ._validation import check_real
 
-    return check_real(value, name, low=0, low_open=True)
+    return lambda value, name: check_real(value, name, low=low, high=high, **kw)
 
 
 def _text(value, name):
@@ -124,41 +127,38 @@ def _optional(check):
     return lambda value, name: value if value is None or value == "" else check(value, name)
 
 
-def _trainer_names(module: str, attr: str):
-    def check(value, name):
-        from importlib import import_module
-
-        return check_choice(value, getattr(import_module(f"connsim.trainer.{module}"), attr), name)
-    return check
-
-
 def _backend(value, name):
     from .trainer.backend import backend_names
 
     return check_choice(value, backend_names(), name)
 
 
-def _number(value, name):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(name, "a number", value)
-    return value
+def _library_names(module: str, attr: str):
+    """A choice among a tuple the library defines (``connsim.MODULE.ATTR``)."""
+    def check(value, name):
+        from importlib import import_module
+
+        return check_choice(value, getattr(import_module(f"connsim.{module}"), attr), name)
+    return check
 
 
 CHECKS = {
     "arch": _arch, "rule": _rule, "method": _method,
     "compression": lambda v, n: check_compression(v, n),
     "seed": _int(), "samples": lambda v, n: check_samples(v, n), "levels": _int(1),
-    "level": lambda v, n: check_level(v), "mask_model": _choices("exact", "bernoulli"),
-    "granularity": _choices("weight", "kernel", "channel"), "target": _choices("direct", "effective"),
-    "scope": _optional(_choices("global", "layerwise", "layer-matched")),
+    "level": lambda v, n: check_level(v), "mask_model": _library_names("montecarlo", "MC_MASK_MODELS"),
+    "granularity": _choices("weight", "kernel", "channel"),  # what connsim.prune prunes
+    "target": _library_names("pruning", "TARGETS"),
+    "scope": _optional(_library_names("pruning", "SCOPES")),
     "theory": _bool, "augment": _bool, "save_masks": _bool, "rounds": _optional(_int(1)),
-    "prune_batch": _int(1),
-    "iterations": _int(1), "batch_size": _int(1), "data_dir": _optional(_text),
-    "dataset": lambda v, n: v if v == "auto" else _trainer_names("data", "DATASETS")(v, n),
-    "optimizer": _trainer_names("optim", "OPTIMIZERS"),
-    "schedule": _trainer_names("optim", "SCHEDULES"), "init": _trainer_names("layers", "INITS"),
-    "backend": _backend,
-    "lr": _number, "momentum": _number, "weight_decay": _number, "fraction": _number,
+    "prune_batch": _int(1), "iterations": _int(1), "batch_size": _int(1),
+    "data_dir": _optional(_text),
+    "dataset": lambda v, n: v if v == "auto" else _library_names("trainer.data", "DATASETS")(v, n),
+    "optimizer": _library_names("trainer.optim", "OPTIMIZERS"),
+    "schedule": _library_names("trainer.optim", "SCHEDULES"),
+    "init": _library_names("trainer.layers", "INITS"), "backend": _backend,
+    "lr": _real(low_open=True), "momentum": _real(high=1.0, high_open=True),
+    "weight_decay": _real(), "fraction": _real(high=1.0, low_open=True, high_open=True),
     "milestones": lambda v, n: [check_int(x, f"{n}[{k}]", low=1) for k, x in enumerate(v)],
 }
 
@@ -320,12 +320,17 @@ def _pruned(c: dict, arch):
 PRUNED = MEASURED + ("group_fraction", "target_met")
 
 
+def _pruned_columns(c: dict, res) -> dict:
+    """The ``PRUNED`` columns of a :class:`connsim.pruning.PruneResult` (and its masks when the
+    study saves them)."""
+    return (_measured(res.measurement) | _masks_artifact(c, res.masks)
+            | {"group_fraction": res.group_fraction, "target_met": bool(res.target_met)})
+
+
 def _prune(c: dict) -> dict:
     from .zoo import get_arch
 
-    res = _pruned(c, get_arch(c["arch"]))
-    return (_measured(res.measurement) | _masks_artifact(c, res.masks)
-            | {"group_fraction": res.group_fraction, "target_met": bool(res.target_met)})
+    return _pruned_columns(c, _pruned(c, get_arch(c["arch"])))
 
 
 def _train_config(c: dict):
@@ -346,11 +351,9 @@ def _train(c: dict) -> dict:
     arch = get_arch(c["arch"], input_shape=data.input_shape)
     res = _pruned(c, arch)
     out = train(arch, data, res.masks, _train_config(c))
-    artifacts = _masks_artifact(c, res.masks)
-    artifacts.setdefault(ARTIFACTS, {})["history.json"] = _json_bytes(out.history)
-    return _measured(res.measurement) | {"group_fraction": res.group_fraction,
-                                         "target_met": bool(res.target_met),
-                                         "test_accuracy": out.test_accuracy} | artifacts
+    columns = _pruned_columns(c, res) | {"test_accuracy": out.test_accuracy}
+    columns.setdefault(ARTIFACTS, {})["history.json"] = _json_bytes(out.history)
+    return columns
 
 
 def _imp(c: dict) -> dict:

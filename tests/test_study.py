@@ -139,6 +139,8 @@ BAD = [
     (OK + "[figures.f]\nx = 'compression'", "missing key 'y'"),
     ("kind = 'predict'\n[axes]\nArch = ['lenet-5']\ncompression = [10]", "column name 'Arch'"),
     (HEAD + "compression = [nan]", "finite"),
+    ("kind = 'train'\n[axes]\nlr = [0.1, -1]\n[settings]\narch = 'lenet-5'\nmethod = 'random'\n"
+     "compression = 10", "axes.lr[1] must be"),
     (HEAD + "compression = [10\n", "not a valid TOML file"),
 ]
 

@@ -71,6 +71,24 @@ def test_help(argv):
     assert "usage: connsim" in out
 
 
+def test_help_loads_only_the_command_it_shows():
+    """``connsim --help`` lists every command without importing the library behind them (start-up
+    time: benchmarks/bench_startup.py); ``connsim measure --help`` builds only measure's options."""
+    code = ("import sys; from connsim.cli import main; main(sys.argv[1:]); "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('connsim', 'numba', 'scipy'))), file=sys.stderr)")
+    loaded = {}
+    for argv, shown in ((["--help"], "study"), (["measure", "--help"], "--level")):
+        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                           check=True)
+        loaded[argv[0]] = set(r.stderr.split())
+        assert shown in r.stdout
+    heavy = {"numba", "scipy.optimize", "connsim.graph", "connsim.trainer", "connsim.design"}
+    assert not heavy & loaded["--help"]
+    assert not heavy & loaded["measure"]
+    assert "connsim.cli.measure" in loaded["measure"]
+
+
 def test_quotas_json_and_infeasible(capsys):
     code, out, _ = run(capsys, "quotas", "--arch", "lenet-300-100", "--rule", "igq",
                        "--compression", "100", "--json")

@@ -1,8 +1,10 @@
 """The ``connsim`` command line. Every subcommand prints a readable table, or one JSON object with
 ``--json``. Errors print one line on stderr and exit with status 2.
 
-Each subcommand is a module of this package with ``add_parser(sub)`` (its options and help) and
-``run(args) -> int``; the work itself is done by the library.
+Each subcommand is a module of this package, named as the command, with ``HELP`` (its one-line
+summary), ``add_parser(sub)`` (its options) and ``run(args) -> int``; the work itself is done by the
+library. :func:`main` builds the options of the one command it runs: the others appear in
+``connsim --help`` by their summary only, so the command line never imports what it does not use.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ COMMANDS = (arch, measure, quotas, prune, predict, design, train, imp, redundanc
             study)  # in the order of --help
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``connsim`` parser with one subparser per command."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``connsim`` parser with one subparser per command.
+
+    With ``command``, only that command's options are built; the other subparsers carry their
+    summary line alone (enough for ``connsim --help`` and for the choice of command).
+    """
     parser = Parser(
         prog="connsim",
         description=(
@@ -34,9 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"connsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(sub).set_defaults(func=command.run)
+    for module in COMMANDS:
+        name = module.__name__.rsplit(".", 1)[1]
+        if command in (None, name):
+            module.add_parser(sub).set_defaults(func=module.run)
+        else:
+            sub.add_parser(name, help=module.HELP)
     return parser
+
+
+def _command_of(argv) -> str:
+    """The command named in ``argv`` (its first word that is not an option), or ``""``."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def _quiet_stdout() -> None:
@@ -50,7 +65,8 @@ def _quiet_stdout() -> None:
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a one-line usage error

@@ -6,11 +6,13 @@ from ..files import dumps
 from ..zoo import ZOO
 from ._common import add_arch_args, arch_of, emit, table
 
+HELP = "list the architecture zoo, or one architecture's prunable layers"
+
 
 def add_parser(sub):
     """Add the ``arch`` command to ``sub``."""
     p = sub.add_parser(
-        "arch", help="list the architecture zoo, or one architecture's prunable layers",
+        "arch", help=HELP,
         description="List the zoo, or the prunable layers of one architecture (weight shapes in "
                     "PyTorch layout) and its total prunable weights.",
         epilog="Example: connsim arch vgg-19 --classes 100 --json",

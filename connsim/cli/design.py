@@ -9,13 +9,15 @@ import numpy as np
 from .._validation import check_compression
 from ._common import Progress, add_arch_args, add_monte_carlo_args, arch_of, emit, number, table
 
+HELP = "optimise per-layer densities with the exact theory"
+
 
 def add_parser(sub):
     """Add the ``design`` command to ``sub``."""
     from ..design import OBJECTIVES
 
     p = sub.add_parser(
-        "design", help="optimise per-layer densities with the exact theory",
+        "design", help=HELP,
         description=(
             "Design a layerwise quota: per-layer densities that maximise the expected effective "
             "weights (--objective effective) or minimise P(disconnected) (--objective "

@@ -23,6 +23,8 @@ from ._common import (
 )
 from .train import add_training_args, train_config, train_data_arch
 
+HELP = "iterative magnitude pruning with rewinding (resumable)"
+
 
 def add_parser(sub):
     """Add the ``imp`` command to ``sub``."""
@@ -31,7 +33,7 @@ def add_parser(sub):
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
-        "imp", help="iterative magnitude pruning with rewinding (resumable)",
+        "imp", help=HELP,
         description=(
             "Iterative magnitude pruning: train, remove --fraction of the surviving weights by "
             "magnitude, rewind to initialisation (--rewind 0) or to the state after --rewind "

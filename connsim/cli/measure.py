@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ._common import add_arch_args, arch_of, big_arch, emit, fmt, table
 
+HELP = "direct vs effective density/compression of a masks file"
+
 
 def add_parser(sub):
     """Add the ``measure`` command to ``sub``."""
@@ -11,7 +13,7 @@ def add_parser(sub):
     from ..masks import LAYOUTS
 
     p = sub.add_parser(
-        "measure", help="direct vs effective density/compression of a masks file",
+        "measure", help=HELP,
         description=(
             "Measure a pruned network: direct density (nonzero mask entries / prunable weights) "
             "and effective density (weights on some input-to-output path), per layer and in "

@@ -36,10 +36,13 @@ def _rule_list(text):
     return rules
 
 
+HELP = "theory of random pruning: effective compression, P(disconnected)"
+
+
 def add_parser(sub):
     """Add the ``predict`` command to ``sub``."""
     p = sub.add_parser(
-        "predict", help="theory of random pruning: effective compression, P(disconnected)",
+        "predict", help=HELP,
         description=(
             "Predict, before training, what random pruning under a quota rule does to a network: "
             "expected effective weights and compression, P(disconnected), expected active units. "

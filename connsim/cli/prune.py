@@ -24,6 +24,8 @@ from ._common import (
     target_density,
 )
 
+HELP = "prune an architecture and write its masks"
+
 
 def add_parser(sub):
     """Add the ``prune`` command to ``sub``."""
@@ -37,7 +39,7 @@ def add_parser(sub):
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
-        "prune", help="prune an architecture and write its masks",
+        "prune", help=HELP,
         description=(
             "Prune with any method at weight, kernel or channel granularity and write the masks "
             "(.npz keyed by layer name, ready for 'connsim measure' and 'connsim train'). With "

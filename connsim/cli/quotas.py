@@ -18,13 +18,15 @@ from ._common import (
     target_density,
 )
 
+HELP = "per-layer densities of a quota rule at a global density"
+
 
 def add_parser(sub):
     """Add the ``quotas`` command to ``sub``."""
     from ..quotas import ALL_RULES
 
     p = sub.add_parser(
-        "quotas", help="per-layer densities of a quota rule at a global density",
+        "quotas", help=HELP,
         description=(
             "Per-layer densities and exact kept counts of a layerwise quota rule. Counts sum to "
             "round(D*N) exactly. An infeasible request (uniform+ beyond its limit, "

@@ -15,6 +15,8 @@ from ._common import (
     table,
 )
 
+HELP = "effective filters per layer, maximum compression, hierarchical filter pruning"
+
 
 def add_parser(sub):
     """Add the ``redundancy`` command to ``sub``."""
@@ -22,8 +24,7 @@ def add_parser(sub):
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
-        "redundancy", help="effective filters per layer, maximum compression, hierarchical "
-                           "filter pruning",
+        "redundancy", help=HELP,
         description=(
             "Effective filters (a reconstruction of Zhou et al. 2022, docs/redundancy.md): for "
             "every hidden layer read by one conv or dense layer, the numerical rank of the "

@@ -9,12 +9,14 @@ import time
 
 from ._common import Parser, Progress, emit, fmt, positive_int
 
+HELP = "run a sweep (study file) on Dask; status, export and plots of its results"
+
 
 def add_parser(sub):
     """Add the ``study`` command (with its ``run``, ``status``, ``export`` and ``plot``
     subcommands) to ``sub``."""
     p = sub.add_parser(
-        "study", help="run a sweep (study file) on Dask; status, export and plots of its results",
+        "study", help=HELP,
         description=(
             "A study file (TOML) names axes (architectures, rules, compressions, seeds, ...), a "
             "task kind and shared settings; each grid point is one task, identified by a hash of "

@@ -99,13 +99,16 @@ def train_data_arch(args):
     return data, arch
 
 
+HELP = "train an architecture under masks (NumPy, or CuPy on a GPU)"
+
+
 def add_parser(sub):
     """Add the ``train`` command to ``sub``."""
     from ..masks import LAYOUTS
     from ..trainer.data import DATASETS
 
     p = sub.add_parser(
-        "train", help="train an architecture under masks (NumPy, or CuPy on a GPU)",
+        "train", help=HELP,
         description=(
             "Train any zoo architecture (or spec file) under binary masks with the NumPy trainer; "
             "pruned weights stay exactly zero. The architecture takes the dataset's input shape "

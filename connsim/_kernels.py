@@ -4,6 +4,11 @@ Graph kernels work on one CSR edge block with rows = source nodes and columns = 
 (``indptr``, ``indices``) and boolean node states. Position kernels work on boolean feature maps
 ``(C, H, W)`` and on the kept weights of one conv layer listed as parallel int arrays grouped by
 output channel (``ptr``/``ci``/``ky``/``kx``) or by input channel (``ptr``/``co``/``ky``/``kx``).
+Mask kernels read one prunable layer's boolean mask directly, as a ``uint8`` matrix with one row
+per output node: ``(n_dst, a*k)``, ``a`` input nodes per output and ``k`` weights per group edge
+(:mod:`connsim.ops`). Source reachability comes expanded to weights (``x[s*k + j]`` = node ``s``),
+so that every row is one contiguous, vectorisable pass; output ``o`` reads the slice that starts at
+``(o // b) * a*k`` (``b`` outputs per group).
 Every parallel loop writes only to slots owned by its loop index, so results do not depend on the
 number of threads.
 """
@@ -68,6 +73,59 @@ def edge_effective(indptr, indices, src_fwd, dst_bwd, dst_all, out):
             out[indptr[i]:indptr[i + 1]] = False
         elif dst_all:
             out[indptr[i]:indptr[i + 1]] = True
+
+
+# ---------------------------------------------------------------- mask kernels
+
+CHUNK = 256  # bytes scanned (vectorised) between two checks for a hit
+
+
+@njit
+def _any_and(a, b):
+    """Whether ``a[j] & b[j]`` is nonzero for some ``j`` (a branch-free, vectorised scan)."""
+    acc = 0
+    for j in range(a.shape[0]):
+        acc |= a[j] & b[j]
+    return acc != 0
+
+
+@njit
+def mask_push(mask, b, fwd_x, fwd_dst):
+    """Forward step straight from a mask: ``fwd_dst[o] |= any(mask[o] & fwd_x[row slice of o])``.
+
+    Each row stops at the first chunk that holds a kept weight from a reached source, so a
+    well-connected layer costs a fraction of one read of its mask.
+    """
+    n_dst, w = mask.shape
+    for o in range(n_dst):
+        if fwd_dst[o]:
+            continue
+        row = mask[o]
+        x = fwd_x[(o // b) * w:(o // b) * w + w]
+        for start in range(0, w, CHUNK):
+            if _any_and(row[start:start + CHUNK], x[start:start + CHUNK]):
+                fwd_dst[o] = 1
+                break
+
+
+@njit
+def mask_pull(mask, b, fwd_x, bwd_dst, bwd_x, eff):
+    """Backward step and effective mask in one pass over the rows of co-reached outputs ``o``:
+    ``eff[o] = mask[o] & fwd_x[slice]`` and ``bwd_x[slice] |= mask[o]``; the rows of outputs that
+    are not co-reached are zeroed without reading the mask. Every byte of ``eff`` is written, so it
+    may arrive uninitialised (fresh zeroed pages would cost one more write pass)."""
+    n_dst, w = mask.shape
+    for o in range(n_dst):
+        row, out = mask[o], eff[o]
+        if not bwd_dst[o]:
+            out[:] = 0
+            continue
+        x = fwd_x[(o // b) * w:(o // b) * w + w]
+        y = bwd_x[(o // b) * w:(o // b) * w + w]
+        for j in range(w):
+            m = row[j]
+            out[j] = m & x[j]
+            y[j] |= m
 
 
 # ---------------------------------------------------------------- position-level kernels

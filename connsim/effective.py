@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _kernels
 from ._validation import LEVELS as LEVELS  # the levels, named here where they are computed
 from ._validation import check_level
 from .architectures import Architecture
-from .graph import _build_graph, reachability
 from .masks import check_masks
 from .ops import OPS, lower
 
@@ -66,24 +66,50 @@ class Connectivity:
         return both
 
 
+def _rows(a: np.ndarray, n_dst: int) -> np.ndarray:
+    """A layer's mask (or effective mask) as the ``uint8`` matrix of the mask kernels."""
+    return a.reshape(n_dst, -1).view(np.uint8)
+
+
+def _expand(nodes: np.ndarray, k: int) -> np.ndarray:
+    """Node states repeated for the ``k`` weights of each group edge (``uint8``)."""
+    return nodes.view(np.uint8) if k == 1 else np.repeat(nodes.view(np.uint8), k)
+
+
 def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
+    """One forward pass and one fused backward/effective pass straight over the masks, in the
+    lowering's order: no sparse matrix is built (``docs/performance.md``)."""
     topo = lower(arch)
-    flat = {n.name: np.flatnonzero(masks[n.name]) for n in arch.layers}
-    fwd, bwd = reachability(_build_graph(arch, masks, flat, keep))
-    for name, k in keep.items():  # a deleted unit has no in-edges, and is on no path
-        g = topo.names.index(name)
-        fwd[g], bwd[g] = fwd[g] & k, bwd[g] & k
+    keep = {topo.names.index(name): k for name, k in keep.items()}
+    fwd = [np.zeros(n, dtype=bool) for n in topo.sizes]
+    bwd = [np.zeros(n, dtype=bool) for n in topo.sizes]
+    fwd[0][:] = True
+    bwd[-1][:] = True
+    for e in topo.edges:  # by destination: every source is settled before it is read
+        if e.layer is None:
+            fwd[e.dst][e.offset:e.offset + topo.sizes[e.src]] |= fwd[e.src]
+        else:
+            _kernels.mask_push(_rows(masks[e.layer], topo.sizes[e.dst]), e.b,
+                               _expand(fwd[e.src], e.k), fwd[e.dst].view(np.uint8))
+        if e.dst in keep:  # a deleted unit has no in-edges, and is on no path
+            fwd[e.dst] &= keep[e.dst]
     effective, units = {}, {}
-    for e in topo.layer_edges:
-        src, dst = e.ends(flat[e.layer])
-        hit = fwd[e.src][src] & bwd[e.dst][dst]
-        eff = np.zeros(masks[e.layer].shape, dtype=bool)
-        eff.reshape(-1)[flat[e.layer][hit]] = True
+    for e in reversed(topo.edges):  # every destination is settled before it is read
+        if e.dst in keep:
+            bwd[e.dst] &= keep[e.dst]
+        if e.layer is None:
+            bwd[e.src] |= bwd[e.dst][e.offset:e.offset + topo.sizes[e.src]]
+            continue
+        mask, n_dst = masks[e.layer], topo.sizes[e.dst]
+        eff = np.empty(mask.shape, dtype=bool)
+        bwd_x = bwd[e.src] if e.k == 1 else np.zeros(topo.sizes[e.src] * e.k, dtype=bool)
+        _kernels.mask_pull(_rows(mask, n_dst), e.b, _expand(fwd[e.src], e.k),
+                           bwd[e.dst].view(np.uint8), bwd_x.view(np.uint8), _rows(eff, n_dst))
+        if e.k > 1:
+            bwd[e.src] |= bwd_x.reshape(-1, e.k).any(axis=1)
+            if arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads
+                units[e.src] = bwd_x
         effective[e.layer] = eff
-        if e.k > 1 and arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads
-            n_in = masks[e.layer].shape[1]
-            seen = units.setdefault(e.src, np.zeros(n_in, dtype=bool))
-            seen[flat[e.layer][bwd[e.dst][flat[e.layer] // n_in]] % n_in] = True
     forward, backward = {}, {}
     for k, node in enumerate(arch.nodes):
         forward[node.name], backward[node.name] = fwd[k], bwd[k]
@@ -91,6 +117,7 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
             per = node.size // topo.sizes[k]
             forward[node.name] = np.repeat(fwd[k], per)
             backward[node.name] = units.get(k, np.repeat(bwd[k], per))  # the output: all units
+    effective = {name: effective[name] for name in arch.layer_names}
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 
@@ -144,8 +171,11 @@ def connectivity(
     -----
     A kept weight is effective iff it lies on a directed path from an input unit to an output
     unit (Vysogorets & Kempe, "Connectivity Matters", JMLR 2023). A unit fed only by its bias is
-    not forward-reachable. Cost: channel level O(nnz + units); position level
-    O(kept weights x output positions) in the worst case, far less when maps fill up early.
+    not forward-reachable. Cost: the channel level reads the masks themselves, with no sparse
+    matrix: a forward step that stops in each row at the first kept weight from a reached input,
+    then one fused pass that writes the effective mask (about one copy of the masks in all,
+    ``docs/performance.md``); position level O(kept weights x output positions) in the worst case,
+    far less when maps fill up early.
 
     Examples
     --------

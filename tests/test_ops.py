@@ -5,10 +5,22 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from connsim import ArchBuilder, SpecError, connectivity, from_dict, get_arch, predict, quota
+from connsim import (
+    ArchBuilder,
+    SpecError,
+    build_graph,
+    connectivity,
+    effective_edges,
+    from_dict,
+    get_arch,
+    predict,
+    quota,
+    reachability,
+)
 from connsim.montecarlo import count_effective, monte_carlo
 from connsim.ops import OPS, lower
 from tests.naive import nx_channel_effective, nx_position_effective, synflow_effective
@@ -252,3 +264,32 @@ def test_flatten_as_the_output_node():
         assert conn.forward["f"].shape == conn.backward["f"].shape == (8,)
         assert conn.forward["f"].all() and conn.backward["f"].all()
         assert conn.effective["c"].sum() == 2
+
+
+@settings(max_examples=40)
+@given(st.one_of(modern_archs(), conv_archs()), st.floats(0.02, 0.9), st.integers(0, 2**32 - 1))
+def test_channel_level_from_masks_equals_the_sparse_graph_path(arch, d, seed):
+    """The fused mask kernels of :func:`connectivity` against reachability on the SciPy graph of
+    :func:`build_graph`, node by node, and edge by edge."""
+    masks = random_masks(arch, d, seed)
+    c = connectivity(arch, masks)
+    graph = build_graph(arch, masks)
+    fwd, bwd = reachability(graph)
+    eff = effective_edges(graph, fwd, bwd)
+    topo = lower(arch)
+    for k, node in enumerate(arch.nodes):
+        if node.op != "flatten":
+            np.testing.assert_array_equal(c.forward[node.name], fwd[k], err_msg=node.name)
+            np.testing.assert_array_equal(c.backward[node.name], bwd[k], err_msg=node.name)
+    for e, block, on_path in zip(topo.edges, graph.blocks, eff, strict=True):
+        if e.layer is not None:  # a group edge is effective iff one of its kept weights is
+            src, dst = e.ends(np.flatnonzero(c.effective[e.layer]))
+            hit = sp.csr_array((np.ones(src.size, bool), (src, dst)), shape=block.adj.shape)
+            np.testing.assert_array_equal(hit.toarray(), _edges(block.adj, on_path))
+
+
+def _edges(adj, values):
+    out = np.zeros(adj.shape, bool)
+    coo = adj.tocoo()
+    out[coo.row, coo.col] = values
+    return out

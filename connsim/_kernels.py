@@ -19,60 +19,81 @@ import numpy as np
 from ._config import njit, pnjit, prange
 
 # ---------------------------------------------------------------- graph (CSR) kernels
+#
+# A whole LayeredGraph in one call: its blocks' ``indptr`` and ``indices`` packed end to end
+# (block ``k`` at ``ptr_off[k]`` and ``idx_off[k]``, local values), node states flat over all groups
+# (group ``g`` at ``node_off[g]``), ``b_src``/``b_dst`` the groups of each block.
 
 
 @njit
-def push_reach(indptr, indices, src, dst):
-    """Forward step: ``dst[j] |= src[i]`` for every edge ``i -> j``.
+def graph_reach(order_f, order_b, b_src, b_dst, node_off, ptr_off, idx_off, indptr, indices,
+                fwd, bwd):
+    """Forward reachability (blocks in ``order_f``, by destination) and backward co-reachability
+    (blocks in ``order_b``, by source, latest first) of a packed graph, in place.
 
-    Stops as soon as every destination is reached, so dense-enough blocks cost far less than a
-    full pass over ``indices``.
+    The forward step scatters from reached sources and counts the destinations it newly
+    reaches without a branch, so it stops at the end of the row that settles the block; the
+    backward step stops each source at its first co-reached destination.
     """
-    n_dst = dst.shape[0]
-    count = 0
-    for j in range(n_dst):
-        if dst[j]:
-            count += 1
-    if count == n_dst:
-        return
-    for i in range(src.shape[0]):
-        if src[i]:
-            for k in range(indptr[i], indptr[i + 1]):
-                j = indices[k]
-                if not dst[j]:
-                    dst[j] = True
-                    count += 1
-                    if count == n_dst:
-                        return
+    for t in range(order_f.shape[0]):
+        k = order_f[t]
+        s0, d0 = node_off[b_src[k]], node_off[b_dst[k]]
+        n_src, n_dst = node_off[b_src[k] + 1] - s0, node_off[b_dst[k] + 1] - d0
+        p0, i0 = ptr_off[k], idx_off[k]
+        left = n_dst
+        for j in range(d0, d0 + n_dst):
+            left -= fwd[j]
+        for i in range(n_src):
+            if left == 0:
+                break
+            if fwd[s0 + i]:
+                for q in range(i0 + indptr[p0 + i], i0 + indptr[p0 + i + 1]):
+                    j = d0 + indices[q]
+                    left -= 1 - fwd[j]
+                    fwd[j] = 1
+    for t in range(order_b.shape[0]):
+        k = order_b[t]
+        s0, d0 = node_off[b_src[k]], node_off[b_dst[k]]
+        n_src = node_off[b_src[k] + 1] - s0
+        p0, i0 = ptr_off[k], idx_off[k]
+        for i in range(n_src):
+            if not bwd[s0 + i]:
+                for q in range(i0 + indptr[p0 + i], i0 + indptr[p0 + i + 1]):
+                    if bwd[d0 + indices[q]]:
+                        bwd[s0 + i] = 1
+                        break
 
 
-@pnjit
-def pull_reach(indptr, indices, dst, src):
-    """Backward step: ``src[i] |= any(dst[j] for edges i -> j)``, stopping at the first hit."""
-    for i in prange(src.shape[0]):
-        if not src[i]:
-            for k in range(indptr[i], indptr[i + 1]):
-                if dst[indices[k]]:
-                    src[i] = True
-                    break
+@njit
+def graph_effective(b_src, b_dst, node_off, ptr_off, idx_off, indptr, indices, fwd, bwd, out):
+    """``out[q]`` (edges packed as ``indices``) is whether edge ``q = (i, j)`` joins a reached
+    source to a co-reached destination: a flat gather over each block's edges (a fill when every
+    destination is co-reached), then the rows of unreached sources are cleared."""
+    for k in range(b_src.shape[0]):
+        s0, d0 = node_off[b_src[k]], node_off[b_dst[k]]
+        n_src, n_dst = node_off[b_src[k] + 1] - s0, node_off[b_dst[k] + 1] - d0
+        p0, i0 = ptr_off[k], idx_off[k]
+        edges = out[i0:idx_off[k + 1]]
+        dst = bwd[d0:d0 + n_dst]
+        if _all_set(dst):
+            edges[:] = 1
+        else:
+            idx = indices[i0:idx_off[k + 1]]
+            for q in range(edges.shape[0]):
+                edges[q] = dst[idx[q]]
+        if not _all_set(fwd[s0:s0 + n_src]):
+            for i in range(n_src):
+                if not fwd[s0 + i]:
+                    edges[indptr[p0 + i]:indptr[p0 + i + 1]] = 0
 
 
-@pnjit
-def edge_effective(indptr, indices, src_fwd, dst_bwd, dst_all, out):
-    """``out[k] = src_fwd[i] and dst_bwd[j]`` for edge ``k = (i, j)``.
-
-    A flat gather over all edges (it vectorises far better than a loop per row), then a row pass
-    that clears rows whose source is unreachable. ``dst_all`` (every destination co-reachable)
-    turns the gather into fills.
-    """
-    if not dst_all:
-        for k in prange(indices.shape[0]):
-            out[k] = dst_bwd[indices[k]]
-    for i in prange(src_fwd.shape[0]):
-        if not src_fwd[i]:
-            out[indptr[i]:indptr[i + 1]] = False
-        elif dst_all:
-            out[indptr[i]:indptr[i + 1]] = True
+@njit
+def _all_set(a):
+    """Whether every byte of ``a`` is nonzero (a vectorised count)."""
+    c = 0
+    for j in range(a.shape[0]):
+        c += a[j] != 0
+    return c == a.shape[0]
 
 
 # ---------------------------------------------------------------- mask kernels
@@ -126,6 +147,19 @@ def mask_pull(mask, b, fwd_x, bwd_dst, bwd_x, eff):
             m = row[j]
             out[j] = m & x[j]
             y[j] |= m
+
+
+@njit
+def mask_or(mask, b, bwd_dst, bwd_x):
+    """``bwd_x[slice] |= mask[o]`` for every co-reached output ``o``: the backward step of
+    :func:`mask_pull` alone (the position level forms its effective masks after every step)."""
+    n_dst, w = mask.shape
+    for o in range(n_dst):
+        if bwd_dst[o]:
+            row = mask[o]
+            y = bwd_x[(o // b) * w:(o // b) * w + w]
+            for j in range(w):
+                y[j] |= row[j]
 
 
 # ---------------------------------------------------------------- position-level kernels

@@ -20,7 +20,7 @@ and one block per edge of the architecture's lowering (:func:`connsim.ops.lower`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -87,6 +87,7 @@ class LayeredGraph:
     names: tuple[str, ...]
     sizes: tuple[int, ...]
     blocks: tuple[Block, ...]
+    _packed: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if len(self.names) != len(self.sizes) or len(self.sizes) < 2:
@@ -103,6 +104,7 @@ class LayeredGraph:
             adj = check_csr(b.adj, (self.sizes[b.src], self.sizes[b.dst]), f"block {k}")
             checked.append(Block(b.src, b.dst, adj, b.layer))
         object.__setattr__(self, "blocks", tuple(checked))
+        object.__setattr__(self, "_packed", _pack(self))
 
     @property
     def n_edges(self) -> int:
@@ -136,8 +138,30 @@ class LayeredGraph:
         return g
 
 
-def _csr_arrays(adj: sp.csr_array):
-    return adj.indptr, adj.indices
+def _pack(graph: LayeredGraph) -> tuple:
+    """The graph as the one-call kernels read it (``connsim._kernels``): every block's index
+    arrays are moved into two shared buffers and the blocks keep views of them, so the packed
+    form costs no second copy of the edges."""
+    blocks = graph.blocks
+    ptr_off = np.cumsum([0] + [b.adj.indptr.size for b in blocks], dtype=np.int64)
+    idx_off = np.cumsum([0] + [b.adj.nnz for b in blocks], dtype=np.int64)
+    indptr = np.empty(ptr_off[-1], dtype=np.int64)
+    indices = np.empty(idx_off[-1], dtype=np.int64)
+    for k, b in enumerate(blocks):
+        indptr[ptr_off[k]:ptr_off[k + 1]] = b.adj.indptr
+        indices[idx_off[k]:idx_off[k + 1]] = b.adj.indices
+        b.adj.indptr = indptr[ptr_off[k]:ptr_off[k + 1]]
+        b.adj.indices = indices[idx_off[k]:idx_off[k + 1]]
+    src = np.array([b.src for b in blocks], dtype=np.int64)
+    dst = np.array([b.dst for b in blocks], dtype=np.int64)
+    order_f = np.argsort(dst, kind="stable")
+    order_b = np.argsort(-src, kind="stable")
+    node_off = np.cumsum([0, *graph.sizes], dtype=np.int64)
+    return order_f, order_b, src, dst, node_off, ptr_off, idx_off, indptr, indices
+
+
+def _split(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [flat[offsets[k]:offsets[k + 1]] for k in range(offsets.size - 1)]
 
 
 def reachability(graph: LayeredGraph) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -150,19 +174,18 @@ def reachability(graph: LayeredGraph) -> tuple[list[np.ndarray], list[np.ndarray
 
     Notes
     -----
-    One push pass and one pull pass over the blocks in topological order; each stops early once
-    its destinations are settled, so the cost is at most O(nnz + number of nodes).
+    One kernel call for the whole graph: a push pass and a pull pass over the blocks in
+    topological order, each stopping early once its destinations are settled, so the cost is at
+    most O(nnz + number of nodes) and usually a fraction of one read of the edges.
     """
-    fwd = [np.zeros(n, dtype=bool) for n in graph.sizes]
-    bwd = [np.zeros(n, dtype=bool) for n in graph.sizes]
-    fwd[0][:] = True
-    bwd[-1][:] = True
-    by_dst = sorted(graph.blocks, key=lambda b: b.dst)
-    for b in by_dst:
-        _kernels.push_reach(*_csr_arrays(b.adj), fwd[b.src], fwd[b.dst])
-    for b in sorted(graph.blocks, key=lambda b: -b.src):
-        _kernels.pull_reach(*_csr_arrays(b.adj), bwd[b.dst], bwd[b.src])
-    return fwd, bwd
+    order_f, order_b, *packed = graph._packed
+    node_off = packed[2]
+    fwd = np.zeros(node_off[-1], dtype=bool)
+    bwd = np.zeros(node_off[-1], dtype=bool)
+    fwd[:node_off[1]] = True
+    bwd[node_off[-2]:] = True
+    _kernels.graph_reach(order_f, order_b, *packed, fwd.view(np.uint8), bwd.view(np.uint8))
+    return _split(fwd, node_off), _split(bwd, node_off)
 
 
 def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np.ndarray]:
@@ -173,17 +196,12 @@ def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np
     """
     if forward is None or backward is None:
         forward, backward = reachability(graph)
-    out = []
-    for b in graph.blocks:
-        src_fwd, dst_bwd = forward[b.src], backward[b.dst]
-        dst_all = bool(dst_bwd.all())
-        if dst_all and src_fwd.all():  # the whole block is effective: a memset, not a loop
-            eff = np.ones(b.adj.nnz, dtype=bool)
-        else:
-            eff = np.empty(b.adj.nnz, dtype=bool)
-            _kernels.edge_effective(*_csr_arrays(b.adj), src_fwd, dst_bwd, dst_all, eff)
-        out.append(eff)
-    return out
+    packed = graph._packed[2:]
+    fwd = np.concatenate(forward).astype(bool, copy=False)
+    bwd = np.concatenate(backward).astype(bool, copy=False)
+    out = np.empty(packed[-1].size, dtype=bool)
+    _kernels.graph_effective(*packed, fwd.view(np.uint8), bwd.view(np.uint8), out.view(np.uint8))
+    return _split(out, packed[4])
 
 
 def dense_to_csr(a: np.ndarray) -> sp.csr_array:

@@ -240,24 +240,25 @@ class Dense(Op):
         return [Edge(arch.index(src.name), k, node.name, per, src.size // per, node.channels)]
 
     def prepare(self, node, mask):
-        """CSR of the transposed mask (rows = inputs), the block the kernels read."""
-        from .graph import dense_to_csr
-
-        return dense_to_csr(mask.T)
+        """The mask as the ``uint8`` rows the mask kernels read (a view, no copy)."""
+        return mask.view(np.uint8)
 
     def push(self, node, xs, cache):
         """An output unit is reached iff a kept weight reads a reached input."""
         out = np.zeros(node.shape, dtype=bool)
-        _kernels().push_reach(cache.indptr, cache.indices, xs[0], out)
+        _kernels().mask_push(cache, cache.shape[0], xs[0].view(np.uint8), out.view(np.uint8))
         return out
 
     def pull(self, node, y, bwds, cache):
         """An input unit is co-reached iff a kept weight carries it to a co-reached output."""
-        _kernels().pull_reach(cache.indptr, cache.indices, y, bwds[0])
+        _kernels().mask_or(cache, cache.shape[0], y.view(np.uint8), bwds[0].view(np.uint8))
 
     def effective(self, node, mask, cache, fwd_in, bwd_out):
         """Kept weights from a reached input to a co-reached output."""
-        return mask & fwd_in[None, :] & bwd_out.reshape(-1)[:, None]
+        eff = np.empty(mask.shape, dtype=bool)
+        _kernels().mask_pull(cache, cache.shape[0], fwd_in.view(np.uint8), bwd_out.view(np.uint8),
+                             np.zeros(fwd_in.shape, np.uint8), eff.view(np.uint8))
+        return eff
 
 
 class Conv(Op):

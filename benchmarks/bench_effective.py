@@ -1,25 +1,37 @@
-"""Effective-mask speed against named baselines, all measured in the same run.
+"""Effective-mask speed against named baselines, all measured in the same run, at 1 and 2 threads.
 
     python benchmarks/bench_effective.py [--quick] [--repeat N]
 
-Workloads: the dense chain 784-4096-4096-4096-4096-10 at density 0.2 and 0.01; VGG-19 (CIFAR-100)
-at compression 100 and 1000 at both levels. For each, the time of connsim's effective-mask pass on a
-prebuilt CSR graph is printed next to:
+From masks (what ``connsim measure`` does: dense boolean masks in, effective masks out; channel
+level): the chain 784-4096-4096-4096-4096-10 at density 0.2 and 0.01, VGG-19 (CIFAR-100) at
+compression 100 and 1000. connsim's ``effective_masks`` next to
 
-  stream   one streaming read of every CSR index array (a parallel Numba sum): the memory floor
-  dense    dense boolean-as-float matrix products, the method of the reference paper's code
-  scipy    SciPy sparse matrix-vector products
-  csgraph  scipy.sparse.csgraph breadth-first search on the whole graph
-  networkx networkx descendants/ancestors (small graphs only)
-  torch    SynFlow-style autograd on the linearised |W|*M network (only when torch is installed)
+  read     one plain read of every mask byte (a Numba sum with the same thread count): the floor
+  copy     ``np.copy`` of every mask: what any function that returns new masks pays at least
+  sparse   the SciPy-graph path: ``build_graph`` + ``reachability`` + ``effective_edges``
+  paper    the reference paper's method in NumPy: dense float products of channel adjacencies
 
-Ratios are baseline time / connsim time (> 1 means connsim is faster), except 'x stream', which is
-connsim time / streaming-read time. Every method is called once before timing (compilation).
+Prebuilt graph (``reachability`` + ``effective_edges`` on a ``LayeredGraph``): the chain at 0.2 and
+0.01 next to ``stream`` (one read of every CSR index array, same thread count), SciPy sparse
+products, ``scipy.sparse.csgraph`` breadth-first search and, when installed, a SynFlow-style torch
+autograd pass (never a dependency).
+
+Ratios: ``Nx read``/``Nx stream`` is connsim time over the floor; ``(Nx)`` after a baseline is
+the baseline's time over connsim's (above 1: connsim is faster). Every method runs once before
+timing (compilation, page faults); times are the minimum of ``--repeat`` runs, with the median
+beside it. Goals (the script exits 1 when one is missed, except
+with ``--quick``, a smoke run at small sizes that CI runs without asserting):
+
+  from masks      connsim <= 3x read, and paper >= 20x connsim
+  prebuilt graph  connsim <= 3x stream
+  threads         no workload more than 10 % slower with 2 threads than with 1 (noise allowance)
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
 
 import numba
@@ -28,50 +40,89 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
 import connsim
-from connsim import effective_edges, reachability
-from connsim.graph import _build_graph, chain, dense_to_csr
+from connsim import build_graph, effective_edges, reachability
+from connsim.graph import chain, dense_to_csr
+from connsim.ops import lower
+
+GOALS = {"read": 3.0, "paper": 20.0, "stream": 3.0, "threads": 1.10}
 
 
-def best_time(fn, repeat):
-    fn()  # warm-up: compile, fault in pages
+def timed(fn, repeat):
+    for _ in range(3):  # warm-up: compile, fault in pages, let the allocator settle
+        fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return min(times)
+    return min(times), statistics.median(times)
 
 
 @numba.njit(parallel=True, cache=True)
-def _stream_sum(a):
+def _byte_sum(a):
     s = 0
     for i in numba.prange(a.shape[0]):
         s += a[i]
     return s
 
 
+def read_masks(masks):
+    return sum(_byte_sum(m.reshape(-1).view(np.uint8)) for m in masks.values())
+
+
 def stream_read(graph):
-    return sum(_stream_sum(b.adj.indices) for b in graph.blocks)
+    return sum(_byte_sum(b.adj.indices.view(np.uint8)) for b in graph.blocks)
 
 
-def connsim_pass(graph):
-    fwd, bwd = reachability(graph)
-    return effective_edges(graph, fwd, bwd)
+def sparse_path(arch, masks):
+    graph = build_graph(arch, masks)
+    return effective_edges(graph, *reachability(graph))
 
 
-def dense_method(mats):
-    """Float matrix products over dense masks (rows = source), as in the paper's code."""
-    fwd = [np.ones(mats[0].shape[0], np.float32)]
-    for m in mats:
-        fwd.append(((fwd[-1] @ m) > 0).astype(np.float32))
-    bwd = [np.ones(mats[-1].shape[1], np.float32)]
-    for m in reversed(mats):
-        bwd.append(((m @ bwd[-1]) > 0).astype(np.float32))
-    bwd = bwd[::-1]
-    return [m * np.outer(fwd[k], bwd[k + 1]) for k, m in enumerate(mats)]
+def paper_numpy(arch, masks):
+    """Dense float products over the channel adjacencies of the masks, then the masks multiplied
+    by the outer product of forward and backward reachability (ungrouped layers)."""
+    topo = lower(arch)
+    adj = {}
+    for e in topo.layer_edges:
+        n_dst = topo.sizes[e.dst]
+        adj[e.layer] = masks[e.layer].reshape(n_dst, e.a, e.k).any(axis=2).T.astype(np.float32)
+    fwd = [np.zeros(n, np.float32) for n in topo.sizes]
+    bwd = [np.zeros(n, np.float32) for n in topo.sizes]
+    fwd[0][:], bwd[-1][:] = 1, 1
+    for e in topo.edges:
+        n = topo.sizes[e.src]
+        if e.layer is None:
+            fwd[e.dst][e.offset:e.offset + n] += fwd[e.src]
+        else:
+            fwd[e.dst] += ((fwd[e.src] @ adj[e.layer]) > 0).astype(np.float32)
+        fwd[e.dst] = np.minimum(fwd[e.dst], 1)
+    for e in reversed(topo.edges):
+        n = topo.sizes[e.src]
+        if e.layer is None:
+            bwd[e.src] += bwd[e.dst][e.offset:e.offset + n]
+        else:
+            bwd[e.src] += ((adj[e.layer] @ bwd[e.dst]) > 0).astype(np.float32)
+        bwd[e.src] = np.minimum(bwd[e.src], 1)
+    out = {}
+    for e in topo.layer_edges:
+        m = masks[e.layer]
+        keep = np.outer(bwd[e.dst], np.repeat(fwd[e.src], e.k)).reshape(m.shape)
+        out[e.layer] = m * keep > 0
+    return out
 
 
-def scipy_method(graph):
+def torch_synflow_mlp(torch, weights):
+    """weights: list of (out, in) float tensors |W|*M; effective = mask & grad != 0."""
+    ws = [w.clone().requires_grad_(True) for w in weights]
+    x = torch.ones(ws[0].shape[1], dtype=torch.float64)
+    for w in ws:
+        x = w @ x
+    x.sum().backward()
+    return [(w.grad != 0) & (w.detach() != 0) for w in ws]
+
+
+def scipy_products(graph):
     fwd = [np.ones(graph.sizes[0])]
     for b in graph.blocks:
         fwd.append((b.adj.T @ fwd[-1] > 0).astype(float))
@@ -103,7 +154,7 @@ def big_matrix(graph):
     return a, sp.csr_array(a.T), off
 
 
-def csgraph_method(big, big_t, off, graph):
+def csgraph_bfs(big, big_t, off, graph):
     f = np.zeros(big.shape[0], bool)
     f[csgraph.breadth_first_order(big, 0, return_predecessors=False)] = True
     b = np.zeros(big.shape[0], bool)
@@ -115,131 +166,129 @@ def csgraph_method(big, big_t, off, graph):
     return out
 
 
-def networkx_method(graph):
-    import networkx as nx
+class Report:
+    """Collects the rows, the goals and the thread comparison."""
 
-    g = graph.to_networkx(max_nodes=10**7)
-    g.add_edges_from(("S", (graph.names[0], i)) for i in range(graph.sizes[0]))
-    g.add_edges_from(((graph.names[-1], j), "T") for j in range(graph.sizes[-1]))
-    return nx.descendants(g, "S"), nx.ancestors(g, "T")
+    def __init__(self):
+        self.missed, self.by_threads = [], {}
 
+    def line(self, threads, label, t_ref, results, goal_names=()):
+        t_min, t_med = t_ref
+        self.by_threads.setdefault(label, {})[threads] = t_min
+        parts = [f"  {label:<40} {threads}t connsim {t_min * 1e3:8.2f} ms (median {t_med * 1e3:8.2f})"]
+        for name, (b_min, _) in results:
+            if name in ("read", "stream"):
+                ratio = t_min / b_min
+                parts.append(f"{name} {b_min * 1e3:7.2f} ms -> {ratio:5.2f}x {name}")
+                if name in goal_names and ratio > GOALS[name]:
+                    self.missed.append(f"{label}, {threads} thread(s): {ratio:.2f}x {name} "
+                                       f"(goal <= {GOALS[name]})")
+            else:
+                ratio = b_min / t_min
+                parts.append(f"{name} {b_min * 1e3:8.2f} ms ({ratio:6.1f}x)")
+                if name in goal_names and ratio < GOALS[name]:
+                    self.missed.append(f"{label}, {threads} thread(s): paper method only "
+                                       f"{ratio:.1f}x slower (goal >= {GOALS[name]})")
+        print("  ".join(parts), flush=True)
 
-def torch_synflow_mlp(torch, weights):
-    """weights: list of (out, in) float tensors |W|*M; effective = mask & grad != 0."""
-    ws = [w.clone().requires_grad_(True) for w in weights]
-    x = torch.ones(ws[0].shape[1], dtype=torch.float64)
-    for w in ws:
-        x = w @ x
-    x.sum().backward()
-    return [(w.grad != 0) & (w.detach() != 0) for w in ws]
-
-
-def torch_synflow_arch(torch, arch, weights):
-    """Linearised network on the arch DAG: conv/dense with |W|*M, avg pooling, ones input."""
-    F = torch.nn.functional
-    ws = {k: w.clone().requires_grad_(True) for k, w in weights.items()}
-    act = {arch.nodes[0].name: torch.ones((1, *arch.input_shape), dtype=torch.float64)}
-    for node in arch.nodes[1:]:
-        x = act[node.inputs[0]]
-        if node.op == "conv":
-            y = F.conv2d(x, ws[node.name], stride=node.stride, padding=node.padding)
-        elif node.op == "dense":
-            y = x @ ws[node.name].T
-        elif node.op == "pool":
-            y = F.avg_pool2d(x, node.kernel, node.stride)
-        elif node.op == "flatten":
-            y = x.flatten(1)
-        else:
-            y = sum(act[s] for s in node.inputs)
-        act[node.name] = y
-    act[arch.output.name].sum().backward()
-    return {k: (w.grad != 0) & (w.detach() != 0) for k, w in ws.items()}
+    def threads(self):
+        print("\nthreads: connsim time with 2 threads / with 1 (goal <= "
+              f"{GOALS['threads']:.2f})")
+        for label, t in self.by_threads.items():
+            if 1 in t and 2 in t:
+                ratio = t[2] / t[1]
+                print(f"  {label:<40} {ratio:5.2f}")
+                if ratio > GOALS["threads"]:
+                    self.missed.append(f"{label}: {ratio:.2f}x slower with 2 threads")
 
 
-def row(label, t_ref, results):
-    parts = [f"{label:<34} connsim {t_ref * 1e3:9.2f} ms"]
-    for name, t in results:
-        if name == "stream":
-            parts.append(f"stream {t * 1e3:8.2f} ms (= {t_ref / t:5.2f} x stream)")
-        else:
-            parts.append(f"{name} {t * 1e3:9.1f} ms ({t / t_ref:7.1f}x)")
-    print("  ".join(parts), flush=True)
+def random_masks(arch, density, rng):
+    return {n.name: rng.random(arch.weight_shape(n), dtype=np.float32) < density
+            for n in arch.layers}
 
 
-def bench_chain(widths, density, repeat, rng, torch):
-    mats = [rng.random((a, b), dtype=np.float32) < density
-            for a, b in zip(widths[:-1], widths[1:], strict=True)]
-    graph = chain([dense_to_csr(m) for m in mats])
-    ref = connsim_pass(graph)
-    t_ref = best_time(lambda: connsim_pass(graph), repeat)
-    res = [("stream", best_time(lambda: stream_read(graph), repeat))]
-    fmats = [m.astype(np.float32) for m in mats]
-    res.append(("dense", best_time(lambda: dense_method(fmats), max(1, repeat // 3))))
-    res.append(("scipy", best_time(lambda: scipy_method(graph), repeat)))
-    big, big_t, off = big_matrix(graph)
-    got = csgraph_method(big, big_t, off, graph)
-    assert all((a == b).all() for a, b in zip(got, ref, strict=True)), "csgraph disagrees"
-    res.append(("csgraph", best_time(lambda: csgraph_method(big, big_t, off, graph), repeat)))
-    if graph.n_edges < 200_000:
-        res.append(("networkx", best_time(lambda: networkx_method(graph), 1)))
-    if torch is not None:
-        tw = [torch.from_numpy(m.T.astype(np.float64)) for m in mats]
-        res.append(("torch", best_time(lambda: torch_synflow_mlp(torch, tw), max(1, repeat // 3))))
-    row(f"chain {'-'.join(map(str, widths))} d={density}", t_ref, res)
-    print(f"{'':34} edges {graph.n_edges:,}; index bytes "
-          f"{sum(b.adj.indices.nbytes for b in graph.blocks) / 2**20:.1f} MiB")
+def from_masks(report, threads, label, arch, masks, repeat, goals=True):
+    got = connsim.effective_masks(arch, masks)
+    paper = paper_numpy(arch, masks)
+    assert all((paper[k] == got[k]).all() for k in got), "paper method disagrees"
+    t = timed(lambda: connsim.effective_masks(arch, masks), repeat)
+    res = [("read", timed(lambda: read_masks(masks), repeat)),
+           ("copy", timed(lambda: [m.copy() for m in masks.values()], repeat)),
+           ("sparse", timed(lambda: sparse_path(arch, masks), max(1, repeat // 2))),
+           ("paper", timed(lambda: paper_numpy(arch, masks), max(1, repeat // 3)))]
+    report.line(threads, label, t, res, ("read", "paper") if goals else ())
 
 
-def bench_arch(arch, compression, repeat, rng, torch):
-    masks = {n.name: rng.random(arch.weight_shape(n), dtype=np.float32) < 1 / compression
-             for n in arch.layers}
-    canonical = connsim.check_masks(arch, masks)
-    graph = _build_graph(arch, canonical)
-    t_graph = best_time(lambda: connsim_pass(graph), repeat)
-    t_build = best_time(lambda: _build_graph(arch, canonical), max(1, repeat // 3))
-    t_ch = best_time(lambda: connsim.connectivity(arch, masks, level="channel"), repeat)
-    t_pos = best_time(lambda: connsim.connectivity(arch, masks, level="position"), repeat)
-    res = [("stream", best_time(lambda: stream_read(graph), repeat))]
-    mats = [b.adj.toarray().astype(np.float32) for b in graph.blocks]
-    res.append(("dense", best_time(lambda: dense_method(mats), max(1, repeat // 3))))
-    res.append(("scipy", best_time(lambda: scipy_method(graph), repeat)))
-    row(f"{arch.name} c={compression} graph pass", t_graph, res)
-    print(f"{'':34} channel level, masks->effective masks {t_ch * 1e3:.1f} ms "
-          f"(graph build {t_build * 1e3:.1f} ms); position level {t_pos * 1e3:.1f} ms")
-    if torch is not None:
-        weights = {k: torch.from_numpy(v.astype(np.float64)) for k, v in canonical.items()}
-        t_torch = best_time(lambda: torch_synflow_arch(torch, arch, weights), max(1, repeat // 3))
-        pos = connsim.effective_masks(arch, masks, level="position")
-        ref = torch_synflow_arch(torch, arch, weights)
-        assert all((ref[k].numpy() == pos[k]).all() for k in pos), "torch SynFlow disagrees"
-        print(f"{'':34} torch SynFlow autograd (float64, position-level pattern) "
-              f"{t_torch * 1e3:.1f} ms = {t_torch / t_pos:.1f}x connsim position level; "
-              "patterns identical")
+def prebuilt(report, threads, label, graph, repeat, torch, mats, goals=True):
+    def connsim_pass():
+        return effective_edges(graph, *reachability(graph))
+
+    ref = connsim_pass()
+    res = [("stream", timed(lambda: stream_read(graph), repeat))]
+    if threads == 1:
+        res.append(("scipy", timed(lambda: scipy_products(graph), repeat)))
+        big, big_t, off = big_matrix(graph)
+        got = csgraph_bfs(big, big_t, off, graph)
+        assert all((a == b).all() for a, b in zip(got, ref, strict=True)), "csgraph disagrees"
+        res.append(("csgraph", timed(lambda: csgraph_bfs(big, big_t, off, graph), repeat)))
+        if torch is not None:
+            tw = [torch.from_numpy(m.T.astype(np.float64)) for m in mats]
+            res.append(("torch", timed(lambda: torch_synflow_mlp(torch, tw), max(1, repeat // 3))))
+    report.line(threads, label, timed(connsim_pass, repeat), res, ("stream",) if goals else ())
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="small sizes, never fail on time")
+    ap.add_argument("--repeat", type=int, default=9)
     args = ap.parse_args()
     try:
         import torch
-
-        torch.set_num_threads(numba.get_num_threads())
     except ImportError:
         torch = None
-    rng = np.random.default_rng(0)
-    print(f"numba threads {numba.get_num_threads()}, torch "
-          f"{'not installed' if torch is None else torch.__version__}")
+    repeat = 3 if args.quick else args.repeat
     widths = [784, 300, 100, 10] if args.quick else [784, 4096, 4096, 4096, 4096, 10]
-    for d in (0.2, 0.01):
-        bench_chain(widths, d, args.repeat, rng, torch)
-    if not args.quick:
-        bench_chain([784, 300, 100, 10], 0.01, args.repeat, rng, torch)
-    arch = connsim.get_arch("lenet-5" if args.quick else "vgg-19")
-    for c in (100, 1000):
-        bench_arch(arch, c, args.repeat, rng, torch)
+    arch_name = "lenet-5" if args.quick else "vgg-19"
+    rng = np.random.default_rng(0)
+    chain_arch = connsim.get_arch("mlp:" + "-".join(map(str, widths)))
+    chains = {d: random_masks(chain_arch, d, rng) for d in (0.2, 0.01)}
+    arch = connsim.get_arch(arch_name, classes=100) if not args.quick else connsim.get_arch(arch_name)
+    archs = {c: random_masks(arch, 1 / c, rng) for c in (100, 1000)}
+    report = Report()
+    print(f"numba {numba.__version__}, torch {'not installed' if torch is None else torch.__version__}"
+          f", cores {numba.config.NUMBA_NUM_THREADS}; each workload at 1 then 2 threads, back to back")
+
+    def each_thread_count(fn):
+        for threads in (1, 2)[:numba.config.NUMBA_NUM_THREADS]:
+            numba.set_num_threads(threads)
+            if torch is not None:
+                torch.set_num_threads(threads)
+            fn(threads)
+
+    print("\nfrom masks (channel level)")
+    for d, masks in chains.items():
+        each_thread_count(lambda t, m=masks, d=d: from_masks(report, t, f"chain d={d}", chain_arch,
+                                                             m, repeat))
+    for c, masks in archs.items():
+        each_thread_count(lambda t, m=masks, c=c: from_masks(report, t, f"{arch_name} c={c}", arch,
+                                                             m, repeat))
+    print("position level (no goal)")
+    for c, masks in archs.items():
+        each_thread_count(lambda t, m=masks, c=c: report.line(
+            t, f"{arch_name} c={c} position level",
+            timed(lambda: connsim.effective_masks(arch, m, level="position"), repeat), []))
+    print("prebuilt graph")
+    for d, masks in chains.items():
+        mats = [masks[n].T for n in chain_arch.layer_names]
+        graph = chain([dense_to_csr(m) for m in mats])
+        label = f"chain graph d={d} ({graph.n_edges:,} edges)"
+        each_thread_count(lambda t, g=graph, m=mats, lab=label: prebuilt(report, t, lab, g, repeat,
+                                                                          torch, m))
+    report.threads()
+    for m in report.missed:
+        print(f"GOAL MISSED: {m}")
+    return 1 if report.missed and not args.quick else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

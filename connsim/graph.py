@@ -82,6 +82,11 @@ class LayeredGraph:
         Number of nodes in each group.
     blocks : sequence of Block
         Edge blocks with ``src < dst``; adjacency shapes must be ``(sizes[src], sizes[dst])``.
+
+    Notes
+    -----
+    The blocks are stored in canonical form (:func:`check_csr`), and their index arrays are views
+    into two buffers shared by the whole graph, which the kernels read in one call.
     """
 
     names: tuple[str, ...]
@@ -199,6 +204,11 @@ def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np
     packed = graph._packed[2:]
     fwd = np.concatenate(forward).astype(bool, copy=False)
     bwd = np.concatenate(backward).astype(bool, copy=False)
+    n_nodes = int(packed[2][-1])
+    if fwd.shape != (n_nodes,) or bwd.shape != (n_nodes,):
+        raise InvalidArgument("forward and backward", f"one array per group with the group's "
+                              f"sizes {graph.sizes}", got=f"{fwd.size} and {bwd.size} nodes in all",
+                              fix="pass what reachability(graph) returns")
     out = np.empty(packed[-1].size, dtype=bool)
     _kernels.graph_effective(*packed, fwd.view(np.uint8), bwd.view(np.uint8), out.view(np.uint8))
     return _split(out, packed[4])

@@ -100,3 +100,10 @@ def test_to_networkx_small_only():
     assert g.to_networkx().number_of_edges() == 4
     with pytest.raises(ValueError, match="max_nodes"):
         g.to_networkx(max_nodes=3)
+
+
+def test_effective_edges_refuses_states_of_the_wrong_size():
+    graph = chain([np.eye(3, dtype=bool), np.ones((3, 2), dtype=bool)])
+    fwd, bwd = reachability(graph)
+    with pytest.raises(ValueError, match="forward and backward must be one array per group"):
+        effective_edges(graph, fwd[:-1], bwd)

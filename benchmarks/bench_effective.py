@@ -252,7 +252,7 @@ def main():
     rng = np.random.default_rng(0)
     chain_arch = connsim.get_arch("mlp:" + "-".join(map(str, widths)))
     chains = {d: random_masks(chain_arch, d, rng) for d in (0.2, 0.01)}
-    arch = connsim.get_arch(arch_name, classes=100) if not args.quick else connsim.get_arch(arch_name)
+    arch = connsim.get_arch(arch_name, classes=10 if args.quick else 100)
     archs = {c: random_masks(arch, 1 / c, rng) for c in (100, 1000)}
     report = Report()
     print(f"numba {numba.__version__}, torch {'not installed' if torch is None else torch.__version__}"

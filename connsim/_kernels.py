@@ -1,9 +1,10 @@
 """Numba kernels. They see raw arrays only, never validate, and never see SciPy objects.
 
-Graph kernels work on one CSR edge block with rows = source nodes and columns = destination nodes
-(``indptr``, ``indices``) and boolean node states. Position kernels work on boolean feature maps
-``(C, H, W)`` and on the kept weights of one conv layer listed as parallel int arrays grouped by
-output channel (``ptr``/``ci``/``ky``/``kx``) or by input channel (``ptr``/``co``/``ky``/``kx``).
+Graph kernels work on a whole packed LayeredGraph in one call (CSR blocks with rows = source
+nodes and columns = destination nodes, packed end to end) and boolean node states. Position
+kernels work on boolean feature maps ``(C, H, W)`` and on the kept weights of one conv layer listed
+as parallel int arrays grouped by output channel (``ptr``/``ci``/``ky``/``kx``) or by input
+channel (``ptr``/``co``/``ky``/``kx``).
 Mask kernels read one prunable layer's boolean mask directly, as a ``uint8`` matrix with one row
 per output node: ``(n_dst, a*k)``, ``a`` input nodes per output and ``k`` weights per group edge
 (:mod:`connsim.ops`). Source reachability comes expanded to weights (``x[s*k + j]`` = node ``s``),

@@ -1,70 +1,230 @@
-"""Theory vs Monte Carlo cost, measured in the same run.
+"""Theory and Monte Carlo cost against named baselines, measured in the same run.
 
-    python benchmarks/bench_theory.py [--quick]
+    python benchmarks/bench_theory.py [--quick] [--plot PATH]
 
-1. Exact theory on a 50-point compression grid (VGG-19, uniform quotas, 10 to 10^4).
-2. Monte Carlo for the same grid at "the same precision": the sample count that brings the
-   standard error of the mean effective weights to 1 % of the mean (estimated from a 50-sample
-   pilot at each point; points where the network is almost surely disconnected need the samples
-   that bound P(disconnected) to +-0.01 instead). Reported as projected time = pilot time per
-   sample x samples needed.
-3. Monte Carlo throughput (samples / second) on LeNet-300-100 at compression 100 and VGG-19 at 1000.
+1. Width scaling of the exact theory: ``predict`` on the chain 784-W-W-W-10 with densities that
+   put every hidden layer's reach probability near 1/2 (the widest count distributions, so the
+   largest tables), W from 10^3 to 10^5. Baseline ``dense``: the same propagation with a full
+   (support x width) table of ``scipy.stats.binom.pmf`` per transition, the method the banded
+   kernel replaced (only up to W = 10^4: beyond, its tables need several GB). Peak memory is
+   measured with ``tracemalloc`` (NumPy's allocations included). Goal: W = 10^5 in <= 2 s and
+   <= 1 GB, time close to linear in W (the banded cost is support x band, both ~sqrt(W)).
+2. ``design_quota`` on ResNet-18 at compression 1000 (60 evaluations): time and minor page faults.
+3. Theory vs Monte Carlo on a 50-point compression grid (VGG-19, uniform quotas, 10 to 10^4): the
+   Monte Carlo sample count that brings the standard error of the mean effective weights to 1 %
+   of the mean (from a 50-sample pilot per point), as projected time over theory time.
+4. Monte Carlo throughput (samples/s, 1 thread) on LeNet-300-100 at compression 100 and VGG-19 at
+   1000, next to ``draws``: the same seeds' random draws alone (the count per layer and the kept
+   positions from Numba's generator, nothing counted), the floor for results that must stay
+   bit-identical for the same seeds.
+
+Every method runs once before timing; times are the minimum of 3 runs. With ``--quick`` (what CI
+runs) the sizes are small and no goal is asserted; otherwise the script exits 1 when a goal is
+missed. ``--plot`` draws the width scaling (log-log) to PATH.
 """
 
 import argparse
+import math
+import resource
+import sys
 import time
+import tracemalloc
 
 import numba
 import numpy as np
+from numba import njit
+from scipy.stats import binom
 
 import connsim
-from connsim.montecarlo import monte_carlo
-from connsim.theory import predict
+import connsim.theory as theory
+from connsim import _kernels
+from connsim.design import design_quota
+from connsim.montecarlo import monte_carlo, sample_seeds
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    name = "lenet-5" if args.quick else "vgg-19"
+def dense_transition(pmf, n_dst, q, log_miss0=0.0, share=1.0):
+    """Baseline: one full (support x width) table of SciPy binomial pmfs per transition."""
+    rows = np.flatnonzero(pmf > theory.TINY)
+    lq = math.log1p(-q) if q < 1 else -math.inf
+    with np.errstate(invalid="ignore"):
+        lm = np.where(rows > 0, rows * share * lq, 0.0) + log_miss0
+    table = binom.pmf(np.arange(n_dst + 1)[None, :], n_dst, -np.expm1(lm)[:, None])
+    return pmf[rows] @ table
+
+
+def timed(fn, repeat=3):
+    fn()
+    best = math.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def peak_bytes(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def width_case(w):
+    arch = connsim.get_arch(f"mlp:784-{w}-{w}-{w}-10")
+    return arch, [math.log(2) / 784] + [math.log(2) / (w / 2)] * 3
+
+
+def width_scaling(widths, dense_up_to):
+    rows = []
+    print("width scaling: predict on 784-W-W-W-10, hidden reach probability ~1/2")
+    print(f"{'W':>8} {'banded':>10} {'peak':>9} {'dense':>10} {'peak':>9} {'dense/banded':>13}")
+    for w in widths:
+        arch, d = width_case(w)
+        t_band = timed(lambda a=arch, d=d: theory.predict(a, d))
+        m_band = peak_bytes(lambda a=arch, d=d: theory.predict(a, d))
+        t_dense = m_dense = math.nan
+        if w <= dense_up_to:
+            banded = theory.predict(arch, d)
+            theory.transition, keep = dense_transition, theory.transition
+            try:
+                t_dense = timed(lambda a=arch, d=d: theory.predict(a, d), repeat=1)
+                m_dense = peak_bytes(lambda a=arch, d=d: theory.predict(a, d))
+                ref = theory.predict(arch, d)
+            finally:
+                theory.transition = keep
+            rel = np.max(np.abs(banded.expected_effective - ref.expected_effective)
+                         / ref.expected_effective)
+            assert rel < 1e-12, f"banded and dense tables disagree at W = {w}: {rel:.2g}"
+        rows.append((w, t_band, m_band, t_dense, m_dense))
+        print(f"{w:>8} {t_band * 1e3:>8.1f}ms {m_band / 2**20:>7.1f}MB {t_dense * 1e3:>8.1f}ms "
+              f"{m_dense / 2**20:>7.1f}MB {t_dense / t_band:>12.1f}x")
+    w = np.array([r[0] for r in rows], float)
+    slope = np.polyfit(np.log(w), np.log([r[1] for r in rows]), 1)[0]
+    print(f"banded time grows as W^{slope:.2f} over W = {w[0]:.0e}..{w[-1]:.0e}")
+    return rows, slope
+
+
+def design_cost(name, c, maxfev):
+    arch = connsim.get_arch(name)
+    design_quota(arch, 1 / c, maxfev=5)
+    r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    design_quota(arch, 1 / c, maxfev=maxfev)
+    dt, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+    print(f"design_quota {name} at compression {c} ({maxfev} evaluations): {dt:.2f} s, "
+          f"{r1.ru_minflt - r0.ru_minflt} minor page faults, {r1.ru_stime - r0.ru_stime:.2f} s "
+          "system time")
+
+
+def theory_vs_montecarlo(name):
     arch = connsim.get_arch(name)
     grid = np.geomspace(10, 1e4, 50)
     quotas = [connsim.quota(arch, "uniform", 1 / c) for c in grid]
-    predict(arch, quotas[0])  # warm-up
-    monte_carlo(arch, quotas[-1], samples=2, rng=0)  # compile
+    theory.predict(arch, quotas[0])
+    monte_carlo(arch, quotas[-1], samples=2, rng=0)
     t = time.perf_counter()
     for q in quotas:
-        predict(arch, q)
+        theory.predict(arch, q)
     t_theory = time.perf_counter() - t
-    print(f"numba threads {numba.get_num_threads()}")
     print(f"{name}: theory on a 50-point grid: {t_theory:.2f} s ({t_theory / 50 * 1e3:.1f} ms "
           "per point)")
-    projected, pilot_total = 0.0, 0.0
+    projected = pilot_total = 0.0
     for q in quotas:
         t = time.perf_counter()
         mc = monte_carlo(arch, q, samples=50, rng=1)
         dt = (time.perf_counter() - t) / 50
         pilot_total += dt * 50
         mean, sd = mc.mean_effective_params, mc.total_effective.std(ddof=1)
-        need = (sd / (0.01 * mean)) ** 2 if mean > 0 else 2500
-        need = max(need, 1.0)
+        need = max((sd / (0.01 * mean)) ** 2 if mean > 0 else 2500, 1.0)
         projected += dt * need
     print(f"{name}: Monte Carlo at 1 % relative standard error on the same grid: projected "
           f"{projected:.1f} s (pilot runs {pilot_total:.1f} s) = {projected / t_theory:.0f}x "
           "the theory")
-    for nm, c in (("lenet-300-100", 100), ("vgg-19", 1000)):
-        if args.quick and nm == "vgg-19":
-            continue
-        a = connsim.get_arch(nm)
-        q = connsim.quota(a, "uniform", 1 / c)
-        monte_carlo(a, q, samples=4, rng=0)
-        n = 4000 if nm == "lenet-300-100" else 1000
-        t = time.perf_counter()
-        monte_carlo(a, q, samples=n, rng=2)
-        dt = time.perf_counter() - t
-        print(f"Monte Carlo {nm} at compression {c}: {n / dt:,.0f} samples/s "
-              f"({n} samples in {dt:.2f} s)")
+
+
+@njit
+def draws_only(seeds, l_nw, l_d, seen):
+    """The random draws of the channel-level Monte Carlo for ``seeds``, nothing counted."""
+    total = 0
+    for s in range(seeds.shape[0]):
+        for p in _kernels._draw(seeds[s], True, l_nw, l_d, l_nw, seen):
+            total += p.shape[0]
+    return total
+
+
+def montecarlo_throughput(cases):
+    print("Monte Carlo, 1 thread (samples/s; draws = the same random draws, nothing counted)")
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        for name, c, n in cases:
+            arch = connsim.get_arch(name)
+            q = connsim.quota(arch, "uniform", 1 / c)
+            t_mc = timed(lambda a=arch, q=q, n=n: monte_carlo(a, q, samples=n, rng=2))
+            l_nw, l_d = np.asarray(q.params, np.int64), np.asarray(q.densities, np.float64)
+            seen = np.zeros(l_nw.max(), dtype=np.bool_)
+            seeds = sample_seeds(n, 2)
+            t_draw = timed(lambda s=seeds, a=l_nw, b=l_d, z=seen: draws_only(s, a, b, z))
+            print(f"  {name} at compression {c}: {n / t_mc:,.0f} samples/s, draws "
+                  f"{n / t_draw:,.0f} samples/s (connsim = {t_mc / t_draw:.2f}x draws)")
+    finally:
+        numba.set_num_threads(before)
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = np.array([r[0] for r in rows], float)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, k, label in ((ax_t, 1, "time (s)"), (ax_m, 2, "peak memory (MB)")):
+        scale = 1 if k == 1 else 2**-20
+        band = np.array([r[k] for r in rows]) * scale
+        dense = np.array([r[k + 2] for r in rows]) * scale
+        ax.loglog(w, band, "o-", label="banded (connsim)")
+        ok = np.isfinite(dense)
+        ax.loglog(w[ok], dense[ok], "s--", label="dense SciPy tables")
+        ax.loglog(w, band[0] * w / w[0], ":", color="grey", label="linear in W")
+        ax.set_xlabel("hidden width W (784-W-W-W-10)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.axhline(2.0, color="red", lw=0.8)
+    ax_m.axhline(1024, color="red", lw=0.8)
+    ax_t.legend(fontsize=8)
+    fig.suptitle("Exact theory (predict): cost against width", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, no goals asserted")
+    ap.add_argument("--plot", help="draw the width scaling to this PNG")
+    args = ap.parse_args()
+    print(f"numba threads {numba.get_num_threads()}")
+    widths = [1000, 3000] if args.quick else [1000, 3000, 10_000, 30_000, 100_000]
+    rows, slope = width_scaling(widths, dense_up_to=10_000)
+    if not args.quick:
+        design_cost("resnet-18", 1000, 60)
+    theory_vs_montecarlo("lenet-5" if args.quick else "vgg-19")
+    montecarlo_throughput([("lenet-300-100", 100, 400 if args.quick else 4000)]
+                          + ([] if args.quick else [("vgg-19", 1000, 1000)]))
+    if args.plot:
+        plot(rows, args.plot)
+    if args.quick:
+        return 0
+    w, t, m = rows[-1][:3]
+    missed = [f"W = {w}: {t:.2f} s > 2 s"] if t > 2 else []
+    missed += [f"W = {w}: {m / 2**30:.2f} GB > 1 GB"] if m > 2**30 else []
+    missed += [f"time grows as W^{slope:.2f} (goal: close to linear, <= 1.2)"] if slope > 1.2 else []
+    for line in missed:
+        print("GOAL MISSED:", line)
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

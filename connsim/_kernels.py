@@ -15,6 +15,8 @@ number of threads.
 """
 
 
+import math
+
 import numpy as np
 
 from ._config import njit, pnjit, prange
@@ -267,18 +269,129 @@ def pool_pull(bwd_out, kh, kw, sh, sw, bwd_in):
                             bwd_in[c, y * sh + dy, x * sw + dx] = True
 
 
+# ---------------------------------------------------------------- theory kernels
+
+LOG_UNDERFLOW = -746.0  # exp() of anything below is 0 in double precision
+RESYNC = 32  # steps of the ratio recurrence between two accurate evaluations
+# stirlerr(n) = log n! - log(sqrt(2 pi n) (n / e)^n) for n = 0..15 (n = 0 unused)
+STIRLERR = np.array([
+    0.0, 0.0810614667953272582196702, 0.0413406959554092940938221, 0.02767792568499833914878929,
+    0.02079067210376509311152277, 0.01664469118982119216319487, 0.01387612882307074799874573,
+    0.01189670994589177009505572, 0.010411265261972096497478567, 0.009255462182712732917728637,
+    0.008330563433362871256469318, 0.007573675487951840794972024, 0.006942840107209529865664152,
+    0.006408994188004207068439631, 0.005951370112758847735624416, 0.005554733551962801371038690])
+
+
+@njit
+def _stirlerr(n):
+    """``log n! - log(sqrt(2 pi n) (n / e)^n)`` for an integer ``n >= 1``: the table, then the
+    Stirling series (absolute error below 2e-16 from n = 16 on)."""
+    if n <= 15:
+        return STIRLERR[n]
+    nn = float(n) * n
+    if n > 500:
+        return (1 / 12 - 1 / 360 / nn) / n
+    if n > 80:
+        return (1 / 12 - (1 / 360 - 1 / 1260 / nn) / nn) / n
+    if n > 35:
+        return (1 / 12 - (1 / 360 - (1 / 1260 - 1 / 1680 / nn) / nn) / nn) / n
+    return (1 / 12 - (1 / 360 - (1 / 1260 - (1 / 1680 - 1 / 1188 / nn) / nn) / nn) / nn) / n
+
+
+@njit
+def _bd0(x, m):
+    """``x log(x / m) + m - x`` without cancellation (a series in ``(x - m) / (x + m)`` when
+    ``x`` is near ``m``)."""
+    if abs(x - m) < 0.1 * (x + m):
+        v = (x - m) / (x + m)
+        s = (x - m) * v
+        ej = 2 * x * v
+        v = v * v
+        j = 3.0
+        while True:
+            ej *= v
+            s1 = s + ej / j
+            if s1 == s:
+                return s1
+            s = s1
+            j += 2.0
+    return x * math.log(x / m) + m - x
+
+
+@njit
+def log_binom_pmf(s, n, p, q):
+    """``log P(Binomial(n, p) = s)`` with ``q = 1 - p`` given separately, to about 1e-15 relative
+    in the probability for any ``n`` (the saddle-point form: Stirling remainders and deviances
+    instead of differences of large ``log k!``)."""
+    if s == 0:
+        return n * math.log(q) if q > 0 else -math.inf
+    if s == n:
+        return n * math.log(p) if p > 0 else -math.inf
+    if p <= 0 or q <= 0:
+        return -math.inf
+    lc = (_stirlerr(n) - _stirlerr(s) - _stirlerr(n - s) - _bd0(float(s), n * p)
+          - _bd0(float(n - s), n * q))
+    return lc - 0.5 * math.log(2 * math.pi * s * (n - s) / n)
+
+
+@njit
+def binomial_mix(weight, log_miss, out):
+    """``out[s] += sum_i weight[i] * P(Binomial(n, p_i) = s)`` with ``n = out.size - 1`` and
+    ``log(1 - p_i) = log_miss[i]`` (finite and negative).
+
+    Each row is summed over its band only: from its mode outward in both directions until a
+    term's log-probability falls below :data:`LOG_UNDERFLOW` (its ``exp`` is 0; the binomial pmf
+    is log-concave, so every term further out is smaller still). Inside the band, terms follow
+    from the ratio ``P(s+1) / P(s) = (n-s) p / ((s+1) (1-p))``; every :data:`RESYNC` steps a
+    term is evaluated anew with :func:`log_binom_pmf`, so rounding never accumulates over more
+    than that many products.
+    """
+    n = out.shape[0] - 1
+    for i in range(weight.shape[0]):
+        w, q = weight[i], math.exp(log_miss[i])
+        p = -math.expm1(log_miss[i])
+        if q == 0.0:  # every other term underflows
+            out[n] += w * math.exp(n * math.log(p))
+            continue
+        odds = p / q
+        m = min(int(p * (n + 1)), n)
+        s = m
+        while s <= n:  # upward from the mode
+            lp = log_binom_pmf(s, n, p, q)
+            if lp < LOG_UNDERFLOW:
+                break
+            t = w * math.exp(lp)
+            end = min(s + RESYNC, n + 1)
+            for j in range(s, end):
+                out[j] += t
+                t *= (n - j) * odds / (j + 1)
+            s = end
+        s = m - 1
+        while s >= 0:  # downward
+            lp = log_binom_pmf(s, n, p, q)
+            if lp < LOG_UNDERFLOW:
+                break
+            t = w * math.exp(lp)
+            end = max(s - RESYNC, -1)
+            for j in range(s, end, -1):
+                out[j] += t
+                t *= j / ((n - j + 1) * odds)
+            s = end
+
+
 # ---------------------------------------------------------------- Monte Carlo kernels
 
 
 @njit
-def sample_distinct(n, k):
+def sample_distinct(n, k, seen):
     """``k`` distinct integers drawn uniformly from ``range(n)`` (in no particular order).
 
-    Sequential draws with rejection of repeats, tracked in a bitmap: every k-subset is equally
-    likely, and the expected number of draws is at most ``n ln 2 < 1.4 k`` for ``k <= n/2``. For
-    ``k > n/2`` the complement is drawn and the rest returned.
+    Sequential draws with rejection of repeats, tracked in the bitmap ``seen`` (at least ``n``
+    entries, all False; left all False again, so that one bitmap serves every draw of a thread
+    without being cleared in full): every k-subset is equally likely, and the expected number of
+    draws is at most ``n ln 2 < 1.4 k`` for ``k <= n/2``. For ``k > n/2`` the complement is drawn
+    and the rest returned.
     """
-    seen = np.zeros(n, dtype=np.bool_)
     m = k if 2 * k <= n else n - k
     picked = np.empty(m, dtype=np.int64)
     c = 0
@@ -289,8 +402,25 @@ def sample_distinct(n, k):
             picked[c] = r
             c += 1
     if m == k:
-        return picked
-    return np.flatnonzero(~seen).astype(np.int64)
+        out = picked
+    else:
+        out = np.flatnonzero(~seen[:n]).astype(np.int64)
+    for c in range(m):
+        seen[picked[c]] = False
+    return out
+
+
+@njit
+def _draw(seed, bernoulli, l_nw, l_d, l_kept, seen):
+    """The kept flat positions of every layer of the sample seeded ``seed`` (a list of arrays):
+    a count per layer (Binomial under ``bernoulli``, else ``l_kept``), then the positions
+    (:func:`sample_distinct` with the bitmap ``seen``)."""
+    np.random.seed(seed)  # noqa: NPY002 - per-thread stream, seeded per sample
+    pos = []
+    for lay in range(l_nw.shape[0]):
+        k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
+        pos.append(sample_distinct(l_nw[lay], k, seen))
+    return pos
 
 
 @njit
@@ -313,8 +443,9 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
     the output is unreachable.
 
     Layer ``l`` joins group ``l_src`` to group ``l_dst``; the kept weight at flat position ``p`` lies
-    on the group edge of :func:`_edge_ends`. Edges ``e_*`` (sorted by destination) are layers
-    (kind 0) or structural edges (kind 1) joining source node ``j`` to node ``e_off + j``.
+    on the group edge of :func:`_edge_ends`, worked out once per weight and kept for the backward
+    pass and the count. Edges ``e_*`` (sorted by destination) are layers (kind 0) or structural
+    edges (kind 1) joining source node ``j`` to node ``e_off + j``.
     """
     n_layers = l_src.shape[0]
     n_groups = offsets.shape[0] - 1
@@ -322,6 +453,19 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
     bwd = np.zeros(offsets[-1], dtype=np.bool_)
     fwd[offsets[0]:offsets[1]] = True
     bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
+    start = np.zeros(n_layers + 1, dtype=np.int64)
+    for lay in range(n_layers):
+        start[lay + 1] = start[lay] + pos[lay].shape[0]
+    src = np.empty(start[n_layers], dtype=np.int64)  # global node index of each kept weight's ends
+    dst = np.empty(start[n_layers], dtype=np.int64)
+    for lay in range(n_layers):
+        a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
+        k, na, nb, t = l_k[lay], l_a[lay], l_b[lay], start[lay]
+        for p in pos[lay]:
+            i, o = _edge_ends(p, k, na, nb)
+            src[t] = a + i
+            dst[t] = b + o
+            t += 1
     for e in range(e_kind.shape[0]):
         a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
         if e_kind[e] == 1:
@@ -330,10 +474,9 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
                     fwd[b + j] = True
         else:
             lay = e_layer[e]
-            for p in pos[lay]:
-                i, o = _edge_ends(p, l_k[lay], l_a[lay], l_b[lay])
-                if fwd[a + i]:
-                    fwd[b + o] = True
+            for t in range(start[lay], start[lay + 1]):
+                if fwd[src[t]]:
+                    fwd[dst[t]] = True
     for e in range(e_kind.shape[0] - 1, -1, -1):
         a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
         if e_kind[e] == 1:
@@ -342,22 +485,17 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
                     bwd[a + j] = True
         else:
             lay = e_layer[e]
-            for p in pos[lay]:
-                i, o = _edge_ends(p, l_k[lay], l_a[lay], l_b[lay])
-                if bwd[b + o]:
-                    bwd[a + i] = True
+            for t in range(start[lay], start[lay + 1]):
+                if bwd[dst[t]]:
+                    bwd[src[t]] = True
     for lay in range(n_layers):
-        a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
         c = 0
-        for p in pos[lay]:
-            i, o = _edge_ends(p, l_k[lay], l_a[lay], l_b[lay])
-            if fwd[a + i] and bwd[b + o]:
-                c += 1
+        for t in range(start[lay], start[lay + 1]):
+            c += fwd[src[t]] & bwd[dst[t]]
         eff_row[lay] = c
         act = 0
-        for j in range(b, offsets[l_dst[lay] + 1]):
-            if fwd[j] and bwd[j]:
-                act += 1
+        for j in range(offsets[l_dst[lay]], offsets[l_dst[lay] + 1]):
+            act += fwd[j] & bwd[j]
         active_row[lay] = act
     for j in range(offsets[n_groups - 1], offsets[n_groups]):
         if fwd[j]:
@@ -367,19 +505,18 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
 
 @pnjit
 def mc_channel(seeds, bernoulli, offsets, l_src, l_dst, l_a, l_b, l_k, l_nw, l_d, l_kept,
-               e_kind, e_src, e_dst, e_layer, e_off, eff, disc, active):
-    """Channel-level Monte Carlo over random masks, one sample per ``prange`` iteration: sample
-    ``s`` seeds its own stream with ``seeds[s]``, draws each layer's kept positions
-    (:func:`sample_distinct`) and counts them with :func:`count_effective`."""
-    n_layers = l_src.shape[0]
-    for s in prange(seeds.shape[0]):
-        np.random.seed(seeds[s])  # noqa: NPY002 - per-thread stream, seeded per sample
-        pos = []  # kept flat positions of each layer
-        for lay in range(n_layers):
-            k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
-            pos.append(sample_distinct(l_nw[lay], k))
-        disc[s] = count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src,
-                                  e_dst, e_layer, e_off, eff[s], active[s])
+               e_kind, e_src, e_dst, e_layer, e_off, blocks, eff, disc, active):
+    """Channel-level Monte Carlo over random masks: sample ``s`` seeds its own stream with
+    ``seeds[s]``, draws each layer's kept positions (:func:`_draw`) and counts them with
+    :func:`count_effective`. ``blocks`` contiguous runs of samples go to ``prange``, each with one
+    bitmap for all its draws; per-sample seeds make the result independent of ``blocks``."""
+    n = seeds.shape[0]
+    for blk in prange(blocks):
+        seen = np.zeros(l_nw.max(), dtype=np.bool_)
+        for s in range(blk * n // blocks, (blk + 1) * n // blocks):
+            pos = _draw(seeds[s], bernoulli, l_nw, l_d, l_kept, seen)
+            disc[s] = count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src,
+                                      e_dst, e_layer, e_off, eff[s], active[s])
 
 
 @njit
@@ -396,12 +533,8 @@ def mc_count(flat, starts, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, 
 def mc_sample(seed, bernoulli, l_nw, l_d, l_kept):
     """The kept flat positions that :func:`mc_channel` draws for a sample seeded ``seed``, as one
     flat array and per-layer starts."""
-    np.random.seed(seed)  # noqa: NPY002 - the same stream as the sample in mc_channel
+    pos = _draw(seed, bernoulli, l_nw, l_d, l_kept, np.zeros(l_nw.max(), dtype=np.bool_))
     n_layers = l_nw.shape[0]
-    pos = []
-    for lay in range(n_layers):
-        k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
-        pos.append(sample_distinct(l_nw[lay], k))
     starts = np.zeros(n_layers + 1, dtype=np.int64)
     for lay in range(n_layers):
         starts[lay + 1] = starts[lay] + pos[lay].shape[0]

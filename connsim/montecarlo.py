@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _kernels
@@ -295,10 +296,12 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
                     np.asarray(q.kept, np.int64))
         # chunks: the kernel cannot be interrupted, so Ctrl-C is seen between chunks; per-sample
         # seeds make the result independent of the chunking
+        blocks = numba.get_num_threads()
         for s in range(0, samples, CHUNK):
             t = slice(s, min(s + CHUNK, samples))
             _kernels.mc_channel(seeds[t], mask_model == "bernoulli", low.offsets, *low.layers,
-                                *sampling, *low.edges, eff[t], disc[t], active[t])
+                                *sampling, *low.edges, min(blocks, t.stop - t.start), eff[t],
+                                disc[t], active[t])
     else:
         for s, child in enumerate(seq.spawn(samples)):
             masks = random_masks(arch, q, model=mask_model, rng=np.random.default_rng(child))

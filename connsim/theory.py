@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import gammaln
 
+from ._kernels import binomial_mix
 from ._validation import InvalidArgument, check_choice, check_compression, check_densities
 from .architectures import Architecture
 from .files import json_safe
@@ -135,9 +136,12 @@ def _layer_step(lay: TheoryLayer, q: float, n_src: int, n_dst: int, forward: boo
 # ---------------------------------------------------------------------------- pmf algebra
 
 
-def _log_binom_coef(n: int) -> np.ndarray:
-    s = np.arange(n + 1)
-    return gammaln(n + 1) - gammaln(s + 1) - gammaln(n - s + 1)
+@functools.lru_cache(maxsize=8)
+def _log_factorials(n: int) -> np.ndarray:
+    """``log k!`` for ``k = 0..n`` (read-only, cached: the tables of a network's widths)."""
+    table = gammaln(np.arange(n + 1) + 1.0)
+    table.flags.writeable = False
+    return table
 
 
 def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
@@ -149,7 +153,10 @@ def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
     ``log_miss0 <= 0`` is an extra log-probability that a node is missed by other, independent
     routes (used at residual joins). ``share < 1`` replaces ``r`` by ``share * r`` (a grouped
     layer whose destinations read that share of the sources; an approximation). Source counts
-    with probability below 1e-300 are skipped (their contribution is not representable).
+    with probability below 1e-300 are skipped (their contribution is not representable), and each
+    binomial is summed over its band only, where its terms are representable
+    (:func:`connsim._kernels.binomial_mix`): cost and memory grow with the width times the
+    supports, not with a (support x width) table.
     """
     out = np.zeros(n_dst + 1)
     rows = np.flatnonzero(pmf > TINY)
@@ -164,11 +171,7 @@ def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
     mid = ~(none | every)
     if mid.any():
         rows, log_miss = rows[mid], log_miss[mid]
-        s = np.arange(n_dst + 1)
-        log_hit = np.log(-np.expm1(log_miss))
-        logp = (_log_binom_coef(n_dst)[None, :] + s[None, :] * log_hit[:, None]
-                + (n_dst - s)[None, :] * log_miss[:, None])
-        out += np.exp(logp).T @ pmf[rows]
+        binomial_mix(pmf[rows], log_miss, out)
     return out
 
 
@@ -186,7 +189,7 @@ def union(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
     rb = np.flatnonzero(pb > 1e-17 * pb.max()) if pb.max() > 0 else np.array([], int)
     if ra.size == 0 or rb.size == 0:
         return out
-    lf = gammaln(np.arange(n + 1) + 1.0)  # log k!
+    lf = _log_factorials(n)
     b = rb[:, None]
     log_cnb = lf[n] - lf[b] - lf[n - b]
     wb = pb[rb][:, None]
@@ -218,7 +221,7 @@ def _thinning(n_src: int, factor: int, q: float) -> np.ndarray:
     s = np.arange(factor * n_src + 1)[None, :]
     if q <= 0.0 or q >= 1.0:  # every destination missed, or every one hit
         return (s == (0 * n if q <= 0.0 else n)).astype(float)
-    lf = gammaln(np.arange(factor * n_src + 1) + 1.0)  # log k!
+    lf = _log_factorials(factor * n_src)
     ok = s <= n
     logp = (lf[n] - lf[s] - lf[np.where(ok, n - s, 0)] + s * math.log(q)
             + (n - s) * math.log1p(-q))
@@ -235,7 +238,7 @@ def select(pmf: np.ndarray, n_dst: int) -> np.ndarray:
     if rows.size == 0:
         return out
     total = pmf.size - 1
-    lf = gammaln(np.arange(total + 1) + 1.0)  # log k!
+    lf = _log_factorials(total)
     x = np.arange(n_dst + 1)[None, :]
     c = rows[:, None]
     ok = (x <= c) & (c - x <= total - n_dst)

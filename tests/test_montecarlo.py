@@ -90,6 +90,20 @@ def test_same_seed_same_result_on_any_thread_count():
     assert (other.effective != runs[0].effective).any()
 
 
+@pytest.mark.parametrize(("name", "c", "model", "first", "total", "active", "disc"), [
+    ("lenet-300-100", 100, "bernoulli", [63380, 8464, 2815], 74659, 12597, 0),
+    ("vgg-11", 1000, "exact", [380, 591, 1342, 3147, 8512, 11912], 41332, 28732, 38),
+    ("resnet-20", 300, "bernoulli", [242, 36, 37, 43, 46, 51], 12621, 9546, 147)])
+def test_same_seed_same_samples_as_recorded(name, c, model, first, total, active, disc):
+    """Totals recorded from an earlier implementation of the sampler and counter: a faster kernel
+    must draw the same masks from the same seeds and count them identically."""
+    arch = get_arch(name)
+    mc = monte_carlo(arch, quota(arch, "uniform", 1 / c), samples=300, rng=7, mask_model=model)
+    assert mc.effective.sum(axis=0).tolist()[:6] == first
+    assert (int(mc.effective.sum()), int(mc.active.sum()), int(mc.disconnected.sum())) == \
+        (total, active, disc)
+
+
 @pytest.mark.kernel_heavy
 @pytest.mark.parametrize("c", [30, 100, 300, 1000])
 def test_residual_theory_matches_monte_carlo(c):

@@ -126,6 +126,75 @@ def test_transition_is_a_binomial_mixture():
     np.testing.assert_allclose(transition(pmf, 5, 1.0), [0.1, 0, 0, 0, 0, 0.9])
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.floats(1e-9, 1 - 1e-9), st.data())
+def test_banded_binomial_equals_scipy(n, p, data):
+    """The banded kernel (ratio recurrence between saddle-point evaluations) against SciPy's
+    binomial pmf, at every count whose probability is representable."""
+    from scipy.stats import binom
+
+    from connsim._kernels import binomial_mix, log_binom_pmf
+
+    s = np.arange(n + 1)
+    ref = binom.pmf(s, n, p)
+    out = np.zeros(n + 1)
+    binomial_mix(np.array([1.0]), np.array([math.log1p(-p)]), out)
+    big = ref > 1e-280
+    np.testing.assert_allclose(out[big], ref[big], rtol=1e-12)
+    assert np.abs(out[~big]).max(initial=0) < 1e-270
+    k = data.draw(st.integers(0, n))
+    if ref[k] > 1e-280:
+        assert log_binom_pmf(k, n, p, 1 - p) == pytest.approx(binom.logpmf(k, n, p), rel=1e-12)
+
+
+def test_stirling_remainders_are_exact():
+    """The table behind the saddle-point pmf, recomputed to 40 digits."""
+    from decimal import Decimal, getcontext
+
+    from connsim._kernels import STIRLERR, _stirlerr
+
+    getcontext().prec = 40
+    pi = Decimal("3.141592653589793238462643383279502884197")
+    for n in range(1, 40):
+        d = Decimal(n)
+        exact = Decimal(math.factorial(n)).ln() - (d + Decimal("0.5")) * d.ln() + d \
+            - (2 * pi).sqrt().ln()
+        # an absolute error in a log-probability is the relative error of the probability
+        assert abs(_stirlerr(n) - float(exact)) < 2e-16
+    for n in (40, 81, 501, 900):  # the series' branches
+        d = Decimal(n)
+        exact = sum(Decimal(k).ln() for k in range(1, n + 1)) - (d + Decimal("0.5")) * d.ln() \
+            + d - (2 * pi).sqrt().ln()
+        assert abs(_stirlerr(n) - float(exact)) < 2e-16
+    assert STIRLERR.size == 16
+
+
+def _dense_transition(pmf, n_dst, q, log_miss0=0.0, share=1.0):
+    """A (support x width) table of SciPy binomial pmfs: the method the banded kernel replaced."""
+    from scipy.stats import binom
+
+    rows = np.flatnonzero(pmf > 1e-300)
+    lm = np.where(rows > 0, rows * share * (math.log1p(-q) if q < 1 else -math.inf), 0.0) \
+        + log_miss0
+    table = binom.pmf(np.arange(n_dst + 1)[None, :], n_dst, -np.expm1(lm)[:, None])
+    return pmf[rows] @ table
+
+
+@pytest.mark.parametrize(("name", "rule", "c"), [
+    ("lenet-300-100", "uniform", 100), ("vgg-19", "uniform", 1e4), ("vgg-19", "igq", 1e3),
+    ("resnet-18", "erk", 300), ("mobilenet-v2", "uniform", 30),
+    ("mlp:784-3000-3000-10", "uniform", 3000)])
+def test_banded_prediction_equals_dense_tables(monkeypatch, name, rule, c):
+    arch = get_arch(name)
+    q = quota(arch, rule, 1 / c)
+    p = predict(arch, q)
+    monkeypatch.setattr("connsim.theory.transition", _dense_transition)
+    ref = predict(arch, q)
+    for field in ("expected_effective", "p_reach", "p_coreach"):
+        np.testing.assert_allclose(getattr(p, field), getattr(ref, field), rtol=1e-12, atol=1e-300)
+    assert p.p_disconnected == pytest.approx(ref.p_disconnected, rel=1e-11, abs=1e-300)
+
+
 @pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5", "vgg-19", "mlp:784-4096-4096-10"])
 def test_stable_at_extreme_widths_and_densities(name):
     arch = get_arch(name)

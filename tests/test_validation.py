@@ -268,7 +268,8 @@ def test_a_name_registered_twice_is_refused(registries):
 # compile no signature of their own)
 ENTRY_KERNELS = ("graph_reach", "graph_effective", "mask_push", "mask_pull", "mask_or", "conv_push",
                  "conv_pull",
-                 "conv_effective", "pool_push", "pool_pull", "mc_channel", "mc_count", "mc_sample")
+                 "conv_effective", "pool_push", "pool_pull", "mc_channel", "mc_count", "mc_sample",
+                 "binomial_mix")
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: kernels are plain Python")
@@ -286,6 +287,8 @@ def test_every_kernel_compiles_one_signature():
             count_effective(arch, masks)
             sampled_masks(arch, q, 1)
             monte_carlo(arch, q, samples=2, rng=0)
+            predict(arch, q)
+
     def writable(sig):  # a read-only mask (memory-mapped, say) is a legitimate second type
         return tuple(t.copy(readonly=False) if isinstance(t, numba.types.Array) else t
                      for t in sig)

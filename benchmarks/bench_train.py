@@ -1,16 +1,22 @@
 """Training speed: connsim's NumPy trainer next to PyTorch CPU, same model, batch and threads,
 measured in the same run (PyTorch only if installed: pip install torch==2.13.0).
 
-    python benchmarks/bench_train.py [--iterations N]
+    python benchmarks/bench_train.py [--iterations N] [--threads 1 2]
 
 Seconds per epoch = time per training iteration (forward, backward, SGD step with momentum and
 weight decay; median of N after warm-up) x iterations per epoch. Models: LeNet-300-100 on MNIST
-(batch 100) and LeNet-5 on 1x28x28 MNIST (batch 128), BatchNorm and ReLU after hidden layers;
-dense and 99 %-sparse masks (connsim multiplies masks in; PyTorch runs the dense model).
+(batch 100) and LeNet-5 on 1x28x28 MNIST (batch 128), BatchNorm and ReLU after hidden layers.
+For each thread count (BLAS threads through threadpoolctl, ``torch.set_num_threads``):
+
+  dense     connsim and PyTorch on the dense models (goals: LeNet-300-100 <= 1.0x PyTorch,
+            LeNet-5 <= 1.3x)
+  sparse    LeNet-300-100 with uniform random masks at densities 0.1 ... 0.005: connsim's masked
+            dense products (``sparse=False``), its automatic choice (``sparse='auto'``: CSR below
+            5 % density) and PyTorch's dense model (goal: at density 0.01, auto <= 0.5x connsim's
+            dense epoch)
 """
 
 import argparse
-import os
 import statistics
 import time
 
@@ -23,8 +29,8 @@ from connsim.trainer.network import Network
 from connsim.trainer.optim import SGD
 
 
-def time_connsim(arch, masks, x, y, iters):
-    net = Network(arch, masks, rng=0)
+def time_connsim(arch, masks, x, y, iters, sparse="auto"):
+    net = Network(arch, masks, rng=0, sparse=sparse)
     opt = SGD(net, momentum=0.9, weight_decay=1e-3)
     n, bs = len(y), {"lenet-300-100": 100, "lenet-5": 128}[arch.name]
     times = []
@@ -79,31 +85,43 @@ def time_torch(torch, arch, x, y, iters):
 
 
 def main():
+    from threadpoolctl import threadpool_limits
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     try:
         import torch
-
-        torch.set_num_threads(os.cpu_count())
     except ImportError:
         torch = None
     data = load_mnist()
-    print(f"threads {os.cpu_count()}, torch {torch.__version__ if torch else 'not installed'}")
-    for name in ("lenet-300-100", "lenet-5"):
-        arch = connsim.get_arch(name, input_shape=(1, 28, 28))
-        x, y = data.x_train, data.y_train
-        dense_t, per_epoch = time_connsim(arch, None, x, y, args.iterations)
-        q = connsim.quota(arch, "uniform", 0.01)
-        sparse_t, _ = time_connsim(arch, connsim.random_masks(arch, q, rng=0), x, y,
-                                   args.iterations)
-        line = (f"{name:<14} connsim dense {dense_t * per_epoch:6.2f} s/epoch, 99 %-sparse "
-                f"masks {sparse_t * per_epoch:6.2f} s/epoch")
+    x, y = data.x_train, data.y_train
+    print(f"torch {torch.__version__ if torch else 'not installed'}; seconds per epoch")
+    for threads in args.threads:
         if torch is not None:
-            tt = time_torch(torch, arch, x, y, args.iterations)
-            line += (f"   PyTorch dense {tt * per_epoch:6.2f} s/epoch   ratio connsim/PyTorch "
-                     f"{dense_t / tt:4.2f} (dense), {sparse_t / tt:4.2f} (99 %-sparse vs dense)")
-        print(line, flush=True)
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            print(f"-- {threads} thread(s)")
+            for name in ("lenet-300-100", "lenet-5"):
+                arch = connsim.get_arch(name, input_shape=(1, 28, 28))
+                t, per_epoch = time_connsim(arch, None, x, y, args.iterations)
+                line = f"dense  {name:<14} connsim {t * per_epoch:6.2f}"
+                if torch is not None:
+                    tt = time_torch(torch, arch, x, y, args.iterations)
+                    line += f"   PyTorch {tt * per_epoch:6.2f}   connsim/PyTorch {t / tt:4.2f}"
+                print(line, flush=True)
+            arch = connsim.get_arch("lenet-300-100", input_shape=(1, 28, 28))
+            tt = time_torch(torch, arch, x, y, args.iterations) if torch is not None else None
+            for d in (0.1, 0.05, 0.03, 0.02, 0.01, 0.005):
+                masks = connsim.random_masks(arch, connsim.quota(arch, "uniform", d), rng=0)
+                t_dense, per_epoch = time_connsim(arch, masks, x, y, args.iterations, sparse=False)
+                t_auto, _ = time_connsim(arch, masks, x, y, args.iterations)
+                line = (f"sparse lenet-300-100 d={d:<5} masked dense {t_dense * per_epoch:6.2f}  "
+                        f"auto {t_auto * per_epoch:6.2f}  auto/dense {t_auto / t_dense:4.2f}")
+                if tt is not None:
+                    line += f"   PyTorch dense {tt * per_epoch:6.2f}   auto/PyTorch {t_auto / tt:4.2f}"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class _Params:
     def parameters(self):
         return [("w", self.layer, "w")]
 
-    def apply_masks(self):
+    def apply_masks(self, *, skip_sparse=False):
         pass
 
 
@@ -112,6 +112,56 @@ def test_sgd_matches_pytorch_formulas():
     assert nes.layer.params["w"][0] == pytest.approx(1 - 0.095)
     with pytest.raises(ValueError, match="Nesterov"):
         SGD(nes, nesterov=True)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+def test_sparse_path_equals_dense_path(optimizer):
+    """Masked dense layers through CSR (forward, gradients, a few optimiser steps) against the
+    dense products, in float64: equal up to the order of floating-point sums."""
+    from connsim import quota, random_masks
+    from connsim.trainer.layers import cross_entropy
+    from connsim.trainer.network import Network
+    from connsim.trainer.optim import make_optimizer
+
+    arch = get_arch("mlp:64-40-30-5")
+    masks = random_masks(arch, quota(arch, "uniform", 0.2), rng=1)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 64)), rng.integers(0, 5, 16)
+    nets = [Network(arch, masks, rng=3, dtype="float64", sparse=s) for s in (False, True)]
+    assert [net.ops["fc1"][0].csr is None for net in nets] == [True, False]
+    opts = [make_optimizer(optimizer, net, weight_decay=1e-2) for net in nets]
+    for _ in range(4):
+        for net, opt in zip(nets, opts, strict=True):
+            _, g = cross_entropy(np, net.forward(x), y)
+            net.backward(g)
+            opt.step(0.1)
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    for name in arch.layer_names:  # pruned weights stay exactly zero on both paths
+        assert (b[f"{name}.weight"][masks[name] == 0] == 0).all()
+    ga, gb = nets[0].weight_gradients(), nets[1].weight_gradients()
+    for name in arch.layer_names:
+        np.testing.assert_allclose(gb[name], ga[name], rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_path_is_chosen_by_density_and_size():
+    from connsim import quota, random_masks
+    from connsim.trainer.layers import SPARSE_BELOW, SPARSE_MIN
+    from connsim.trainer.network import Network
+
+    arch = get_arch("lenet-300-100")
+    sparse = random_masks(arch, quota(arch, "uniform", SPARSE_BELOW / 2), rng=0)
+    net = Network(arch, sparse, rng=0)
+    on = {n: net.ops[n][0].csr is not None for n in arch.layer_names}
+    assert on == {n: arch.n_params(n) >= SPARSE_MIN for n in arch.layer_names}
+    assert on["fc1"] and not on["fc3"]
+    dense = random_masks(arch, quota(arch, "uniform", 0.5), rng=0)
+    assert all(Network(arch, dense, rng=0).ops[n][0].csr is None for n in arch.layer_names)
+    assert all(Network(arch, sparse, rng=0, sparse=False).ops[n][0].csr is None
+               for n in arch.layer_names)
+    with pytest.raises(ValueError, match="sparse must be one of"):
+        Network(arch, sparse, sparse="yes")
 
 
 def test_adam_first_step_is_lr_sized():

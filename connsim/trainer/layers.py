@@ -5,6 +5,11 @@ layer's backend ``xp``). Prunable layers (:class:`Dense`, :class:`Conv2d`) carry
 multiplies the weight in the forward pass and the weight gradient in the backward pass.
 Convolution and pooling gather their windows as ``kh*kw`` strided slices (an im2col without
 ``as_strided``) and run one matrix product per layer.
+
+A large NumPy :class:`Dense` layer whose mask keeps less than :data:`SPARSE_BELOW` of its weights
+multiplies through a SciPy CSR matrix of its kept weights instead (``sparse='auto'``; measured in
+``docs/performance.md``): the forward pass and the input gradient cost ``kept x batch`` instead of
+``weights x batch``, and the weight gradient is computed at the kept weights only.
 """
 
 from __future__ import annotations
@@ -27,18 +32,42 @@ def _channel_shape(x):
     return (1, -1) + (1,) * (x.ndim - 2)
 
 
+SPARSE_BELOW = 0.05  # mask density below which a NumPy Dense layer multiplies through CSR
+SPARSE_MIN = 16384  # weights below which SciPy's call overhead outweighs the saving
+SPARSE_CHOICES = ("auto", True, False)
+
+
 class Dense:
-    """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``."""
+    """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``.
+
+    ``sparse``: ``'auto'`` multiplies through a CSR matrix of the kept weights when the backend is
+    NumPy, the layer has at least :data:`SPARSE_MIN` weights and its mask keeps less than
+    :data:`SPARSE_BELOW` of them; ``True`` does so for any masked layer (NumPy only), ``False``
+    never. Both paths give the same values up to the order of
+    floating-point sums.
+    """
 
     multi = False  # reads one input (layers with ``multi`` read the list of a node's inputs)
 
-    def __init__(self, xp, weight, bias=None, mask=None):
+    def __init__(self, xp, weight, bias=None, mask=None, sparse="auto"):
         self.xp = xp
         self.params = {"weight": weight}
         if bias is not None:
             self.params["bias"] = bias
         self.mask = mask
         self.grads = {}
+        self.csr = None  # the kept weights as CSR (rows = outputs), when the sparse path is on
+        if sparse not in SPARSE_CHOICES:
+            raise ValueError(f"sparse must be one of {SPARSE_CHOICES}, got {sparse!r}")
+        if mask is not None and sparse is not False and getattr(xp, "__name__", "") == "numpy":
+            kept = xp.count_nonzero(mask)
+            if sparse is True or (kept < SPARSE_BELOW * mask.size and mask.size >= SPARSE_MIN):
+                import scipy.sparse
+
+                rows, cols = xp.nonzero(mask)  # row-major: the order of the CSR's data
+                self.kept = (rows, cols, rows * mask.shape[1] + cols)
+                self.csr = scipy.sparse.csr_matrix(
+                    (weight[rows, cols], (rows, cols)), shape=mask.shape)
 
     def _w(self):
         w = self.params["weight"]
@@ -47,18 +76,31 @@ class Dense:
     def forward(self, x, train=True):
         """Forward pass; keeps ``x`` for the backward pass."""
         self.x = x
-        y = x @ self._w().T
+        if self.csr is not None:
+            self.csr.data = self.params["weight"].ravel()[self.kept[2]]
+            y = (self.csr @ x.T).T
+        else:
+            y = x @ self._w().T
         if "bias" in self.params:
             y = y + self.params["bias"]
         return y
 
     def backward(self, dy):
         """Store the weight (and bias) gradients; return the input gradient."""
-        gw = dy.T @ self.x
-        self.grads["weight"] = gw if self.mask is None else gw * self.mask
+        if self.csr is not None:
+            rows, cols, flat = self.kept
+            gw = self.xp.zeros(self.params["weight"].shape, dtype=dy.dtype)
+            dyt, xt = dy.T.copy(), self.x.T.copy()  # rows of the batch: contiguous gathers
+            gw.ravel()[flat] = self.xp.einsum("kb,kb->k", dyt[rows], xt[cols])
+            self.grads["weight"] = gw
+            dx = (self.csr.T @ dy.T).T
+        else:
+            gw = dy.T @ self.x
+            self.grads["weight"] = gw if self.mask is None else gw * self.mask
+            dx = dy @ self._w()
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=0)
-        return dy @ self._w()
+        return dx
 
 
 class Conv2d:
@@ -341,15 +383,16 @@ def cross_entropy(xp, logits, labels):
     return loss, grad / n
 
 
-def make_layer(xp, node, weight=None, bias=None, mask=None, *, linear: bool = False):
+def make_layer(xp, node, weight=None, bias=None, mask=None, *, linear: bool = False,
+               sparse="auto"):
     """The trainer's layer for an architecture node (the trainer's table of operations).
 
     ``weight``, ``bias`` and ``mask`` are backend arrays for prunable nodes. ``linear`` builds the
-    linearised layer SynFlow scores: every pool averages.
+    linearised layer SynFlow scores: every pool averages. ``sparse`` is :class:`Dense`'s.
     """
     op = node.op
     if op == "dense":
-        return Dense(xp, weight, bias, mask)
+        return Dense(xp, weight, bias, mask, sparse)
     if op == "conv":
         return Conv2d(xp, weight, bias, mask, node.stride, node.padding, node.groups)
     if op == "pool":

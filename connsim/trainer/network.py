@@ -40,6 +40,10 @@ class Network:
         Unit (channel) masks that multiply node outputs (:class:`connsim.granularity.UnitMasks`):
         at ``'post'`` after the node's activation, at ``'pre'`` just before it. A masked unit
         outputs exactly 0.
+    sparse : {'auto', True, False}
+        Whether masked dense layers multiply through CSR matrices of their kept weights:
+        ``'auto'`` below :data:`connsim.trainer.layers.SPARSE_BELOW` density on NumPy
+        (:class:`connsim.trainer.layers.Dense`).
 
     Examples
     --------
@@ -51,7 +55,7 @@ class Network:
     """
 
     def __init__(self, arch: Architecture, masks: Mapping | None = None, *, backend="numpy",
-                 init="kaiming", rng=None, dtype="float32", units=None):
+                 init="kaiming", rng=None, dtype="float32", units=None, sparse="auto"):
         self.arch, self.backend, self.dtype = arch, backend, dtype
         xp = self.xp = get_backend(backend)
         rng = check_rng(rng)
@@ -68,7 +72,7 @@ class Network:
                 b = xp.zeros(shape[0], dtype=dtype) if node.bias else None
                 if canon is not None:
                     m = self.masks[node.name] = xp.asarray(canon[node.name].astype(dtype))
-            ops = [make_layer(xp, node, w, b, m)]
+            ops = [make_layer(xp, node, w, b, m, sparse=sparse)]
             if node.batchnorm:
                 ops.append(BatchNorm(xp, node.channels, dtype=dtype))
             unit = None
@@ -123,11 +127,13 @@ class Network:
                     op.running_var = xp.asarray(state[f"{node}.bn.running_var"])
         self.apply_masks()
 
-    def apply_masks(self) -> None:
-        """Set pruned weights to exactly zero."""
+    def apply_masks(self, *, skip_sparse: bool = False) -> None:
+        """Set pruned weights to exactly zero (``skip_sparse``: except in the layers on the sparse
+        path, for an update that wrote their kept weights only)."""
         for name, m in self.masks.items():
             layer = self.ops[name][0]
-            layer.params["weight"] = layer.params["weight"] * m
+            if not (skip_sparse and getattr(layer, "csr", None) is not None):
+                layer.params["weight"] = layer.params["weight"] * m
 
     def weights(self) -> dict:
         """Host copies of the prunable weights, keyed by layer name."""

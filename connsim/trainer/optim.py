@@ -22,9 +22,18 @@ class SGD:
         self.buf: dict[str, object] = {}
 
     def step(self, lr: float) -> None:
-        """One update with learning rate ``lr``, then re-apply the masks."""
+        """One update with learning rate ``lr``, then re-apply the masks.
+
+        The weight of a layer on the sparse path (:class:`connsim.trainer.layers.Dense`) is
+        updated at its kept weights only: its pruned weights and their gradients are 0, so the
+        dense update would leave them 0, and the momentum buffer holds the kept entries only.
+        """
         for name, layer, key in self.net.parameters():
             p, g = layer.params[key], layer.grads[key]
+            kept = getattr(layer, "kept", None) if key == "weight" else None
+            if kept is not None:  # the same update on the kept entries (a copy: p may be shared)
+                flat = kept[2]
+                p, g, full = p.ravel()[flat], g.ravel()[flat], p.copy()
             if self.wd:
                 g = g + self.wd * p
             if self.momentum:
@@ -32,8 +41,12 @@ class SGD:
                 b = g if b is None else self.momentum * b + g
                 self.buf[name] = b
                 g = g + self.momentum * b if self.nesterov else b
-            layer.params[key] = p - lr * g
-        self.net.apply_masks()
+            if kept is not None:
+                full.ravel()[flat] = p - lr * g
+                layer.params[key] = full
+            else:
+                layer.params[key] = p - lr * g
+        self.net.apply_masks(skip_sparse=True)
 
 
 class Adam:

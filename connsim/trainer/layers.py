@@ -48,6 +48,7 @@ class Dense:
     """
 
     multi = False  # reads one input (layers with ``multi`` read the list of a node's inputs)
+    input_grad = True  # False: backward skips the input gradient and returns None
 
     def __init__(self, xp, weight, bias=None, mask=None, sparse="auto"):
         self.xp = xp
@@ -93,14 +94,14 @@ class Dense:
             dyt, xt = dy.T.copy(), self.x.T.copy()  # rows of the batch: contiguous gathers
             gw.ravel()[flat] = self.xp.einsum("kb,kb->k", dyt[rows], xt[cols])
             self.grads["weight"] = gw
-            dx = (self.csr.T @ dy.T).T
         else:
             gw = dy.T @ self.x
             self.grads["weight"] = gw if self.mask is None else gw * self.mask
-            dx = dy @ self._w()
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=0)
-        return dx
+        if not self.input_grad:
+            return None
+        return (self.csr.T @ dy.T).T if self.csr is not None else dy @ self._w()
 
 
 class Conv2d:
@@ -108,9 +109,12 @@ class Conv2d:
 
     Output channel ``o`` reads the ``in/groups`` input channels of its group ``o // (out/groups)``;
     ``groups = in = out`` is a depthwise convolution. One batched matrix product per layer.
+    ``input_grad = False`` (set by the network for a layer that reads the data) skips the input
+    gradient: :meth:`backward` then returns ``None``.
     """
 
     multi = False
+    input_grad = True
 
     def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0), groups=1):
         self.xp = xp
@@ -135,9 +139,11 @@ class Conv2d:
         (sh, sw), (ph, pw) = self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
-        # (kh*kw, N, C, Ho, Wo) -> (C, kh*kw, N, Ho, Wo) -> (groups, C/groups*kh*kw, N*Ho*Wo)
-        cols = xp.stack([xpad[s] for _, s in _slices(kh, kw, sh, sw, ho, wo)])
-        self.cols = cols.transpose(2, 0, 1, 3, 4).reshape(self.groups, -1, n * ho * wo)
+        # windows written straight into (C, kh*kw, N, Ho, Wo) = (groups, C/groups*kh*kw, N*Ho*Wo)
+        cols = xp.empty((c, kh * kw, n, ho, wo), dtype=x.dtype)
+        for k, s in _slices(kh, kw, sh, sw, ho, wo):
+            cols[:, k] = xpad[s].transpose(1, 0, 2, 3)
+        self.cols = cols.reshape(self.groups, -1, n * ho * wo)
         self.shape = (n, c, h, w, ho, wo)
         y = (self._wg() @ self.cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
         if "bias" in self.params:
@@ -155,10 +161,14 @@ class Conv2d:
         self.grads["weight"] = gw if self.mask is None else gw * self.mask
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=(0, 2, 3))
+        if not self.input_grad:
+            return None
+        # (C, kh*kw, N, Ho, Wo) -> (kh*kw, N, C, Ho, Wo): every window's gradient contiguous
         dcols = (self._wg().transpose(0, 2, 1) @ dy2).reshape(c, kh * kw, n, ho, wo)
+        dcols = dcols.transpose(1, 2, 0, 3, 4).copy()
         dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
         for k, s in _slices(kh, kw, sh, sw, ho, wo):
-            dx[s] += dcols[:, k].transpose(1, 0, 2, 3)
+            dx[s] += dcols[k]
         return dx[:, :, ph:ph + h, pw:pw + w]
 
 

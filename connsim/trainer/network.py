@@ -73,6 +73,8 @@ class Network:
                 if canon is not None:
                     m = self.masks[node.name] = xp.asarray(canon[node.name].astype(dtype))
             ops = [make_layer(xp, node, w, b, m, sparse=sparse)]
+            if node.prunable and list(node.inputs) == [arch.nodes[0].name]:
+                ops[0].input_grad = False  # the gradient with respect to the data is never used
             if node.batchnorm:
                 ops.append(BatchNorm(xp, node.channels, dtype=dtype))
             unit = None
@@ -170,13 +172,15 @@ class Network:
         return acts[self.arch.output.name]
 
     def backward(self, dlogits, tap: Callable | None = None) -> None:
-        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits.
+        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits (the gradient
+        with respect to the input batch is not computed).
 
         ``tap``, when given, is called as ``tap(name, dy)`` with the gradient of the loss with
         respect to the output of every conv and dense node before its BatchNorm and ReLU (the
         outputs :meth:`forward`'s ``tap`` sees).
         """
         grads = {self.arch.output.name: dlogits}
+        data = self.arch.nodes[0].name
         for node in reversed(self.arch.nodes[1:]):
             ops = self.ops[node.name]
             g = grads.pop(node.name)
@@ -185,4 +189,5 @@ class Network:
                     tap(node.name, g)
                 g = ops[k].backward(g)
             for s, gs in zip(node.inputs, g if ops[0].multi else [g], strict=True):
-                grads[s] = grads[s] + gs if s in grads else gs
+                if s != data:
+                    grads[s] = grads[s] + gs if s in grads else gs

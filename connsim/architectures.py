@@ -6,16 +6,23 @@ An :class:`Architecture` is an ordered tuple of :class:`Node` objects in topolog
 
 Node operations
 ---------------
-``input``    the network input.
-``dense``    fully connected layer, weight ``(out, in)`` (prunable).
-``conv``     2-D convolution, weight ``(out, in/groups, kh, kw)``, with stride, zero padding and
-             ``groups`` (prunable): output channel ``o`` reads the ``in/groups`` input channels of
-             its group; ``groups = in = out`` is a depthwise convolution.
-``pool``     average or max pooling over a window (``mode`` 'avg' or 'max'); global average pooling is
-             a pool whose window is the whole feature map.
-``flatten``  ``(C, H, W) -> (C*H*W,)`` in PyTorch order: unit index = c*H*W + h*W + w.
-``add``      elementwise sum of two or more nodes of equal shape (residual connections).
-``concat``   channel concatenation of two or more maps of equal height and width (or vectors).
+``input``
+    The network input.
+``dense``
+    Fully connected layer, weight ``(out, in)`` (prunable).
+``conv``
+    2-D convolution, weight ``(out, in/groups, kh, kw)``, with stride, zero padding and
+    ``groups`` (prunable): output channel ``o`` reads the ``in/groups`` input channels of its
+    group; ``groups = in = out`` is a depthwise convolution.
+``pool``
+    Average or max pooling over a window (``mode`` 'avg' or 'max'); global average pooling is a
+    pool whose window is the whole feature map.
+``flatten``
+    ``(C, H, W) -> (C*H*W,)`` in PyTorch order: unit index = c*H*W + h*W + w.
+``add``
+    Elementwise sum of two or more nodes of equal shape (residual connections).
+``concat``
+    Channel concatenation of two or more maps of equal height and width (or vectors).
 
 A flatten may feed dense layers only. What each operation does for the graph, the theory and the
 position level is in :mod:`connsim.ops`.
@@ -34,13 +41,55 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+__all__ = [
+    "ArchBuilder", "Architecture", "Node", "SpecError", "from_dict", "load_arch", "parse_shape",
+]
+
+
 PRUNABLE_OPS = ("dense", "conv")
 ACTIVATIONS = ("relu", "scaled-tanh")  # scaled-tanh: LeCun's 1.7159 tanh(2x/3)
 
 
 @dataclass(frozen=True)
 class Node:
-    """One node of an architecture DAG (see the module docstring for the operations)."""
+    """One node of an architecture DAG (see the module docstring for the operations).
+
+    Nodes are made by :class:`ArchBuilder` (or read from a spec file), which computes and checks
+    every shape; they are immutable.
+
+    Attributes
+    ----------
+    name : str
+        Unique name of the node (``conv1``, ``layer1.0.add``).
+    op : {'input', 'dense', 'conv', 'pool', 'flatten', 'add', 'concat'}
+        The operation.
+    inputs : tuple of str
+        Names of the nodes it reads (empty for the input).
+    shape : tuple of int
+        Output shape: ``(C, H, W)`` for spatial nodes, ``(n,)`` for vectors.
+    kernel, stride, padding : tuple of int
+        Window of a conv or pool, as ``(height, width)`` pairs.
+    mode : str
+        ``'max'`` or ``'avg'`` for a pool, else empty.
+    groups : int
+        Groups of a conv (1: dense connectivity; the input channels: depthwise).
+    bias, batchnorm : bool
+        Whether the trainable layer has a bias and is followed by BatchNorm.
+    activation : str
+        ``'relu'``, ``'scaled-tanh'`` or empty: what follows the node in the trainable model.
+
+    See Also
+    --------
+    Architecture : The network the nodes form.
+    ArchBuilder : Appends nodes with checked shapes.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> node = get_arch("lenet-5")["conv1"]
+    >>> node.op, node.shape, node.kernel, node.prunable
+    ('conv', (6, 28, 28), (5, 5), True)
+    """
 
     name: str
     op: str
@@ -81,7 +130,30 @@ class Architecture:
     """An immutable, validated network description.
 
     Use :func:`connsim.get_arch` for the built-in zoo, :func:`load_arch` for a spec file, or
-    :class:`ArchBuilder` in code.
+    :class:`ArchBuilder` in code. One description drives the graph, the quota rules, the theory and
+    the trainer. ``arch[name]`` is the node called ``name``.
+
+    Attributes
+    ----------
+    name : str
+        The network's name (a zoo name such as ``'vgg-19'``, or the spec file's ``name``).
+    nodes : tuple of Node
+        Every node in topological order: node 0 is the input, the last node the output (logits).
+
+    See Also
+    --------
+    connsim.zoo.get_arch : A zoo architecture by name, or a spec file.
+    ArchBuilder : Build one layer by layer.
+    from_dict : Build one from its spec-file form.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-300-100")
+    >>> arch.layer_names, arch.total_params, arch.is_chain
+    (('fc1', 'fc2', 'fc3'), 266200, True)
+    >>> arch.weight_shape("fc1")
+    (300, 784)
     """
 
     name: str
@@ -219,6 +291,18 @@ class ArchBuilder:
 
     Each method appends a node that reads the previous node unless ``src`` (a node name, or a
     list of names for :meth:`add`) says otherwise, and returns the new node's name.
+
+    Parameters
+    ----------
+    name : str
+        Name of the architecture.
+    input_shape : sequence of int
+        ``(C, H, W)`` for images, ``(n,)`` for vectors.
+
+    See Also
+    --------
+    Architecture : What :meth:`build` returns.
+    from_dict : The same from a spec file's dict form.
 
     Examples
     --------
@@ -424,7 +508,23 @@ class ArchBuilder:
 
 
 class SpecError(ValueError):
-    """An architecture spec (a ``.toml``/``.json`` file or its dict form) is malformed."""
+    """An architecture spec (a ``.toml``/``.json`` file or its dict form) is malformed.
+
+    A subclass of :class:`ValueError`; the message names the file, the layer and the key at fault.
+
+    See Also
+    --------
+    from_dict : Raises it for a malformed dict.
+    load_arch : Raises it for a malformed file.
+
+    Examples
+    --------
+    >>> try:
+    ...     from_dict({"input": [4], "layers": [{"type": "dense"}]})
+    ... except SpecError as e:
+    ...     print("refused")
+    refused
+    """
 
 
 _SPEC_KEYS = {
@@ -542,10 +642,34 @@ def from_dict(spec: Mapping) -> Architecture:
     Sizes are integers (``3.0`` is accepted as 3, ``2.7`` and ``true`` are not); ``kernel``,
     ``stride`` and ``padding`` may also be pairs, ``padding`` also ``"same"`` or ``"valid"``.
 
+    Parameters
+    ----------
+    spec : mapping
+        The spec, as read from a ``.toml`` or ``.json`` file.
+
+    Returns
+    -------
+    Architecture
+        The checked architecture.
+
     Raises
     ------
     SpecError
         For anything malformed; the message names the layer and the key.
+
+    See Also
+    --------
+    load_arch : Read the same form from a file.
+    Architecture.to_dict : The inverse.
+
+    Examples
+    --------
+    >>> spec = {"name": "tiny", "input": [1, 6, 6], "layers": [
+    ...     {"type": "conv", "out": 4, "kernel": 3, "relu": True},
+    ...     {"type": "global_pool"}, {"type": "flatten"}, {"type": "dense", "out": 3}]}
+    >>> arch = from_dict(spec)
+    >>> arch.layer_names, arch.total_params
+    (('conv1', 'dense1'), 48)
     """
     try:
         if not isinstance(spec, Mapping) or "input" not in spec or "layers" not in spec:
@@ -574,7 +698,18 @@ def from_dict(spec: Mapping) -> Architecture:
 
 
 def load_arch(path: str | os.PathLike) -> Architecture:
-    """Read an architecture spec file (``.toml`` or ``.json``); see :func:`from_dict`.
+    r"""Read an architecture spec file (``.toml`` or ``.json``); see :func:`from_dict`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The spec file. Wherever connsim takes an architecture name (``--arch``,
+        :func:`connsim.get_arch`), a path to such a file works too.
+
+    Returns
+    -------
+    Architecture
+        The architecture the file describes.
 
     Raises
     ------
@@ -584,34 +719,29 @@ def load_arch(path: str | os.PathLike) -> Architecture:
         If it cannot be read or parsed, or does not describe a valid architecture (the message
         names the file, and the layer and key at fault).
 
+    See Also
+    --------
+    from_dict : The same from the dict form.
+    connsim.zoo.get_arch : Zoo names and spec files alike.
+
     Examples
     --------
-    A TOML spec of a small residual net::
+    A TOML spec of a small residual net:
 
-        name = "tiny-res"
-        input = [3, 8, 8]
-        [[layers]]
-        name = "stem"
-        type = "conv"
-        out = 4
-        kernel = 3
-        padding = 1
-        [[layers]]
-        name = "c1"
-        type = "conv"
-        out = 4
-        kernel = 3
-        padding = 1
-        [[layers]]
-        type = "add"
-        inputs = ["stem", "c1"]
-        [[layers]]
-        type = "global_pool"
-        [[layers]]
-        type = "flatten"
-        [[layers]]
-        type = "dense"
-        out = 10
+    >>> import os, tempfile
+    >>> text = "\n".join([
+    ...     'name = "tiny-res"', "input = [3, 8, 8]",
+    ...     "[[layers]]", 'name = "stem"', 'type = "conv"', "out = 4", "kernel = 3", "padding = 1",
+    ...     "[[layers]]", 'name = "c1"', 'type = "conv"', "out = 4", "kernel = 3", "padding = 1",
+    ...     "[[layers]]", 'type = "add"', 'inputs = ["stem", "c1"]',
+    ...     "[[layers]]", 'type = "global_pool"', "[[layers]]", 'type = "flatten"',
+    ...     "[[layers]]", 'type = "dense"', "out = 10"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny_res.toml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write(text)
+    >>> arch = load_arch(path)
+    >>> arch.name, arch.layer_names, arch.is_chain
+    ('tiny-res', ('stem', 'c1', 'dense1'), False)
     """
     path = os.fspath(path)
     if not path.endswith((".toml", ".json")):
@@ -644,7 +774,32 @@ def load_arch(path: str | os.PathLike) -> Architecture:
 
 
 def parse_shape(text: str | Iterable[int]) -> tuple[int, ...]:
-    """Parse an input shape given as '3,32,32', '3x32x32' or a sequence of ints."""
+    """Parse an input shape given as '3,32,32', '3x32x32' or a sequence of ints.
+
+    Parameters
+    ----------
+    text : str or iterable of int
+        The shape, as the command line's ``--input-shape`` takes it, or already as numbers.
+
+    Returns
+    -------
+    tuple of int
+        The shape.
+
+    Raises
+    ------
+    ValueError
+        If a part of the text is not an integer.
+
+    See Also
+    --------
+    connsim.zoo.get_arch : Takes the parsed shape as ``input_shape``.
+
+    Examples
+    --------
+    >>> parse_shape("3,32,32"), parse_shape("1x28x28"), parse_shape([784])
+    ((3, 32, 32), (1, 28, 28), (784,))
+    """
     if isinstance(text, str):
         parts = text.replace("x", ",").replace("×", ",").split(",")
         try:

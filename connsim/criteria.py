@@ -41,6 +41,11 @@ from .trainer.data import Dataset
 from .trainer.layers import cross_entropy
 from .trainer.network import Network
 
+__all__ = [
+    "criterion_scores",
+]
+
+
 CRITERIA = ("random", "magnitude", "snip", "stat")
 STAT_EPS = 1e-8
 
@@ -133,6 +138,11 @@ def criterion_scores(criterion: str, arch: Architecture, state: Mapping, masks: 
     -------
     dict of str to ndarray
         Group-shaped scores for every layer.
+
+    See Also
+    --------
+    connsim.imp.GroupPruning : IMP that ranks groups by these scores.
+    connsim.granularity : The groups.
 
     Examples
     --------

@@ -26,6 +26,11 @@ from .architectures import Architecture
 from .quotas import Quota, kept_counts, quota
 from .theory import Prediction, predict
 
+__all__ = [
+    "Design", "design_quota",
+]
+
+
 OBJECTIVES = ("effective", "connectivity")
 
 
@@ -50,7 +55,30 @@ def _score(p: Prediction, objective: str) -> float:
 
 @dataclass(frozen=True)
 class Design:
-    """A designed quota and the theory at its densities."""
+    """A designed quota and the theory at its densities.
+
+    Attributes
+    ----------
+    quota : Quota
+        The designed densities and exact kept counts (rule ``designed-OBJECTIVE``).
+    prediction : Prediction
+        The theory at the designed densities.
+    objective : {'effective', 'connectivity'}
+        What was optimised.
+    evaluations : int
+        Objective evaluations made.
+
+    See Also
+    --------
+    design_quota : Computes it.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> d = design_quota(get_arch("mlp:20-10-5"), 0.2, maxfev=20)
+    >>> d.quota.rule, int(d.quota.kept.sum()), d.objective
+    ('designed-effective', 50, 'effective')
+    """
 
     quota: Quota
     prediction: Prediction
@@ -78,6 +106,11 @@ def design_quota(arch: Architecture, density: float, *, objective: str = "effect
     Returns
     -------
     Design
+
+    See Also
+    --------
+    connsim.theory.predict : The objective's theory.
+    connsim.quotas.quota : The built-in rules it is compared with.
 
     Examples
     --------

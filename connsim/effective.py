@@ -23,6 +23,10 @@ from .architectures import Architecture
 from .masks import check_masks
 from .ops import OPS, lower
 
+__all__ = [
+    "Connectivity", "connectivity", "effective_masks",
+]
+
 
 @dataclass(frozen=True)
 class Connectivity:
@@ -40,6 +44,20 @@ class Connectivity:
         flatten). Position level: the node's full output shape.
     effective : dict of str to ndarray of bool
         Per prunable layer, the effective mask in PyTorch layout.
+
+    See Also
+    --------
+    connectivity : Computes it.
+    connsim.measures.summarize : Its counts, as a Measurement.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:2-2-1")
+    >>> c = connectivity(arch, {"fc1": np.array([[1, 1], [0, 1]]), "fc2": np.array([[1, 0]])})
+    >>> c.forward["fc1"], c.backward["fc1"], c.active("fc1")
+    (array([ True,  True]), array([ True, False]), array([ True, False]))
     """
 
     arch: Architecture
@@ -167,6 +185,11 @@ def connectivity(
     -------
     Connectivity
 
+    See Also
+    --------
+    effective_masks : Only the effective masks.
+    connsim.measures.measure : The counts, per layer and in total.
+
     Notes
     -----
     A kept weight is effective iff it lies on a directed path from an input unit to an output
@@ -197,6 +220,29 @@ def connectivity(
 
 def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layout="torch"):
     """The effective mask of every prunable layer (PyTorch layout); see :func:`connectivity`.
+
+    A kept weight is effective iff it lies on a path from an input unit to an output unit.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    masks : mapping of str to array_like
+        Binary masks keyed by layer name.
+    level : {'channel', 'position'}
+        Channel-level topology, or the exact position level.
+    layout : {'torch', 'keras'}
+        Layout of the given masks; the result is in PyTorch layout.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        One effective mask per prunable layer, a subset of its mask.
+
+    See Also
+    --------
+    connectivity : The reachability of every node as well.
+    connsim.measures.measure : Direct and effective counts.
 
     Examples
     --------

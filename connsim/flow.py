@@ -30,6 +30,11 @@ from .trainer.backend import to_numpy
 from .trainer.layers import cross_entropy
 from .trainer.network import Network
 
+__all__ = [
+    "flow_layers", "gradient_flow", "information_flow",
+]
+
+
 STD_FLOOR = 1e-6
 
 
@@ -61,8 +66,24 @@ def shortcut_layers(arch: Architecture) -> tuple[str, ...]:
 
 
 def flow_layers(arch: Architecture) -> tuple[str, ...]:
-    """The hooked layers of the information flow: prunable nodes in execution order, projection
-    shortcuts excluded, the classifier included.
+    """The hooked layers of the information flow.
+
+    Prunable nodes in execution order, projection shortcuts excluded (found structurally: a
+    prunable input of an ``add`` that bypasses another input of it), the classifier included.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+
+    Returns
+    -------
+    tuple of str
+        Layer names; ``kappa_l`` correlates layer ``l`` with layer ``l + 1`` of this tuple.
+
+    See Also
+    --------
+    information_flow : Computes ``phi`` over these layers.
 
     Examples
     --------
@@ -140,6 +161,12 @@ def information_flow(net: Network, x: np.ndarray, *, batch_size: int = 1000,
     ndarray
         ``L - 1`` values for ``L`` hooked layers.
 
+    See Also
+    --------
+    gradient_flow : The other statistic of InCoP's flow rule.
+    flow_layers : The layers it reads.
+    connsim.stopping.StopRule : Where the statistic stops a round.
+
     Examples
     --------
     >>> from connsim import get_arch
@@ -183,6 +210,11 @@ def gradient_flow(net: Network, batches: Iterable) -> np.ndarray:
     -------
     ndarray
         One value per layer of ``net.arch.layer_names``.
+
+    See Also
+    --------
+    information_flow : The other statistic of InCoP's flow rule.
+    connsim.stopping.StopRule : Where the statistic stops a round.
 
     Examples
     --------

@@ -36,6 +36,11 @@ import numpy as np
 from ._validation import InvalidArgument, check_choice, check_shape
 from .architectures import Architecture
 
+__all__ = [
+    "UnitMasks", "expand", "group_sizes", "prunable_layers", "to_groups", "unit_masks",
+]
+
+
 GRANULARITIES = ("weight", "kernel", "channel", "node")
 SEMANTICS = ("weights", "output")
 UNIT_GRANULARITIES = ("channel", "node")  # whose groups are units
@@ -85,8 +90,37 @@ def _axes(shape: tuple, granularity: str) -> tuple[int, ...]:
 
 
 def to_groups(arch: Architecture, values: dict, granularity: str, how: str = "sum") -> dict:
-    """Aggregate weight-shaped ``values`` over groups: ``sum``, ``mean`` or ``abs-sum``
-    (``|sum|``, SNIP's group score)."""
+    """Aggregate weight-shaped ``values`` over groups.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    values : dict of str to ndarray
+        One weight-shaped array per prunable layer.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (module docstring).
+    how : {'sum', 'mean', 'abs-sum'}
+        ``abs-sum`` is ``|sum|``, SNIP's group score.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One array of the group shape per layer.
+
+    See Also
+    --------
+    expand : The other direction, for masks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> values = {"fc1": np.arange(12.0).reshape(3, 4), "fc2": np.ones((2, 3))}
+    >>> to_groups(arch, values, "channel", "mean")["fc1"].tolist()
+    [1.5, 5.5, 9.5]
+    """
     check_granularity(granularity)
     check_choice(how, AGGREGATES, "how")
     out = {}
@@ -102,7 +136,37 @@ def to_groups(arch: Architecture, values: dict, granularity: str, how: str = "su
 
 
 def expand(arch: Architecture, group_masks: dict, granularity: str) -> dict:
-    """Weight masks from group masks (every weight of a kept group is kept)."""
+    """Weight masks from group masks (every weight of a kept group is kept).
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    group_masks : dict of str to ndarray of bool
+        One array of the group shape of ``granularity`` per prunable layer.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (module docstring).
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        Weight masks in PyTorch layout.
+
+    See Also
+    --------
+    to_groups : From weight-shaped values to group values.
+    group_sizes : Groups per layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> masks = expand(arch, {"fc1": np.array([True, False, True]), "fc2": np.array([True, True])},
+    ...                "channel")
+    >>> masks["fc1"].astype(int).tolist()
+    [[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]]
+    """
     check_granularity(granularity)
     out = {}
     for name in arch.layer_names:
@@ -128,9 +192,43 @@ def check_exclude(arch: Architecture, exclude) -> tuple[str, ...]:
 
 
 def prunable_layers(arch: Architecture, granularity: str, exclude=()) -> tuple[str, ...]:
-    """Layers whose groups may be pruned: all prunable layers except those matching ``exclude``
-    (:func:`check_exclude`), the classifier at channel and node granularity (removing an output
-    unit would remove a class) and conv layers at node granularity."""
+    """Layers whose groups may be pruned at ``granularity``.
+
+    All prunable layers except those matching ``exclude``, the classifier at channel and node
+    granularity (removing an output unit would remove a class) and conv layers at node
+    granularity.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (module docstring).
+    exclude : sequence of str
+        Layer-name patterns (``fnmatch``: ``fc``, ``*.shortcut``), each of which must match a
+        layer.
+
+    Returns
+    -------
+    tuple of str
+        The layers, in order.
+
+    Raises
+    ------
+    ValueError
+        If a pattern matches no layer.
+
+    See Also
+    --------
+    group_sizes : Groups per layer.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("resnet-20")
+    >>> len(arch.layer_names), len(prunable_layers(arch, "channel", exclude=("fc", "*.shortcut")))
+    (22, 19)
+    """
     check_granularity(granularity)
     pats = check_exclude(arch, exclude)
     names = tuple(n for n in arch.layer_names
@@ -148,7 +246,32 @@ def prunable_layers(arch: Architecture, granularity: str, exclude=()) -> tuple[s
 
 
 def group_sizes(arch: Architecture, granularity: str) -> np.ndarray:
-    """Number of groups in each layer."""
+    """Number of groups in each layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (module docstring).
+
+    Returns
+    -------
+    ndarray of int
+        One count per prunable layer: weights, kernels (``out * in / groups`` for a conv, the
+        weights for a dense layer), or output channels and units.
+
+    See Also
+    --------
+    prunable_layers : Which of the layers may lose groups.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-5")
+    >>> group_sizes(arch, "kernel").tolist(), group_sizes(arch, "channel").tolist()
+    ([18, 96, 48000, 10080, 840], [6, 16, 120, 84, 10])
+    """
     return np.array([int(np.prod(group_shape(arch, n, granularity))) for n in arch.layer_names],
                     dtype=np.int64)
 
@@ -164,6 +287,20 @@ class UnitMasks:
     position : {'post', 'pre'}
         Where the trainer multiplies: after the node's activation (channels) or just before it
         (dense nodes; the unit outputs ``f(0) = 0``). Connectivity does not depend on it.
+
+    See Also
+    --------
+    unit_masks : The unit masks that go with group-expanded weight masks.
+    connsim.effective.connectivity : Deletes masked units from the graph (``units=``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch, measure, ones_masks
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> units = UnitMasks({"fc1": np.array([True, False, True])})
+    >>> measure(arch, ones_masks(arch), units=units).effective
+    12
     """
 
     keep: Mapping
@@ -211,9 +348,44 @@ def unit_sites(arch: Architecture, granularity: str, exclude=()) -> dict:
 
 def unit_masks(arch: Architecture, masks: Mapping, granularity: str, semantics: str | None = None,
                exclude=()) -> UnitMasks | None:
-    """The :class:`UnitMasks` that go with group-expanded weight ``masks`` at a unit granularity
-    with output semantics (None otherwise): a unit is kept iff its row keeps a weight. Layers
-    that share a site (an add) combine their masks: a site unit is kept iff kept by all."""
+    """The :class:`UnitMasks` that go with group-expanded weight ``masks`` at a unit granularity.
+
+    Only with the output semantics (None otherwise): a unit is kept iff its row keeps a weight.
+    Layers that share a site (an add) combine their masks: a site unit is kept iff kept by all.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    masks : mapping of str to ndarray of bool
+        Weight masks expanded from group masks.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (module docstring).
+    semantics : {'weights', 'output'}, optional
+        The channel semantics (default ``'weights'`` at channel and node granularity).
+    exclude : sequence of str
+        Layer-name patterns left unpruned.
+
+    Returns
+    -------
+    UnitMasks or None
+        None for weight and kernel granularity and for the ``weights`` semantics.
+
+    See Also
+    --------
+    UnitMasks : What the trainer and the connectivity read.
+    expand : Weight masks from group masks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> masks = expand(arch, {"fc1": np.array([True, False, True]), "fc2": np.array([True, True])},
+    ...                "channel")
+    >>> unit_masks(arch, masks, "channel", "output").keep["fc1"].tolist()
+    [True, False, True]
+    """
     semantics = check_semantics(granularity, semantics)
     if semantics != "output":
         return None

@@ -31,11 +31,36 @@ from .architectures import Architecture
 from .masks import check_masks
 from .ops import Edge, lower
 
+__all__ = [
+    "Block", "LayeredGraph", "build_graph", "chain", "check_csr", "effective_edges", "reachability",
+]
+
 
 @dataclass(frozen=True)
 class Block:
-    """An edge block: ``adj[i, j]`` is the edge from unit ``i`` of group ``src`` to unit ``j`` of
-    group ``dst``. ``layer`` names the prunable layer it comes from (``None`` if structural)."""
+    """An edge block: ``adj[i, j]`` is the edge from unit ``i`` of group ``src`` to ``j`` of ``dst``.
+
+    Attributes
+    ----------
+    src, dst : int
+        Source and destination groups (``src < dst``).
+    adj : scipy.sparse.csr_array
+        Boolean adjacency of shape ``(sizes[src], sizes[dst])``: rows are source nodes.
+    layer : str or None
+        The prunable layer it comes from (``None`` if structural: pooling, flatten, adds).
+
+    See Also
+    --------
+    LayeredGraph : Holds the blocks of a graph.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = chain([np.eye(2, dtype=bool)])
+    >>> b = g.blocks[0]
+    >>> b.src, b.dst, b.adj.shape, b.adj.nnz
+    (0, 1, (2, 2), 2)
+    """
 
     src: int
     dst: int
@@ -44,8 +69,41 @@ class Block:
 
 
 def check_csr(adj, shape: tuple[int, int], where: str) -> sp.csr_array:
-    """Canonical CSR: boolean data, no explicit zeros, sorted indices, int64 index arrays (the one
-    index type the kernels are compiled for)."""
+    """Canonical CSR: boolean data, no explicit zeros, sorted indices, int64 index arrays.
+
+    int64 is the one index type the kernels are compiled for; every block of a
+    :class:`LayeredGraph` passes through this function.
+
+    Parameters
+    ----------
+    adj : array_like or sparse array
+        A dense or sparse adjacency; an edge is present where the entry is nonzero.
+    shape : tuple of int
+        The expected ``(source nodes, destination nodes)``.
+    where : str
+        What the adjacency is, for error messages.
+
+    Returns
+    -------
+    scipy.sparse.csr_array
+        The canonical form.
+
+    Raises
+    ------
+    ValueError
+        For another shape, or NaN entries.
+
+    See Also
+    --------
+    LayeredGraph : Stores its blocks in this form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = check_csr(np.array([[0.0, 2.0], [0.0, 0.0]]), (2, 2), "example")
+    >>> a.dtype, a.indices.dtype, a.nnz
+    (dtype('bool'), dtype('int64'), 1)
+    """
     if not sp.issparse(adj):
         adj = sp.csr_array(np.asarray(adj))
     check_shape(adj.shape, shape, f"{where}: adjacency", "rows are source nodes, columns "
@@ -83,10 +141,24 @@ class LayeredGraph:
     blocks : sequence of Block
         Edge blocks with ``src < dst``; adjacency shapes must be ``(sizes[src], sizes[dst])``.
 
+    See Also
+    --------
+    build_graph : The graph of a pruned architecture.
+    chain : A graph from a list of adjacency matrices.
+    reachability, effective_edges : What the kernels compute on it.
+
     Notes
     -----
     The blocks are stored in canonical form (:func:`check_csr`), and their index arrays are views
     into two buffers shared by the whole graph, which the kernels read in one call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> adj = np.array([[1, 0], [0, 0]], dtype=bool)
+    >>> g = LayeredGraph(("in", "out"), (2, 2), (Block(0, 1, adj),))
+    >>> g.n_edges, [f.tolist() for f in reachability(g)[0]]
+    (1, [[True, True], [True, False]])
     """
 
     names: tuple[str, ...]
@@ -172,16 +244,34 @@ def _split(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 def reachability(graph: LayeredGraph) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Forward reachability from group 0 and backward co-reachability from the last group.
 
+    Parameters
+    ----------
+    graph : LayeredGraph
+        The graph.
+
     Returns
     -------
     forward, backward : list of ndarray of bool
         One array per group.
+
+    See Also
+    --------
+    effective_edges : The edges on input-output paths.
+    connsim.effective.connectivity : The same from masks.
 
     Notes
     -----
     One kernel call for the whole graph: a push pass and a pull pass over the blocks in
     topological order, each stopping early once its destinations are settled, so the cost is at
     most O(nnz + number of nodes) and usually a fraction of one read of the edges.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = chain([np.array([[1, 1], [0, 0]], dtype=bool), np.array([[1], [0]], dtype=bool)])
+    >>> forward, backward = reachability(g)
+    >>> [f.tolist() for f in forward], [b.tolist() for b in backward]
+    ([[True, True], [True, True], [True]], [[True, False], [True, False], [True]])
     """
     order_f, order_b, *packed = graph._packed
     node_off = packed[2]
@@ -197,7 +287,35 @@ def effective_edges(graph: LayeredGraph, forward=None, backward=None) -> list[np
     """Per block, a boolean array aligned with ``adj.data``: whether each edge is on an input-output path.
 
     An edge ``i -> j`` is effective iff ``i`` is forward-reachable and ``j`` co-reachable.
-    ``forward`` and ``backward`` default to :func:`reachability` of the graph.
+
+    Parameters
+    ----------
+    graph : LayeredGraph
+        The graph.
+    forward, backward : list of ndarray of bool, optional
+        The node states of :func:`reachability`; computed when not given.
+
+    Returns
+    -------
+    list of ndarray of bool
+        One array per block, aligned with the block's ``adj.data``.
+
+    Raises
+    ------
+    ValueError
+        If ``forward`` or ``backward`` do not have the graph's group sizes.
+
+    See Also
+    --------
+    reachability : The node states.
+    connsim.effective.effective_masks : The same from masks, per layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = chain([np.array([[1, 1], [0, 0]], dtype=bool), np.array([[1], [0]], dtype=bool)])
+    >>> [e.tolist() for e in effective_edges(g)]
+    [[True, False], [True]]
     """
     if forward is None or backward is None:
         forward, backward = reachability(graph)
@@ -251,6 +369,26 @@ def _structural(edge: Edge, n_src: int, n_dst: int) -> sp.csr_array:
 def build_graph(arch: Architecture, masks: Mapping, *, layout: str = "torch") -> LayeredGraph:
     """The channel-level :class:`LayeredGraph` of a pruned architecture (module docstring).
 
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    masks : mapping of str to array_like
+        Binary masks keyed by layer name.
+    layout : {'torch', 'keras'}
+        Layout of the given masks.
+
+    Returns
+    -------
+    LayeredGraph
+        One group per node of the architecture (channels or units), one block per edge of the
+        lowering: a conv's group edge is present iff any entry of its kernel is kept.
+
+    See Also
+    --------
+    reachability, effective_edges : Run on the graph.
+    connsim.effective.connectivity : Reads the masks directly, without building a graph.
+
     Examples
     --------
     >>> from connsim import get_arch, ones_masks
@@ -289,6 +427,28 @@ def _build_graph(arch: Architecture, masks: dict, kept_flat: dict | None = None,
 
 def chain(blocks: Sequence, names: Sequence[str] | None = None) -> LayeredGraph:
     """A plain chain from a list of adjacency matrices (rows = source layer).
+
+    Parameters
+    ----------
+    blocks : sequence of array_like or sparse arrays
+        Adjacency ``k`` joins group ``k`` to group ``k + 1``; consecutive shapes must agree.
+    names : sequence of str, optional
+        Group names; default ``g0``, ``g1``, ...
+
+    Returns
+    -------
+    LayeredGraph
+        The chain.
+
+    Raises
+    ------
+    ValueError
+        For no blocks, or consecutive blocks whose shapes do not agree.
+
+    See Also
+    --------
+    LayeredGraph : Any DAG of groups.
+    build_graph : The graph of an architecture.
 
     Examples
     --------

@@ -66,14 +66,53 @@ from .trainer.data import Dataset, holdout_size
 from .trainer.loop import TrainConfig, train
 from .trainer.network import Network
 
+__all__ = [
+    "GroupPruning", "imp", "prune_survivors",
+]
+
+
 SCOPES = tuple(s for s in PRUNE_SCOPES if s != "layer-matched")  # IMP has no reference mask
 PRUNERS = ("lth", "sap")
 
 
 def prune_survivors(arch: Architecture, weights: dict, masks: dict, fraction: float,
                     scope: str = "global") -> dict:
-    """Remove ``fraction`` of the surviving weights with the smallest magnitude (global ranking,
-    or the same fraction of every layer)."""
+    """Remove ``fraction`` of the surviving weights with the smallest magnitude.
+
+    The magnitude step of IMP (Frankle & Carbin 2019): one global ranking, or the same fraction of
+    every layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    weights : dict of str to ndarray
+        The trained weights, PyTorch layout.
+    masks : dict of str to ndarray of bool
+        The current masks; only kept weights are ranked.
+    fraction : float
+        Share of the surviving weights to remove, in [0, 1].
+    scope : {'global', 'layerwise'}
+        One ranking over all layers, or ``fraction`` of every layer.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        The next level's masks, subsets of ``masks``.
+
+    See Also
+    --------
+    imp : Trains, prunes with this step and rewinds, level after level.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, ones_masks
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:4-8-3")
+    >>> masks = prune_survivors(arch, Network(arch, rng=0).weights(), ones_masks(arch), 0.5)
+    >>> sum(int(m.sum()) for m in masks.values())
+    28
+    """
     _check_fraction(fraction)
     _check_scope(scope)
     scores = {n: np.where(masks[n], np.abs(weights[n]), -1.0) for n in arch.layer_names}
@@ -102,6 +141,21 @@ class GroupPruning:
         Layer-name patterns never pruned (``('fc', '*.shortcut')``).
     samples : int
         Training examples read by ``snip`` and ``stat``.
+
+    Raises
+    ------
+    ValueError
+        For a ``keep`` outside (0, 1], an unknown granularity, criterion or semantics.
+
+    See Also
+    --------
+    imp : Takes it as ``groups``.
+    connsim.criteria.criterion_scores : The criteria.
+
+    Examples
+    --------
+    >>> GroupPruning(0.1, "node", "snip")
+    GroupPruning(keep=0.1, granularity='node', criterion='snip', semantics='output', exclude=(), samples=2000)
     """
 
     keep: float
@@ -280,6 +334,13 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         counters (``validation_examples``, ``statistic_forward_examples``,
         ``statistic_backward_examples``, ``overhead_epochs``); ``warmup.json`` holds the warm-up.
         With ``groups``: ``group_density``, the kept share of the prunable groups.
+
+    See Also
+    --------
+    prune_survivors : The magnitude step of plain IMP.
+    connsim.stopping.StopRule : Round mode and its stopping rules.
+    connsim.sap.SapSettings : SAP's parameters.
+    GroupPruning : IMP at a granularity.
 
     Examples
     --------

@@ -55,6 +55,11 @@ from .files import atomic_write
 from .masks import check_masks, from_layout, to_layout
 from .safepickle import MAX_DEPTH, UnsafePickleError, restricted_loads
 
+__all__ = [
+    "MaskFileError", "load_masks", "load_weights", "read_arrays", "save_masks",
+]
+
+
 _TORCH_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
     "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32,
@@ -67,7 +72,28 @@ _DEFLATE_MAX_RATIO = 1032  # a 258-byte match costs deflate at least 2 bits
 
 
 class MaskFileError(ValueError):
-    """A mask file is missing, truncated, tampered with, or does not fit the architecture."""
+    """A mask file is missing, truncated, tampered with, or does not fit the architecture.
+
+    A subclass of :class:`ValueError`; the message names the file and the entry at fault.
+
+    See Also
+    --------
+    load_masks : Raises it.
+    read_arrays : Raises it for a file that cannot be read.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from connsim import get_arch
+    >>> path = os.path.join(tempfile.mkdtemp(), "broken.npz")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"not a zip archive")
+    >>> try:
+    ...     load_masks(path, get_arch("mlp:4-3-2"))
+    ... except MaskFileError:
+    ...     print("refused")
+    refused
+    """
 
 
 def describe_error(e: BaseException) -> str:
@@ -388,7 +414,39 @@ def read_safetensors(path: str) -> dict:
 
 
 def read_arrays(path: str | os.PathLike) -> dict:
-    """All arrays of a mask file, in file order, keyed as in the file."""
+    """All arrays of a mask file, in file order, keyed as in the file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.npz``, ``.safetensors`` (needs the ``io`` extra) or PyTorch ``.pt``/``.pth``/``.bin``/
+        ``.ckpt`` file; PyTorch files are read without torch, through a restricted unpickler.
+
+    Returns
+    -------
+    dict of str to ndarray
+        The file's arrays; safetensors keys in natural order (``layer.9`` before ``layer.10``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    MaskFileError
+        If it is a directory, of an unknown type, truncated, corrupt or refers to code.
+
+    See Also
+    --------
+    load_masks : Matches the arrays to an architecture's layers.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.npz")
+    >>> np.savez(path, b=np.zeros(2), a=np.ones((2, 2)))
+    >>> {k: v.shape for k, v in read_arrays(path).items()}
+    {'b': (2,), 'a': (2, 2)}
+    """
     path = os.fspath(path)
     kinds = ".npz, .safetensors, .pt or .pth"
     try:
@@ -496,8 +554,52 @@ def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "tor
 
 
 def load_weights(path: str | os.PathLike, arch: Architecture, *, layout: str = "torch"):
-    """Prunable weights (PyTorch layout) from a weights file, and the whole file as a network
-    state when it is one written by ``connsim train`` (``weights.npz``)."""
+    """Prunable weights (PyTorch layout) from a weights file, and the whole file as a network state.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.npz``, ``.safetensors`` or PyTorch file, matched to the layers as :func:`load_masks`
+        matches masks.
+    arch : Architecture
+        The network the weights belong to.
+    layout : {'torch', 'keras'}
+        Layout of the arrays in the file.
+
+    Returns
+    -------
+    weights : dict of str to ndarray
+        One float64 array per prunable layer, in PyTorch layout.
+    state : dict of str to ndarray
+        Every array of the file when it is a network state as ``connsim train`` writes it
+        (``weights.npz``: a ``NAME.weight`` entry for every layer, with biases and BatchNorm
+        statistics), else empty.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    MaskFileError
+        If it cannot be read, holds masks instead of weights, NaN or infinite weights, or does not
+        fit ``arch``.
+
+    See Also
+    --------
+    load_masks : The masks of a file.
+    connsim.trainer.train : Writes ``weights.npz``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+    >>> np.savez(path, **{"fc1.weight": np.ones((3, 4)), "fc2.weight": np.ones((2, 3))})
+    >>> weights, state = load_weights(path, arch)
+    >>> weights["fc2"].shape, sorted(state)
+    ((2, 3), ['fc1.weight', 'fc2.weight'])
+    """
     path = os.fspath(path)
     arrays = read_arrays(path)
     matched = match_arrays(arch, arrays, layout=layout, source=repr(path), prefer_masks=False)
@@ -543,6 +645,11 @@ def load_masks(path: str | os.PathLike, arch: Architecture, *, layout: str = "to
         If the file is truncated, tampered with, refers to code, or does not fit ``arch``
         (the message lists expected and found shapes).
 
+    See Also
+    --------
+    save_masks : Writes a masks file.
+    connsim.measures.measure : Direct and effective density of the masks.
+
     Examples
     --------
     >>> import os, tempfile
@@ -561,7 +668,37 @@ def save_masks(path: str | os.PathLike, masks: Mapping, *, layout: str = "torch"
                extra: Mapping | None = None) -> None:
     """Write masks keyed by layer name to ``.npz`` (compressed) or ``.safetensors``, atomically.
 
-    ``extra`` adds further named arrays (e.g. weights) to an ``.npz``.
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write; its suffix chooses the format.
+    masks : mapping of str to array_like
+        One binary array per layer, in PyTorch layout.
+    layout : {'torch', 'keras'}
+        Layout to write the arrays in.
+    extra : mapping of str to array_like, optional
+        Further named arrays (e.g. weights) to write next to the masks.
+
+    Raises
+    ------
+    ValueError
+        For another suffix, or ``extra`` names that clash with mask names.
+    ImportError
+        For ``.safetensors`` without the ``safetensors`` package (the ``io`` extra).
+
+    See Also
+    --------
+    load_masks : Reads the file back.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from connsim import get_arch, ones_masks
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> path = os.path.join(tempfile.mkdtemp(), "dense.npz")
+    >>> save_masks(path, ones_masks(arch))
+    >>> int(load_masks(path, arch)["fc1"].sum())
+    12
     """
     path = os.fspath(path)
     arrays = {k: np.ascontiguousarray(to_layout(np.asarray(v, dtype=bool), layout))

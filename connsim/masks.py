@@ -13,6 +13,11 @@ import numpy as np
 from ._validation import InvalidArgument, InvalidType, check_choice, check_mask, check_shape
 from .architectures import Architecture
 
+__all__ = [
+    "check_masks", "from_layout", "ones_masks", "to_layout",
+]
+
+
 LAYOUTS = ("torch", "keras")
 
 
@@ -22,7 +27,37 @@ def _check_layout(layout: str) -> None:
 
 
 def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    """Convert one weight-shaped array from ``layout`` to PyTorch layout."""
+    """Convert one weight-shaped array from ``layout`` to PyTorch layout.
+
+    Parameters
+    ----------
+    array : ndarray
+        A dense ``(in, out)`` or conv ``(kh, kw, in, out)`` array in Keras/JAX layout, or already in
+        PyTorch layout when ``layout='torch'``. Arrays of other ranks are returned unchanged.
+    layout : {'torch', 'keras'}
+        The layout of ``array``.
+
+    Returns
+    -------
+    ndarray
+        ``(out, in)`` or ``(out, in, kh, kw)``: a transposed view, not a copy.
+
+    Raises
+    ------
+    ValueError
+        For another layout name.
+
+    See Also
+    --------
+    to_layout : The inverse.
+    check_masks : Converts every mask of a network.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from_layout(np.zeros((3, 3, 16, 32)), "keras").shape
+    (32, 16, 3, 3)
+    """
     _check_layout(layout)
     if layout == "torch" or array.ndim not in (2, 4):
         return array
@@ -30,7 +65,36 @@ def from_layout(array: np.ndarray, layout: str) -> np.ndarray:
 
 
 def to_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    """Convert one weight-shaped array from PyTorch layout to ``layout``."""
+    """Convert one weight-shaped array from PyTorch layout to ``layout``.
+
+    Parameters
+    ----------
+    array : ndarray
+        A dense ``(out, in)`` or conv ``(out, in, kh, kw)`` array. Arrays of other ranks are
+        returned unchanged.
+    layout : {'torch', 'keras'}
+        The layout wanted.
+
+    Returns
+    -------
+    ndarray
+        The array in ``layout``: a transposed view, not a copy.
+
+    Raises
+    ------
+    ValueError
+        For another layout name.
+
+    See Also
+    --------
+    from_layout : The inverse.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_layout(np.zeros((32, 16, 3, 3)), "keras").shape
+    (3, 3, 16, 32)
+    """
     _check_layout(layout)
     if layout == "torch" or array.ndim not in (2, 4):
         return array
@@ -60,6 +124,20 @@ def check_masks(arch: Architecture, masks: Mapping, *, layout: str = "torch") ->
         If ``masks`` is not a mapping or an entry is not numeric/boolean.
     ValueError
         On missing or unknown layer names, wrong shapes, NaN or non-binary values.
+
+    See Also
+    --------
+    ones_masks : Dense masks in this form.
+    connsim.maskio.load_masks : Reads a masks file into this form.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> masks = check_masks(arch, {"fc1": np.ones((4, 3)), "fc2": np.eye(3, 2)}, layout="keras")
+    >>> masks["fc1"].shape, masks["fc2"].dtype
+    ((3, 4), dtype('bool'))
     """
     _check_layout(layout)
     if not isinstance(masks, Mapping):
@@ -85,5 +163,28 @@ def check_masks(arch: Architecture, masks: Mapping, *, layout: str = "torch") ->
 
 
 def ones_masks(arch: Architecture) -> dict:
-    """All-kept (dense) masks for every prunable layer."""
+    """All-kept (dense) masks for every prunable layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        One all-True array per prunable layer, in PyTorch layout.
+
+    See Also
+    --------
+    check_masks : The canonical form these masks are in.
+    connsim.sampling.random_masks : Random masks under a quota.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> masks = ones_masks(get_arch("mlp:4-3-2"))
+    >>> {name: m.shape for name, m in masks.items()}
+    {'fc1': (3, 4), 'fc2': (2, 3)}
+    """
     return {n.name: np.ones(arch.weight_shape(n), dtype=bool) for n in arch.layers}

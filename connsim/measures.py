@@ -15,9 +15,36 @@ from ._validation import check_compression, check_density, check_fraction
 from .architectures import Architecture
 from .effective import Connectivity, connectivity
 
+__all__ = [
+    "LayerMeasure", "Measurement", "compression_of", "measure", "resolve_density", "summarize",
+]
+
 
 def resolve_density(density=None, sparsity=None, compression=None) -> float:
     """Turn exactly one of density, sparsity or compression into a density in [0, 1].
+
+    Parameters
+    ----------
+    density : float, optional
+        Fraction of weights kept, in [0, 1].
+    sparsity : float, optional
+        Fraction of weights removed, in [0, 1].
+    compression : float, optional
+        Total over kept weights, at least 1.
+
+    Returns
+    -------
+    float
+        The density.
+
+    Raises
+    ------
+    ValueError
+        If not exactly one is given, or the one given is out of its range.
+
+    See Also
+    --------
+    compression_of : From a density back to a compression.
 
     Examples
     --------
@@ -42,7 +69,27 @@ def resolve_density(density=None, sparsity=None, compression=None) -> float:
 
 
 def compression_of(density: float) -> float:
-    """1 / density, or ``inf`` when the density is 0."""
+    """1 / density, or ``inf`` when the density is 0.
+
+    Parameters
+    ----------
+    density : float
+        A density in [0, 1].
+
+    Returns
+    -------
+    float
+        The compression.
+
+    See Also
+    --------
+    resolve_density : The other direction, from any of density, sparsity or compression.
+
+    Examples
+    --------
+    >>> compression_of(0.01), compression_of(0.0)
+    (100.0, inf)
+    """
     return math.inf if density == 0 else 1.0 / density
 
 
@@ -60,7 +107,37 @@ class _Densities:
 
 @dataclass(frozen=True)
 class LayerMeasure(_Densities):
-    """One prunable layer: weights, kept and effective counts, active input and output units."""
+    """One prunable layer: weights, kept and effective counts, active input and output units.
+
+    Attributes
+    ----------
+    name, kind : str
+        The layer's name and operation (``'dense'`` or ``'conv'``).
+    shape : tuple of int
+        Weight shape in PyTorch layout.
+    params, kept, effective : int
+        Prunable weights, kept (nonzero mask) weights, effective weights.
+    units_in, units_out : int
+        Channels or units of the layer's input and output.
+    active_in, active_out : int
+        Those of them that are on an input-output path.
+    density, effective_density : float
+        ``kept / params`` and ``effective / params`` (properties).
+
+    See Also
+    --------
+    Measurement : The whole network; its ``layers`` are these.
+    measure : Computes them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:2-2-1")
+    >>> fc1 = measure(arch, {"fc1": np.array([[1, 1], [0, 1]]), "fc2": np.array([[1, 0]])}).layers[0]
+    >>> fc1.kept, fc1.effective, fc1.active_out, fc1.effective_density
+    (3, 2, 1, 0.5)
+    """
 
     name: str
     kind: str
@@ -76,7 +153,41 @@ class LayerMeasure(_Densities):
 
 @dataclass(frozen=True)
 class Measurement(_Densities):
-    """Direct and effective sparsity of a pruned network (see :func:`measure`)."""
+    """Direct and effective sparsity of a pruned network (see :func:`measure`).
+
+    Attributes
+    ----------
+    arch, level : str
+        The architecture's name and the level of the effective masks.
+    params, kept, effective : int
+        Prunable, kept and effective weights over all layers.
+    disconnected : bool
+        Whether no input-output path remains (then ``effective`` is 0).
+    removable_units : int
+        Inactive outputs of every prunable layer but the last (channels for convs): units that can
+        be deleted with their weights.
+    hidden_units : int
+        Outputs of every prunable layer but the last.
+    layers : tuple of LayerMeasure
+        One entry per prunable layer.
+    density, effective_density : float
+        ``kept / params`` and ``effective / params`` (properties); ``compression`` and
+        ``effective_compression`` are their inverses (``inf`` for 0).
+
+    See Also
+    --------
+    measure : Computes it.
+    LayerMeasure : The per-layer entries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:2-2-1")
+    >>> m = measure(arch, {"fc1": np.array([[1, 1], [0, 1]]), "fc2": np.array([[1, 0]])})
+    >>> m.compression, m.effective_compression, m.to_dict()["effective"]["kept"]
+    (1.5, 2.0, 3)
+    """
 
     arch: str
     level: str
@@ -130,7 +241,29 @@ class Measurement(_Densities):
 
 
 def summarize(conn: Connectivity) -> Measurement:
-    """The counts of a :class:`~connsim.effective.Connectivity` result."""
+    """The counts of a :class:`~connsim.effective.Connectivity` result.
+
+    Parameters
+    ----------
+    conn : Connectivity
+        Reachability and effective masks, from :func:`connsim.effective.connectivity`.
+
+    Returns
+    -------
+    Measurement
+        What :func:`measure` returns for the same masks.
+
+    See Also
+    --------
+    measure : Connectivity and its summary in one call.
+
+    Examples
+    --------
+    >>> from connsim import connectivity, get_arch, ones_masks
+    >>> arch = get_arch("mlp:4-3-2")
+    >>> summarize(connectivity(arch, ones_masks(arch))).effective
+    18
+    """
     arch, masks = conn.arch, conn.masks
     layers = []
     for node in arch.layers:
@@ -178,6 +311,12 @@ def measure(
         Totals, a disconnected flag, the hidden units that can be removed outright (inactive
         outputs of every prunable layer but the last; channels for convs) and one
         :class:`LayerMeasure` per layer.
+
+    See Also
+    --------
+    connsim.effective.connectivity : The reachability behind the counts.
+    connsim.effective.effective_masks : The effective masks themselves.
+    connsim.maskio.load_masks : Read masks from a file.
 
     Examples
     --------

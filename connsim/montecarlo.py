@@ -38,7 +38,33 @@ CHUNK = 256  # samples per kernel call
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95 % by default)."""
+    """Wilson score interval for a binomial proportion (95 % by default).
+
+    Parameters
+    ----------
+    hits : int
+        Successes (here: disconnected samples).
+    n : int
+        Trials (samples).
+    z : float
+        Normal quantile of the interval (1.96: 95 %).
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` within [0, 1]; ``(0, 1)`` when ``n`` is 0.
+
+    See Also
+    --------
+    MonteCarlo.p_disconnected_ci : The interval of a run's P(disconnected).
+
+    Examples
+    --------
+    >>> [round(x, 4) for x in wilson_interval(1297, 2000)]
+    [0.6273, 0.6691]
+    >>> wilson_interval(0, 2000)[1] < 0.002
+    True
+    """
     if n == 0:
         return 0.0, 1.0
     p = hits / n
@@ -59,6 +85,19 @@ class MonteCarlo:
     disconnected : ndarray of bool, shape (samples,)
     active : ndarray, shape (samples, layers)
         Active units (channels for convs) of each layer's output.
+
+    See Also
+    --------
+    monte_carlo : Computes it.
+    connsim.theory.Prediction : The theory it checks.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> mc = monte_carlo(arch, quota(arch, "uniform", 0.01), samples=50, rng=0)
+    >>> mc.samples, mc.effective.shape, mc.p_disconnected
+    (50, (50, 3), 0.0)
     """
 
     arch: str
@@ -193,6 +232,27 @@ def count_effective(arch: Architecture, masks) -> tuple[np.ndarray, bool, np.nda
     This is the count every Monte Carlo sample runs (the same compiled routine), exposed so that
     it can be checked exactly against :func:`connsim.connectivity` on the same masks.
 
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    masks : mapping of str to array_like
+        Binary masks keyed by layer name.
+
+    Returns
+    -------
+    effective : ndarray of int
+        Effective weights per prunable layer.
+    disconnected : bool
+        Whether no input-output path remains.
+    active : ndarray of int
+        Active output units (channels for convs) per prunable layer.
+
+    See Also
+    --------
+    sampled_masks : The masks of one Monte Carlo sample, to recount.
+    connsim.effective.connectivity : The reference it is checked against.
+
     Examples
     --------
     >>> from connsim import get_arch, ones_masks
@@ -225,14 +285,70 @@ def _check_mask_model(mask_model) -> str:
 
 
 def sample_seeds(samples: int, rng=None) -> np.ndarray:
-    """The per-sample seeds the channel-level :func:`monte_carlo` uses for ``rng``."""
+    """The per-sample seeds the channel-level :func:`monte_carlo` uses for ``rng``.
+
+    Parameters
+    ----------
+    samples : int
+        Number of samples.
+    rng : seed or SeedSequence, optional
+        What :func:`monte_carlo` was given as ``rng``.
+
+    Returns
+    -------
+    ndarray of int64
+        One seed per sample, in ``[0, 2**32)``.
+
+    See Also
+    --------
+    sampled_masks : The masks a seed draws.
+
+    Examples
+    --------
+    >>> sample_seeds(3, rng=0).tolist()
+    [2871696860, 3480764256, 1411070928]
+    """
     samples = check_samples(samples)
     return _seed_sequence(rng).generate_state(samples, dtype=np.uint32).astype(np.int64)
 
 
 def sampled_masks(arch: Architecture, q: Quota, seed: int, mask_model="bernoulli") -> dict:
-    """The masks that the channel-level Monte Carlo draws for a sample seeded ``seed`` (one of
-    :func:`sample_seeds`): lets a sample be recounted by any other method."""
+    """The masks that the channel-level Monte Carlo draws for a sample seeded ``seed``.
+
+    ``seed`` is one of :func:`sample_seeds`; the masks let a sample be recounted by any other
+    method.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    q : Quota
+        The quota of the run.
+    seed : int
+        One of the run's per-sample seeds.
+    mask_model : {'bernoulli', 'exact'}
+        The run's mask model.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        One mask per prunable layer, in PyTorch layout.
+
+    See Also
+    --------
+    sample_seeds : The seeds of a run.
+    count_effective : Monte Carlo's count on given masks.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> q = quota(arch, "uniform", 0.01)
+    >>> mc = monte_carlo(arch, q, samples=10, rng=0)
+    >>> masks = sampled_masks(arch, q, sample_seeds(10, rng=0)[7])
+    >>> count_effective(arch, masks)[0].tolist() == mc.effective[7].tolist()
+    True
+    """
     _check_mask_model(mask_model)
     check_quota(q, arch)
     seed = check_int(seed, "seed", 0, 2**32 - 1, fix="one of the seeds sample_seeds returns")
@@ -267,6 +383,11 @@ def monte_carlo(arch: Architecture, q: Quota, *, samples: int = 1000, mask_model
     Returns
     -------
     MonteCarlo
+
+    See Also
+    --------
+    connsim.theory.predict : The exact theory for Bernoulli masks.
+    sample_seeds, sampled_masks : Rebuild the masks of a sample.
 
     Examples
     --------

@@ -25,12 +25,33 @@ from .architectures import Architecture
 from .granularity import expand, group_shape, prunable_layers
 from .quotas import InfeasibleQuota, check_rule, feasible_densities, kept_counts, quota, restrict
 
+__all__ = [
+    "GlobalOrder", "LayerwiseOrder", "keep_ranks", "topk_masks",
+]
+
 
 def keep_ranks(scores: np.ndarray) -> np.ndarray:
     """Rank of each entry when sorted by descending score, ties by ascending flat index.
 
+    Parameters
+    ----------
+    scores : ndarray
+        Scores of any shape (higher = kept longer).
+
+    Returns
+    -------
+    ndarray of int64
+        Ranks of the same shape: 0 for the entry kept longest; keeping the ``k`` entries with
+        ranks below ``k`` is the exact top-k.
+
+    See Also
+    --------
+    topk_masks : Per-layer top-k masks from scores.
+    GlobalOrder : Ranks all layers together.
+
     Examples
     --------
+    >>> import numpy as np
     >>> keep_ranks(np.array([0.5, 2.0, 0.5, 1.0])).tolist()
     [2, 0, 3, 1]
     """
@@ -81,10 +102,29 @@ def _check_scores(arch: Architecture, scores: Mapping, granularity: str = "weigh
 class GlobalOrder:
     """One ranking of all prunable weights (or groups) of ``arch`` by ``scores``.
 
-    ``scores`` is a dict of arrays of the group shape of ``granularity`` (weight-shaped by
-    default), or precomputed keep ranks with ``ranks=True``. Counts are in groups;
-    :meth:`masks` returns weight masks. Layers matching ``exclude`` patterns (and those
-    :func:`prunable_layers` leaves out at ``granularity``) are always kept.
+    Counts are in groups; :meth:`masks` returns weight masks. Layers matching ``exclude`` patterns
+    (and those :func:`~connsim.granularity.prunable_layers` leaves out at ``granularity``) are
+    always kept. Masks along the order are nested: keeping fewer groups keeps a subset.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    scores : dict of str to ndarray
+        Scores of the group shape of ``granularity`` (weight-shaped by default; higher = more
+        important), or precomputed keep ranks with ``ranks=True``.
+    ranks : bool
+        Whether ``scores`` are keep ranks (0 = kept longest) instead of scores.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (:mod:`connsim.granularity`).
+    exclude : sequence of str
+        Layer-name patterns left out of the order.
+
+    See Also
+    --------
+    LayerwiseOrder : Per-layer rankings with a quota rule.
+    connsim.targeting.target_effective : Bisects along an order for an effective density.
+    keep_ranks : The ranking, with its tie-breaking.
 
     Examples
     --------
@@ -131,15 +171,37 @@ class LayerwiseOrder:
     Parameters
     ----------
     arch : Architecture
+        The network.
     scores : dict of str to ndarray
         Scores of the group shape of ``granularity`` (higher = more important), or keep ranks
         with ``ranks=True``.
     rule : str or callable
-        Quota rule evaluated at density ``K / total`` for every ``K`` (see :func:`connsim.quota`);
-        its densities are applied to each layer's number of groups.
+        Quota rule evaluated at density ``K / total`` for every ``K`` (see
+        :func:`connsim.quotas.quota`); its densities are applied to each layer's number of groups.
+    ranks : bool
+        Whether ``scores`` are keep ranks (0 = kept longest) instead of scores.
     granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is (:mod:`connsim.granularity`).
     exclude : sequence of str
-        Layer-name patterns left out of the order (always kept; :func:`prunable_layers`).
+        Layer-name patterns left out of the order (always kept;
+        :func:`~connsim.granularity.prunable_layers`).
+
+    See Also
+    --------
+    GlobalOrder : One ranking over all layers.
+    connsim.sampling.random_order : A random layerwise order.
+    connsim.targeting.target_effective : Bisects along an order for an effective density.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-300-100")
+    >>> rng = np.random.default_rng(0)
+    >>> order = LayerwiseOrder(arch, {n: rng.random(arch.weight_shape(n)) for n in arch.layer_names},
+    ...                        "igq")
+    >>> order.counts(2662).tolist()
+    [1087, 1053, 522]
     """
 
     def __init__(self, arch: Architecture, scores: Mapping, rule="uniform", *, ranks: bool = False,
@@ -208,8 +270,41 @@ def _check_kept(kept, total: int) -> int:
 
 
 def topk_masks(arch: Architecture, scores: Mapping, counts, granularity: str = "weight") -> dict:
-    """Exact per-layer top-k: layer ``l`` keeps its ``counts[l]`` highest-scoring groups (ties by
-    lower flat index); returns weight masks."""
+    """Exact per-layer top-k: layer ``l`` keeps its ``counts[l]`` highest-scoring groups.
+
+    Ties are broken by the lower flat index, so the masks are deterministic.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    scores : mapping of str to ndarray
+        Scores of the group shape of ``granularity``, one array per prunable layer.
+    counts : sequence of int
+        Groups to keep in each layer, in layer order.
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        Weight masks (every weight of a kept group is kept).
+
+    See Also
+    --------
+    keep_ranks : The ranking.
+    connsim.quotas.quota : Per-layer counts of a quota rule.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> arch = get_arch("mlp:2-2-1")
+    >>> masks = topk_masks(arch, {"fc1": np.array([[4., 3.], [2., 1.]]), "fc2": np.array([[5., 0.]])},
+    ...                    [1, 1])
+    >>> {k: v.astype(int).tolist() for k, v in masks.items()}
+    {'fc1': [[1, 0], [0, 0]], 'fc2': [[1, 0]]}
+    """
     scores = _check_scores(arch, scores, granularity)
     counts = np.asarray(counts, dtype=np.int64)
     return expand(arch, {n: keep_ranks(scores[n]) < c

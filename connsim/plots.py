@@ -11,6 +11,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+__all__ = [
+    "plot_active_units", "plot_compression", "plot_disconnection", "save_prediction_figure",
+]
+
 
 def _plt():
     try:
@@ -34,13 +38,44 @@ def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None =
                      kind: str = "theory"):
     """Effective vs direct compression on log-log axes, one colour per rule or method.
 
-    ``curves[name]`` holds ``compression`` and ``effective_compression`` (lines, labelled
-    ``kind``: 'theory' or 'measured'), optionally ``effective_compression_connected`` (a dashed
-    line: the masks that stay connected, which near collapse are far less sparse than
-    N / E[effective] suggests), and optionally ``mc_compression``,
-    ``mc_effective_compression``, ``mc_lo``, ``mc_hi`` (Monte Carlo points with error bars).
-    Measured points with infinite effective compression (disconnected) are marked with an x on
-    the top edge.
+    Measured points with infinite effective compression (disconnected) are marked with an x on the
+    top edge.
+
+    Parameters
+    ----------
+    curves : mapping of str to dict
+        ``curves[name]`` holds ``compression`` and ``effective_compression`` (lines, labelled
+        ``kind``), optionally ``effective_compression_connected`` (a dashed line: the masks that
+        stay connected, which near collapse are far less sparse than N / E[effective] suggests),
+        and optionally ``mc_compression``, ``mc_effective_compression``, ``mc_lo``, ``mc_hi``
+        (Monte Carlo points with error bars).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure when omitted.
+    title : str, optional
+        The axes' title.
+    kind : {'theory', 'measured'}
+        Lines for the theory, markers joined by lines for measurements.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    See Also
+    --------
+    plot_disconnection : P(disconnected) from the same curves.
+    connsim.theory.predict : The theory's values.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, predict, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> points = [predict(arch, quota(arch, "igq", 1 / c)) for c in (10, 100, 1000)]
+    >>> ax = plot_compression({"igq": {"compression": [p.compression for p in points],
+    ...                                "effective_compression": [p.effective_compression
+    ...                                                          for p in points]}})
+    >>> ax.get_xscale(), ax.get_yscale()
+    ('log', 'log')
     """
     ax = _ax(ax)
     lo, hi = math.inf, 0.0
@@ -84,7 +119,37 @@ def plot_compression(curves: Mapping[str, dict], *, ax=None, title: str | None =
 
 
 def plot_disconnection(curves: Mapping[str, dict], *, ax=None):
-    """P(disconnected) vs direct compression (log x); Monte Carlo points with 95 % intervals."""
+    """P(disconnected) vs direct compression (log x); Monte Carlo points with 95 % intervals.
+
+    Parameters
+    ----------
+    curves : mapping of str to dict
+        ``curves[name]`` holds ``compression`` and ``p_disconnected`` (the theory's line), and
+        optionally ``mc_compression``, ``mc_p_disconnected`` and ``mc_p_ci`` (pairs of interval
+        ends) for Monte Carlo points.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure when omitted.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    See Also
+    --------
+    plot_compression : Effective compression from the same curves.
+    connsim.montecarlo.MonteCarlo.p_disconnected_ci : The Monte Carlo intervals.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, predict, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> grid = [100, 300, 1000, 3000]
+    >>> p = [predict(arch, quota(arch, "uniform", 1 / c)).p_disconnected for c in grid]
+    >>> ax = plot_disconnection({"uniform": {"compression": grid, "p_disconnected": p}})
+    >>> ax.get_ylabel()
+    'P(disconnected)'
+    """
     ax = _ax(ax)
     for k, (rule, c) in enumerate(curves.items()):
         color = f"C{k}"
@@ -107,7 +172,38 @@ def plot_disconnection(curves: Mapping[str, dict], *, ax=None):
 
 def plot_active_units(names: Sequence[str], fractions: Mapping[str, Sequence[float]], *,
                       ax=None, compression: float | None = None):
-    """Expected fraction of active output units per layer, one bar group per layer."""
+    """Expected fraction of active output units per layer, one bar group per layer.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The layers, in order (the x ticks).
+    fractions : mapping of str to sequence of float
+        Per rule or method, the active fraction of each layer's output units.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure when omitted.
+    compression : float, optional
+        Shown in the title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    See Also
+    --------
+    connsim.theory.Prediction.expected_active : The theory's expected active units.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, predict, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> p = predict(arch, quota(arch, "uniform", 0.001))
+    >>> fractions = p.expected_active / p.group_sizes[list(p.layer_groups)]
+    >>> ax = plot_active_units(arch.layer_names, {"uniform": fractions}, compression=1000)
+    >>> [t.get_text() for t in ax.get_xticklabels()]
+    ['fc1', 'fc2', 'fc3']
+    """
     ax = _ax(ax)
     width = 0.8 / max(1, len(fractions))
     x = np.arange(len(names))
@@ -126,7 +222,45 @@ def plot_active_units(names: Sequence[str], fractions: Mapping[str, Sequence[flo
 def save_prediction_figure(path: str, arch_name: str, curves: Mapping[str, dict],
                            names: Sequence[str], active: Mapping[str, Sequence[float]],
                            active_at: float, approximate: bool) -> None:
-    """The three panels side by side, written atomically to ``path``."""
+    """The three panels of ``connsim predict --plot`` side by side, written atomically to ``path``.
+
+    Parameters
+    ----------
+    path : str
+        The image file; its suffix chooses the format (``.png``, ``.pdf``, ``.svg``).
+    arch_name : str
+        Named in the title.
+    curves : mapping of str to dict
+        As :func:`plot_compression` and :func:`plot_disconnection` take them.
+    names : sequence of str
+        The layers of the active-units panel.
+    active : mapping of str to sequence of float
+        As :func:`plot_active_units` takes them.
+    active_at : float
+        The direct compression of the active-units panel.
+    approximate : bool
+        Whether the title says that the theory is approximate.
+
+    See Also
+    --------
+    plot_compression, plot_disconnection, plot_active_units : The panels.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from connsim import get_arch, predict, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> grid = [10, 100, 1000]
+    >>> points = [predict(arch, quota(arch, "igq", 1 / c)) for c in grid]
+    >>> curves = {"igq": {"compression": grid,
+    ...                   "effective_compression": [p.effective_compression for p in points],
+    ...                   "p_disconnected": [p.p_disconnected for p in points]}}
+    >>> active = {"igq": points[1].expected_active / points[1].group_sizes[[1, 2, 3]]}
+    >>> path = os.path.join(tempfile.mkdtemp(), "prediction.png")
+    >>> save_prediction_figure(path, arch.name, curves, arch.layer_names, active, 100, False)
+    >>> os.path.getsize(path) > 0
+    True
+    """
     from .files import atomic_write
 
     plt = _plt()

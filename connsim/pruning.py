@@ -33,6 +33,11 @@ from .targeting import target_effective
 from .trainer.data import Dataset
 from .trainer.network import Network
 
+__all__ = [
+    "PruneResult", "prune",
+]
+
+
 SCOPES = ("global", "layerwise", "layer-matched")
 TARGETS = ("direct", "effective")
 
@@ -41,12 +46,37 @@ TARGETS = ("direct", "effective")
 class PruneResult:
     """Masks and what they achieve.
 
-    ``kept_groups`` and ``total_groups`` count the groups the order may prune (at channel
-    granularity the classes are always kept and not counted). ``target_met`` is False, with the
-    reason in ``message``, when an effective target could not be met (see
-    :func:`connsim.targeting.target_effective`). ``scope`` and ``density`` are the ones used: the
-    default scope when none was given, the density a rule ``induced``/``custom`` implies when none
-    was given.
+    Attributes
+    ----------
+    masks : dict of str to ndarray of bool
+        The weight masks, in PyTorch layout.
+    measurement : Measurement
+        Their direct and effective counts at the requested level.
+    kept_groups, total_groups : int
+        The groups the order may prune, kept and in all (at channel granularity the classes are
+        always kept and not counted); ``group_fraction`` is their ratio.
+    probes : int or None
+        Effective-mask evaluations of an effective target; None for a direct one.
+    scope : str
+        The scope used (the default one when none was given).
+    density : float
+        The density used (the one a rule ``induced``/``custom`` implies when none was given).
+    target_met : bool
+        False, with the reason in ``message``, when an effective target could not be met (see
+        :func:`connsim.targeting.target_effective`).
+    message : str or None
+        Why the target was not met.
+
+    See Also
+    --------
+    prune : Computes it.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> res = prune(get_arch("lenet-300-100"), "random", 0.01, rule="igq", target="effective", rng=0)
+    >>> res.target_met, res.probes, res.measurement.effective_density <= 0.01
+    (True, 18, True)
     """
 
     masks: dict
@@ -106,8 +136,11 @@ def prune(arch: Architecture, method: str, density: float | None, *, granularity
         Prunable weights (PyTorch layout) and, optionally, a full network state (BatchNorm etc.)
         as written by ``connsim train``; a seeded Kaiming initialisation otherwise.
     data : Dataset, optional
-        Needed by ``snip``, ``iterative-snip`` and ``grasp``; ``n_batches`` batches of
-        ``batch_size`` are used.
+        Needed by ``snip``, ``iterative-snip`` and ``grasp``.
+    n_batches : int
+        Training batches the data-driven scores sum over.
+    batch_size : int
+        Examples per batch.
     rounds : int, optional
         Rounds of an iterative method (default 100 for SynFlow, 10 for iterative SNIP).
     rng : seed or Generator
@@ -120,6 +153,13 @@ def prune(arch: Architecture, method: str, density: float | None, *, granularity
     Returns
     -------
     PruneResult
+
+    See Also
+    --------
+    connsim.scores.register_score : Add a method.
+    connsim.targeting.target_effective : The search behind ``target='effective'``.
+    connsim.granularity : Groups of each granularity.
+    connsim.measures.measure : Measures the masks.
 
     Examples
     --------

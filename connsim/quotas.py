@@ -25,9 +25,32 @@ from ._validation import (
 )
 from .architectures import Architecture
 
+__all__ = [
+    "ALL_RULES", "InfeasibleQuota", "Quota", "er", "erk", "erk_redistribute", "feasible_densities",
+    "igq", "kept_counts", "quota", "register_rule", "uniform", "uniform_plus",
+]
+
 
 class InfeasibleQuota(ValueError):
-    """A quota rule cannot reach the requested density with every d_l in [0, 1]."""
+    """A quota rule cannot reach the requested density with every d_l in [0, 1].
+
+    A subclass of :class:`ValueError`; the message names the layer that cannot fit and the feasible
+    range. Rules never clip silently.
+
+    See Also
+    --------
+    feasible_densities : The densities at which a rule is valid.
+    quota : Raises it.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> try:
+    ...     quota(get_arch("lenet-5"), "uniform+", 0.001)
+    ... except InfeasibleQuota as e:
+    ...     print(str(e)[:30])
+    uniform+ keeps layer 'conv1' d
+    """
 
 
 class LayerSubset:
@@ -62,7 +85,31 @@ def _params(arch: Architecture) -> np.ndarray:
 
 
 def uniform(arch: Architecture, density: float) -> np.ndarray:
-    """d_l = D for every layer."""
+    """d_l = D for every layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (or a subset of its layers).
+    density : float
+        Global density D in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        One density per prunable layer, in layer order, with ``sum_l n_l d_l = D N``.
+
+    See Also
+    --------
+    quota : Densities and exact kept counts of any rule, by name.
+    uniform, uniform_plus, er, erk, erk_redistribute, igq : The built-in rules.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> uniform(get_arch("lenet-300-100"), 0.01)
+    array([0.01, 0.01, 0.01])
+    """
     return np.full(len(arch.layers), check_density(density))
 
 
@@ -72,6 +119,34 @@ def uniform_plus(arch: Architecture, density: float) -> np.ndarray:
     When the uniform density of layers 2..L falls below 0.2, the last layer is held at 0.2 and the
     remaining budget is spread evenly over the middle layers (Gale et al. 2019; the name is from
     LAMP, Lee et al. 2021). Feasible down to density (n_1 + 0.2 n_L) / N.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (or a subset of its layers).
+    density : float
+        Global density D in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        One density per prunable layer, in layer order, with ``sum_l n_l d_l = D N``.
+
+    Raises
+    ------
+    InfeasibleQuota
+        Below the minimum density (the message gives it).
+
+    See Also
+    --------
+    quota : Densities and exact kept counts of any rule, by name.
+    uniform, uniform_plus, er, erk, erk_redistribute, igq : The built-in rules.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> uniform_plus(get_arch("lenet-5"), 0.05).round(4)
+    array([1.    , 0.0408, 0.0408, 0.0408, 0.2   ])
     """
     density = check_density(density)
     n = _params(arch)
@@ -130,21 +205,103 @@ def _scaled_saturating(raw: np.ndarray, n: np.ndarray, density: float) -> np.nda
 
 
 def er(arch: Architecture, density: float) -> np.ndarray:
-    """Erdos-Renyi (Mocanu et al. 2018): d_l proportional to (fan_in + fan_out)/(fan_in fan_out),
-    with channel counts for convs; saturated layers are made dense and the scale re-solved."""
+    """Erdos-Renyi (Mocanu et al. 2018): d_l proportional to (fan_in + fan_out)/(fan_in fan_out).
+
+    Convolutions use their channel counts; saturated layers are made dense and the scale
+    re-solved.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (or a subset of its layers).
+    density : float
+        Global density D in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        One density per prunable layer, in layer order, with ``sum_l n_l d_l = D N``.
+
+    See Also
+    --------
+    quota : Densities and exact kept counts of any rule, by name.
+    uniform, uniform_plus, er, erk, erk_redistribute, igq : The built-in rules.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> er(get_arch("lenet-300-100"), 0.01).round(4)
+    array([0.0077, 0.0223, 0.1837])
+    """
     return _scaled_saturating(_er_raw(arch, False), _params(arch), check_density(density))
 
 
 def erk(arch: Architecture, density: float) -> np.ndarray:
-    """Erdos-Renyi-Kernel (Evci et al. 2020, RigL): d_l = k (sum of shape dims)/(product of shape
-    dims), kernel dims included; layers that would exceed 1 are made dense and k re-solved."""
+    """Erdos-Renyi-Kernel (Evci et al. 2020, RigL): d_l = k (sum of shape dims)/(product of shape dims).
+
+    Kernel dimensions are included; layers that would exceed 1 are made dense and k re-solved over
+    the rest, repeatedly. For dense layers ``erk`` and ``er`` coincide.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (or a subset of its layers).
+    density : float
+        Global density D in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        One density per prunable layer, in layer order, with ``sum_l n_l d_l = D N``.
+
+    See Also
+    --------
+    quota : Densities and exact kept counts of any rule, by name.
+    uniform, uniform_plus, er, erk, erk_redistribute, igq : The built-in rules.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> erk(get_arch("lenet-5"), 0.01).round(4)
+    array([0.03  , 0.0095, 0.0077, 0.0144, 0.0795])
+    """
     return _scaled_saturating(_er_raw(arch, True), _params(arch), check_density(density))
 
 
 def erk_redistribute(arch: Architecture, density: float) -> np.ndarray:
-    """ERK as in the Connectivity Matters code: one k for all layers, then, walking from the last
-    layer to the first, each layer's overflow above 1 is pushed into the previous layer in list
-    order. Infeasible when the overflow reaches the first layer."""
+    """ERK as in the Connectivity Matters code: one k for all layers, overflow pushed to earlier layers.
+
+    Walking from the last layer to the first, each layer's overflow above 1 is pushed into the
+    previous layer in list order. Infeasible when the overflow reaches the first layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (or a subset of its layers).
+    density : float
+        Global density D in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        One density per prunable layer, in layer order, with ``sum_l n_l d_l = D N``.
+
+    Raises
+    ------
+    InfeasibleQuota
+        Above the maximum density (the overflow reaches the first layer).
+
+    See Also
+    --------
+    quota : Densities and exact kept counts of any rule, by name.
+    uniform, uniform_plus, er, erk, erk_redistribute, igq : The built-in rules.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> erk_redistribute(get_arch("lenet-5"), 0.01).round(4)
+    array([0.03  , 0.0095, 0.0077, 0.0144, 0.0795])
+    """
     density = check_density(density)
     n = _params(arch)
     raw = _er_raw(arch, True)
@@ -220,6 +377,29 @@ def igq(arch: Architecture, density: float) -> np.ndarray:
     Each layer is a gas cylinder of length n_l and cross-section 1/n_l; all pistons are pushed by
     the same force F, and Boyle's law gives kept weights n_l / (1 + F n_l). F is found by a
     monotone root-find. Always feasible; as D -> 0 every layer keeps about 1/F weights.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (or a subset of its layers).
+    density : float
+        Global density D in [0, 1].
+
+    Returns
+    -------
+    ndarray
+        One density per prunable layer, in layer order, with ``sum_l n_l d_l = D N``.
+
+    See Also
+    --------
+    quota : Densities and exact kept counts of any rule, by name.
+    uniform, uniform_plus, er, erk, erk_redistribute, igq : The built-in rules.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> igq(get_arch("lenet-300-100"), 0.01).round(4)
+    array([0.0046, 0.0351, 0.5219])
     """
     n = _params(arch)
     f = igq_force(n, check_density(density))
@@ -248,6 +428,19 @@ RULES = Registry("rule", {
     "igq": igq,
 })  # rules (arch, density) -> densities; register_rule adds more
 IMPLIED_RULES = ("induced", "custom")  # rules whose per-layer densities imply the density
+#: Every quota rule name, built-in and registered: ``uniform``, ``uniform+``, ``er``, ``erk``,
+#: ``erk-redistribute``, ``igq``, ``induced``, ``custom``, then the names given to
+#: :func:`register_rule` (a live sequence: ``name in ALL_RULES`` sees rules added later).
+#:
+#: See Also
+#: --------
+#: quota : Takes any of these names.
+#: register_rule : Adds a name.
+#:
+#: Examples
+#: --------
+#: >>> ALL_RULES[:3]
+#: ('uniform', 'uniform+', 'er')
 ALL_RULES = Names(RULES, IMPLIED_RULES)
 
 
@@ -272,6 +465,10 @@ def register_rule(name: str, fn: Callable) -> None:
         If ``name`` is already a rule or not a non-empty string.
     TypeError
         If ``fn`` is not callable (or ``name`` not a string).
+
+    See Also
+    --------
+    quota : Evaluates registered rules like built-in ones.
 
     Examples
     --------
@@ -305,6 +502,29 @@ def kept_counts(params: Sequence[int], densities: Sequence[float], total: int) -
 
     Floors first, then the largest fractional remainders get one more weight (or the smallest lose
     one), never leaving [0, n_l].
+
+    Parameters
+    ----------
+    params : sequence of int
+        Weights of each layer, n_l.
+    densities : sequence of float
+        The rule's densities d_l.
+    total : int
+        The exact number of weights to keep, ``round(D N)``.
+
+    Returns
+    -------
+    ndarray of int
+        One count per layer, summing to ``total``.
+
+    See Also
+    --------
+    quota : Uses it for every rule.
+
+    Examples
+    --------
+    >>> kept_counts([10, 20, 30], [0.15, 0.15, 0.15], 9)
+    array([2, 3, 4])
     """
     n = np.asarray(params, dtype=np.int64)
     x = np.clip(np.asarray(densities, dtype=np.float64), 0.0, 1.0) * n
@@ -323,7 +543,38 @@ def kept_counts(params: Sequence[int], densities: Sequence[float], total: int) -
 
 @dataclass(frozen=True)
 class Quota:
-    """Per-layer densities and exact integer kept counts of a quota rule at one global density."""
+    """Per-layer densities and exact integer kept counts of a quota rule at one global density.
+
+    Attributes
+    ----------
+    arch, rule : str
+        The architecture's name and the rule's.
+    density : float
+        The global density D.
+    names : tuple of str
+        The prunable layers, in order.
+    params : ndarray of int
+        Weights of each layer, n_l.
+    densities : ndarray
+        The rule's densities d_l.
+    kept : ndarray of int
+        Exact kept counts, summing to ``round(D N)``.
+    force : float or None
+        IGQ's piston force F; None for other rules.
+
+    See Also
+    --------
+    quota : Computes it.
+    connsim.sampling.random_masks : Random masks with these counts.
+    connsim.theory.predict : The theory at these densities.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> q = quota(get_arch("lenet-300-100"), "uniform", 0.01)
+    >>> q.names, q.kept.tolist(), q.to_dict()["layers"][2]
+    (('fc1', 'fc2', 'fc3'), [2352, 300, 10], {'name': 'fc3', 'params': 1000, 'density': 0.01, 'kept': 10})
+    """
 
     arch: str
     rule: str
@@ -372,6 +623,12 @@ def quota(arch: Architecture, rule: str | Callable, density: float | None = None
         When the rule cannot reach ``density`` (the message names the layer and the feasible range).
     ValueError
         For an unknown rule (the message lists the valid ones) or inconsistent inputs.
+
+    See Also
+    --------
+    feasible_densities : Where a rule is valid.
+    register_rule : Add a rule.
+    connsim.sampling.random_masks : Random masks under the quota.
 
     Examples
     --------
@@ -435,6 +692,32 @@ def feasible_densities(arch: Architecture, rule, **rule_kw) -> tuple[float, floa
     ``erk-redistribute`` from 0 up to a maximum density, the others everywhere. The ends are
     found by a scan and bisection to about 1e-12 relative; ``None`` if the rule is feasible
     nowhere.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    rule : str or callable
+        A rule as :func:`quota` takes it.
+    **rule_kw
+        Passed on to :func:`quota` at every probed density.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(d_min, d_max)``.
+
+    See Also
+    --------
+    quota : Raises :class:`InfeasibleQuota` outside the interval.
+    connsim.theory.half_disconnection_compression : Searches only inside it.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> lo, hi = feasible_densities(get_arch("lenet-5"), "uniform+")
+    >>> round(1 / lo, 2), hi
+    (99.95, 1.0)
     """
     def ok(d):
         try:

@@ -35,6 +35,12 @@ from .trainer.backend import to_numpy
 from .trainer.layers import cross_entropy
 from .trainer.network import Network
 
+__all__ = [
+    "Hierarchical", "LayerRedundancy", "Redundancy", "at_tolerance", "hierarchical_prune", "prune_units",
+    "redundancy", "total_parameters",
+]
+
+
 TOLS = (1e-2, 1e-3, 1e-4)
 ENERGIES = (0.99, 0.999)
 _PASS_THROUGH = ("pool", "flatten")
@@ -138,7 +144,44 @@ def _accumulate(g: _Gram, x: np.ndarray, d: np.ndarray, conv: bool) -> None:
 
 @dataclass(frozen=True)
 class LayerRedundancy:
-    """Effective filters of one layer (see :func:`redundancy`)."""
+    """Effective filters of one layer (see :func:`redundancy`).
+
+    Attributes
+    ----------
+    name : str
+        The analysed layer, whose output units are counted.
+    consumer : str
+        The one conv or dense layer that reads them.
+    units : int
+        The layer's units (channels), n_l.
+    active : int
+        Units on an input-output path under the masks (the data-free bound).
+    eliminated : int
+        Units whose incoming gradient vanishes: nothing they feed reaches the output.
+    ranks : dict of str to int
+        The rank at every reported tolerance and energy fraction (``'tol=0.001'``, ...).
+    effective : int
+        The rank at the result's tolerance, r_l: the effective filters.
+    params_per_unit : float
+        Parameters one unit of the layer carries (weights in and out, bias, BatchNorm).
+
+    See Also
+    --------
+    Redundancy : Holds one per analysed layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:6-12-8-3")
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((200, 6)), rng.integers(0, 3, 200)
+    >>> red = redundancy(arch, Network(arch, rng=0).state_dict(), x, y, tol=0.3)
+    >>> fc1 = red.layers[0]
+    >>> fc1.name, fc1.consumer, fc1.units, fc1.effective, fc1.redundancy
+    ('fc1', 'fc2', 12, 4, 8)
+    """
 
     name: str
     consumer: str
@@ -169,7 +212,45 @@ class LayerRedundancy:
 
 @dataclass(frozen=True)
 class Redundancy:
-    """Per-layer effective filters of a network, and the maximum compression they allow."""
+    """Per-layer effective filters of a network, and the maximum compression they allow.
+
+    Attributes
+    ----------
+    arch : str
+        The architecture's name.
+    samples : int
+        Examples of the sample the ranks were measured on.
+    tol : float
+        The tolerance of the ``effective`` ranks.
+    layers : tuple of LayerRedundancy
+        The analysed layers.
+    skipped : dict of str to str
+        Layers not analysed, with the reason (the classifier, layers read by several consumers).
+    params, freed : int
+        All parameters of the prunable layers, and those freed by removing every redundant unit;
+        ``max_redundancy`` and ``max_compression`` follow from them.
+    grams, masks : dict
+        The accumulated Gram matrices and the masks, kept so that :func:`at_tolerance` and
+        :func:`hierarchical_prune` need no second pass over the data.
+
+    See Also
+    --------
+    redundancy : Computes it.
+    at_tolerance : The same at another tolerance.
+    hierarchical_prune : Prunes within it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:6-12-8-3")
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((200, 6)), rng.integers(0, 3, 200)
+    >>> red = redundancy(arch, Network(arch, rng=0).state_dict(), x, y, tol=0.3)
+    >>> red.params, red.freed, round(red.max_compression, 2)
+    (215, 168, 4.57)
+    """
 
     arch: str
     samples: int
@@ -242,7 +323,31 @@ def _unit_slices(arch: Architecture, name: str, consumer: str) -> tuple[int, int
 
 
 def total_parameters(arch: Architecture, masks: Mapping | None = None) -> int:
-    """Kept weights, biases and BatchNorm scales and shifts of every prunable layer."""
+    """Kept weights, biases and BatchNorm scales and shifts of every prunable layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    masks : mapping of str to ndarray, optional
+        Masks; a unit whose incoming weights are all pruned keeps no bias or BatchNorm parameter.
+        Dense when omitted.
+
+    Returns
+    -------
+    int
+        The parameter count that the maximum compression of :func:`redundancy` divides.
+
+    See Also
+    --------
+    redundancy : Its maximum compression is relative to this count.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> total_parameters(get_arch("mlp:6-12-8-3"))
+    215
+    """
     masks = check_masks(arch, masks) if masks is not None else ones_masks(arch)
     total = 0
     for node in arch.layers:
@@ -323,6 +428,17 @@ def redundancy(arch: Architecture, state: Mapping, x: np.ndarray, y: np.ndarray,
         Examples per pass (memory only).
     backend : str
         Where the passes run; the Gram matrices are accumulated on the host in float64.
+
+    Returns
+    -------
+    Redundancy
+        One :class:`LayerRedundancy` per analysed layer, the layers skipped, and the parameters
+        freed by removing every redundant unit.
+
+    See Also
+    --------
+    at_tolerance : Re-read at another tolerance.
+    hierarchical_prune : Prune within the redundancy.
 
     Examples
     --------
@@ -410,6 +526,10 @@ def at_tolerance(arch: Architecture, red: Redundancy, tol: float) -> Redundancy:
         Equal to ``redundancy(arch, state, x, y, masks=masks, tol=tol)`` on the same sample and
         masks.
 
+    See Also
+    --------
+    redundancy : The analysis.
+
     Examples
     --------
     >>> from connsim import get_arch
@@ -452,7 +572,39 @@ def removal_order(g: _Gram, effective: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Hierarchical:
-    """Result of :func:`hierarchical_prune`."""
+    """Result of :func:`hierarchical_prune`.
+
+    Attributes
+    ----------
+    masks : dict of str to ndarray of bool
+        Channel masks without the removed units (their incoming weights and the consumer's weights
+        that read them).
+    removed : dict of str to ndarray of bool
+        Per analysed layer, the removed units.
+    params, freed : int
+        All parameters, and those freed; ``compression`` is ``params / (params - freed)``.
+    lam : float
+        The share of every layer's redundancy that was used.
+    state : dict or None
+        The compensated network parameters (``compensate=True``), else None.
+
+    See Also
+    --------
+    hierarchical_prune : Computes it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:6-12-8-3")
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((200, 6)), rng.integers(0, 3, 200)
+    >>> red = redundancy(arch, Network(arch, rng=0).state_dict(), x, y, tol=0.3)
+    >>> h = hierarchical_prune(arch, red, 1.2)
+    >>> {name: int(r.sum()) for name, r in h.removed.items()}, round(h.compression, 3)
+    ({'fc1': 2, 'fc2': 1}, 1.257)
+    """
 
     masks: dict
     removed: dict
@@ -473,7 +625,7 @@ def hierarchical_prune(arch: Architecture, red: Redundancy, compression: float, 
     """Remove units layer by layer within each layer's redundancy until ``compression`` is met.
 
     Layer budgets are ``k_l = floor(lam (n_l - r_l))``, never above the redundancy; within a layer
-    units go in :func:`removal_order` (eliminated first, then the ones column-pivoted QR leaves).
+    units go in removal order (eliminated first, then the ones column-pivoted QR leaves).
     ``lam`` is raised unit by unit (the exact discrete form of a bisection on ``lam``) until the
     parameters freed reach ``params (1 - 1/compression)``: the request is met or exceeded by at
     most the parameters of the last unit removed.
@@ -493,6 +645,35 @@ def hierarchical_prune(arch: Architecture, red: Redundancy, compression: float, 
         Fold each removed unit's least-squares reconstruction from the kept units (and a constant)
         into the consumer's weights and bias: exact for duplicated, linearly dependent and constant
         units. The result's ``state`` holds the new parameters.
+
+    Returns
+    -------
+    Hierarchical
+        The masks, the removed units, the parameters freed and, with ``compensate``, the new
+        parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``compression`` exceeds ``red.max_compression``, or ``compensate`` lacks ``state``.
+
+    See Also
+    --------
+    redundancy : The analysis it prunes within.
+    prune_units : The same removal from any per-layer unit orders.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:6-12-8-3")
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.standard_normal((200, 6)), rng.integers(0, 3, 200)
+    >>> red = redundancy(arch, Network(arch, rng=0).state_dict(), x, y, tol=0.3)
+    >>> h = hierarchical_prune(arch, red, 1.2)
+    >>> h.compression >= 1.2, int(h.masks["fc1"].any(axis=1).sum())
+    (True, 10)
     """
     from ._validation import check_compression
 
@@ -521,7 +702,7 @@ def prune_units(arch: Architecture, orders: Mapping, compression: float, *,
 
     The units enter one at a time in the order of the share ``(i + 1) / len(orders[l])`` of
     their layer's list at which they come (ties: the layers' order in ``orders``); the shortest
-    prefix whose freed parameters (:func:`freed_parameters`, exact on the masks) reach
+    prefix whose freed parameters (exact on the masks) reach
     ``P_total (1 - 1/compression)`` is taken. Lists truncated to the layers' redundancy give
     hierarchical pruning; full lists ranked by a score give uniform filter pruning (e.g. L1 norm).
 
@@ -538,7 +719,7 @@ def prune_units(arch: Architecture, orders: Mapping, compression: float, *,
     Returns
     -------
     removed : dict
-        Layer name to a boolean array of its removed units (:func:`removal_masks` makes masks).
+        Layer name to a boolean array of its removed units.
     freed : int
         Parameters freed; the request is met or exceeded by at most one unit's parameters.
     share : float
@@ -548,6 +729,10 @@ def prune_units(arch: Architecture, orders: Mapping, compression: float, *,
     ------
     InvalidArgument
         If removing every listed unit does not reach ``compression``.
+
+    See Also
+    --------
+    hierarchical_prune : Orders limited to each layer's redundancy.
 
     Examples
     --------

@@ -13,6 +13,11 @@ from .architectures import Architecture
 from .orders import LayerwiseOrder
 from .quotas import Quota
 
+__all__ = [
+    "random_masks", "random_order",
+]
+
+
 MASK_MODELS = ("exact", "bernoulli", "nested")
 
 
@@ -30,6 +35,17 @@ def random_masks(arch: Architecture, q: Quota, *, model: str = "exact", rng=None
         ``nested``: one random priority per weight; the layer keeps its ``q.kept[l]`` highest
         priorities, so masks drawn with the same ``rng`` seed at lower densities are subsets.
     rng : seed or Generator, optional
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        One mask per prunable layer, in PyTorch layout.
+
+    See Also
+    --------
+    connsim.quotas.quota : The quota the masks follow.
+    random_order : A nested random order, for effective targeting.
+    connsim.montecarlo.monte_carlo : Many random masks, counted.
 
     Examples
     --------
@@ -57,7 +73,36 @@ def random_masks(arch: Architecture, q: Quota, *, model: str = "exact", rng=None
 
 
 def random_order(arch: Architecture, rule="uniform", *, rng=None) -> LayerwiseOrder:
-    """Random nested order: one random priority (a permutation rank) per weight in each layer."""
+    """Random nested order: one random priority (a permutation rank) per weight in each layer.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    rule : str or callable
+        Quota rule that splits each kept count over the layers.
+    rng : seed or Generator, optional
+        Anything :func:`numpy.random.default_rng` accepts.
+
+    Returns
+    -------
+    LayerwiseOrder
+        Random pruning under ``rule`` at any kept count, with nested masks.
+
+    See Also
+    --------
+    random_masks : Masks at one density.
+    connsim.targeting.target_effective : Random pruning to an effective density.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-300-100")
+    >>> order = random_order(arch, "igq", rng=0)
+    >>> small, large = order.masks(1000), order.masks(2000)
+    >>> all((small[n] <= large[n]).all() for n in arch.layer_names)
+    True
+    """
     rng = check_rng(rng)
     ranks = {n.name: rng.permutation(arch.n_params(n)).reshape(arch.weight_shape(n))
              for n in arch.layers}

@@ -28,6 +28,10 @@ from .architectures import Architecture
 from .masks import check_masks
 from .orders import GlobalOrder
 
+__all__ = [
+    "SapSettings", "pq_index", "sap_prune", "sap_ratio", "sap_trajectory",
+]
+
 
 def _check_pq(p, q) -> tuple[float, float]:
     p = check_real(p, "p", 0, low_open=True)
@@ -48,6 +52,30 @@ def _magnitudes(w) -> np.ndarray:
 
 def pq_index(w, p: float = 1.0, q: float = 2.0) -> float:
     """The PQ index ``1 - M_p / M_q`` of the entries of ``w`` (0 when all magnitudes are equal).
+
+    ``M_r = (mean |w|^r)^(1/r)`` are power means (Diao et al. 2023); the index grows with how
+    concentrated the magnitudes are.
+
+    Parameters
+    ----------
+    w : array_like
+        Weights of any shape.
+    p, q : float
+        The exponents, ``0 < p < q``.
+
+    Returns
+    -------
+    float
+        The index, in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        Unless ``0 < p < q``.
+
+    See Also
+    --------
+    sap_ratio : The pruning ratio it sets.
 
     Examples
     --------
@@ -89,8 +117,42 @@ def sap_ratio(w, p: float = 1.0, q: float = 2.0, *, eta: float = 0.0, scale: flo
               max_ratio: float = 0.9) -> float:
     """The share of the entries of ``w`` (the survivors) that one SAP round prunes.
 
+    The retained count is ``m = ceil(d (1 + eta)^(q/(p-q)) (1 - I)^(qp/(q-p)))`` with ``I`` the
+    PQ index of the ``d`` survivors; the ratio is ``scale * (1 - m/d)`` clipped to
+    ``[0, max_ratio]``.
+
+    Parameters
+    ----------
+    w : array_like
+        The surviving weights, pooled.
+    p, q : float
+        The PQ index's exponents, ``0 < p < q``.
+    eta : float
+        ``eta >= 0`` lowers the retained count.
+    scale : float
+        ``gamma``, multiplies the ratio.
+    max_ratio : float
+        ``beta``, the cap on the ratio.
+
+    Returns
+    -------
+    float
+        The ratio, in ``[0, max_ratio]`` (0 for no survivors).
+
+    Raises
+    ------
+    ValueError
+        For exponents or parameters out of their ranges.
+
+    See Also
+    --------
+    pq_index : The index behind the ratio.
+    sap_prune : One round on a network.
+    sap_trajectory : The densities of many rounds.
+
     Examples
     --------
+    >>> import numpy as np
     >>> w = np.random.default_rng(0).standard_normal(10**6)
     >>> round(sap_ratio(w, 1, 2), 2)  # 1 - 2/pi
     0.36
@@ -132,6 +194,11 @@ def sap_prune(arch: Architecture, weights: Mapping, masks: Mapping, *, p: float 
     -------
     masks : dict
     ratio : float
+
+    See Also
+    --------
+    sap_ratio : How many survivors a round prunes.
+    SapSettings : The same parameters, as IMP's pruner.
 
     Examples
     --------
@@ -197,6 +264,10 @@ def sap_trajectory(rounds: int, law="gaussian", *, p: float = 1.0, q: float = 2.
     ndarray
         ``rounds + 1`` densities, starting at 1.
 
+    See Also
+    --------
+    sap_ratio : One round's ratio.
+
     Examples
     --------
     >>> sap_trajectory(2).round(4)  # the first round prunes 1 - 2/pi of a Gaussian law
@@ -229,7 +300,36 @@ def sap_trajectory(rounds: int, law="gaussian", *, p: float = 1.0, q: float = 2.
 
 @dataclass(frozen=True)
 class SapSettings:
-    """The parameters of :func:`sap_prune`, as IMP's pruner (``connsim imp --pruner sap``)."""
+    """The parameters of :func:`sap_prune`, as IMP's pruner (``connsim imp --pruner sap``).
+
+    Parameters
+    ----------
+    p, q : float
+        The PQ index's exponents, ``0 < p < q``.
+    eta, scale, max_ratio : float
+        As in :func:`sap_ratio`.
+
+    Raises
+    ------
+    ValueError
+        For parameters out of their ranges (checked when made).
+
+    See Also
+    --------
+    sap_prune : What :meth:`prune` calls.
+    connsim.imp.imp : Takes it as ``sap`` with ``pruner='sap'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch, ones_masks
+    >>> arch = get_arch("mlp:20-10-2")
+    >>> rng = np.random.default_rng(0)
+    >>> w = {n: rng.standard_normal(arch.weight_shape(n)) for n in arch.layer_names}
+    >>> masks, ratio = SapSettings(p=0.5, q=1).prune(arch, w, ones_masks(arch))
+    >>> 0 < ratio < 0.9
+    True
+    """
 
     p: float = 1.0
     q: float = 2.0

@@ -8,20 +8,20 @@ strictly increasing function of its score in that round; survivors rank above ev
 so every prefix of the order is a state of the iterative run (what effective targeting needs).
 
 * ``random``: uniform priorities.
-* ``magnitude``: |w| (group: mean |w|).
-* ``lamp`` (Lee et al. 2021): w^2 / (sum of w'^2 over the weights of the same layer with
-  w'^2 >= w^2); groups use their mean |w|.
-* ``snip`` (Lee et al. 2019): |w dL/dw| at initialisation, cross-entropy summed over data batches
-  (group: |sum of w dL/dw|).
+* ``magnitude``: ``|w|`` (group: mean ``|w|``).
+* ``lamp`` (Lee et al. 2021): ``w^2 / (sum of w'^2 over the weights of the same layer with
+  w'^2 >= w^2)``; groups use their mean ``|w|``.
+* ``snip`` (Lee et al. 2019): ``|w dL/dw|`` at initialisation, cross-entropy summed over data
+  batches (group: ``|sum of w dL/dw|``).
 * ``iterative-snip`` (de Jorge et al. 2021): SNIP rescored on the masked network over rounds with
-  kept fraction D^(t/T).
+  kept fraction ``D^(t/T)``.
 * ``grasp`` (Wang et al. 2020): prunes the highest ``-w (H g)``, i.e. keeps the highest
   ``w (H g)``; the Hessian-gradient product is a central difference of gradients.
-* ``synflow`` (Tanaka et al. 2020): data-free, |w dR/dw| with R = 1^T (prod |W_l| M_l) 1 on the
-  linearised network (no BatchNorm, no ReLU, average pooling, all-ones input), 100 rounds with kept
-  fraction D^(t/100). Activations and adjoints are rescaled to a maximum of 1 after every node and
-  the scales kept as logarithms, so scores never overflow or underflow; they are compared as
-  log-scores.
+* ``synflow`` (Tanaka et al. 2020): data-free, ``|w dR/dw|`` with ``R = 1^T (prod |W_l| M_l) 1``
+  on the linearised network (no BatchNorm, no ReLU, average pooling, all-ones input), 100 rounds
+  with kept fraction ``D^(t/100)``. Activations and adjoints are rescaled to a maximum of 1 after
+  every node and the scales kept as logarithms, so scores never overflow or underflow; they are
+  compared as log-scores.
 """
 
 from __future__ import annotations
@@ -41,10 +41,58 @@ from .trainer.data import Dataset, batches
 from .trainer.layers import cross_entropy, make_layer
 from .trainer.network import Network
 
+__all__ = [
+    "METHODS", "ScoreContext", "iterative_keys", "lamp", "register_score", "synflow_log_scores",
+    "weight_gradients",
+]
+
 
 @dataclass
 class ScoreContext:
-    """What scores may use: weights (PyTorch layout), data batches, a generator, a network state."""
+    """What scores may use: weights (PyTorch layout), data batches, a generator, a network state.
+
+    A registered score (:func:`register_score`) receives one; ``ctx.network()`` builds a trainer
+    :class:`~connsim.trainer.Network` with the weights (and the state), and ``ctx.batches()`` returns
+    the ``n_batches`` training batches the data-driven scores sum over.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    weights : dict of str to ndarray
+        Prunable weights, PyTorch layout.
+    rng : numpy.random.Generator
+        For random scores.
+    data : Dataset, optional
+        Training data of the data-driven scores.
+    n_batches, batch_size : int
+        How many batches of how many examples ``batches()`` returns.
+    state : dict, optional
+        A full network state (BatchNorm statistics and the like), as ``connsim train`` writes it.
+    backend : str
+        Array backend of the gradient passes (:mod:`connsim.trainer.backend`); scores are returned
+        on the host.
+
+    Raises
+    ------
+    ValueError
+        If ``n_batches`` or ``batch_size`` is not a positive integer.
+
+    See Also
+    --------
+    register_score : Scores are functions of a context.
+    weight_gradients : Gradients of the loss on the context's batches.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:4-8-3")
+    >>> ctx = ScoreContext(arch, Network(arch, rng=0).weights(), np.random.default_rng(0))
+    >>> ctx.network().forward(np.ones((2, 4))).shape
+    (2, 3)
+    """
 
     arch: Architecture
     weights: dict
@@ -82,7 +130,45 @@ class ScoreContext:
 
 
 def weight_gradients(ctx: ScoreContext, masks=None, dtype="float32") -> dict:
-    """dL/dw of every prunable weight, cross-entropy summed over ``ctx``'s batches."""
+    """dL/dw of every prunable weight, cross-entropy summed over ``ctx``'s batches.
+
+    Parameters
+    ----------
+    ctx : ScoreContext
+        Weights, state and data (``ctx.data`` is required).
+    masks : mapping of str to ndarray, optional
+        Masks the forward pass applies (default: dense).
+    dtype : str
+        Precision of the passes.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One weight-shaped gradient per prunable layer, on the host.
+
+    Raises
+    ------
+    ValueError
+        If the context has no data, or fewer examples than one batch.
+
+    See Also
+    --------
+    ScoreContext : What the gradients are computed from.
+    register_score : Use them in a score of your own.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> from connsim.trainer.data import make_synthetic
+    >>> arch = get_arch("mlp:4-8-3")
+    >>> data = make_synthetic((4,), classes=3, n_train=64, n_test=8)
+    >>> ctx = ScoreContext(arch, Network(arch, rng=0).weights(), np.random.default_rng(0), data,
+    ...                    batch_size=32)
+    >>> {name: g.shape for name, g in weight_gradients(ctx).items()}
+    {'fc1': (8, 4), 'fc2': (3, 8)}
+    """
     net = ctx.network(masks, dtype)
     xp = net.xp
     total = {n: 0.0 for n in ctx.arch.layer_names}
@@ -108,10 +194,28 @@ def score_magnitude(ctx: ScoreContext, granularity: str) -> dict:
 
 
 def lamp(values: np.ndarray) -> np.ndarray:
-    """LAMP scores of one layer from magnitudes: v^2 / sum of v'^2 over v'^2 >= v^2.
+    """LAMP scores of one layer from magnitudes: ``v^2 / (sum of v'^2 over v'^2 >= v^2)``.
+
+    Lee et al. (2021): the largest magnitude of a layer scores 1, so every layer keeps at least one
+    weight under one global threshold.
+
+    Parameters
+    ----------
+    values : ndarray
+        Magnitudes (or group means of them) of one layer.
+
+    Returns
+    -------
+    ndarray
+        Scores of the same shape, in (0, 1].
+
+    See Also
+    --------
+    register_score : The ``lamp`` method uses these scores per layer.
 
     Examples
     --------
+    >>> import numpy as np
     >>> lamp(np.array([1.0, 2.0, 3.0])).round(3).tolist()
     [0.071, 0.308, 1.0]
     """
@@ -177,11 +281,43 @@ def _common(parts):
 
 def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | None = None, *,
                        backend: str = "numpy") -> dict:
-    """log |w dR/dw| of every weight (``-inf`` where the score is 0), with per-node rescaling.
+    """``log |w dR/dw|`` of every weight (``-inf`` where the score is 0), with per-node rescaling.
 
-    R is the sum of the outputs of the linearised network with weights |W| * M on an all-ones input
-    (no BatchNorm, no ReLU, every pool averaging). The passes run on ``backend``; the scores are
-    returned on the host.
+    ``R`` is the sum of the outputs of the linearised network with weights ``|W| * M`` on an
+    all-ones input (no BatchNorm, no ReLU, every pool averaging). Activations and adjoints are
+    rescaled to a maximum of 1 after every node and the scales kept as logarithms, so nothing
+    overflows or underflows (Tanaka et al. 2020).
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    weights : mapping of str to ndarray
+        Prunable weights, PyTorch layout.
+    masks : mapping of str to ndarray, optional
+        The current masks (default: dense).
+    backend : str
+        Array backend of the passes; the scores are returned on the host.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One weight-shaped array of log-scores per prunable layer.
+
+    See Also
+    --------
+    iterative_keys : The rounds of iterative SynFlow.
+    connsim.pruning.prune : ``method='synflow'``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:4-8-3")
+    >>> scores = synflow_log_scores(arch, Network(arch, rng=0).weights())
+    >>> sorted((name, s.shape, bool(np.isfinite(s).all())) for name, s in scores.items())
+    [('fc1', (8, 4), True), ('fc2', (3, 8), True)]
     """
     xp = get_backend(backend)
     ops, act = {}, {}
@@ -228,10 +364,52 @@ def _unit(values: np.ndarray) -> np.ndarray:
 
 def iterative_keys(arch: Architecture, density: float, rounds: int, rescore,
                    granularity: str, progress=None) -> dict:
-    """Prune in ``rounds`` rounds with kept fraction ``density^(t/rounds)``; ``rescore(masks)``
-    returns group scores for the current weight masks (higher = keep, comparable across layers).
-    Returns the rank keys of the module docstring. Each round partitions only the surviving
-    groups, so the cost shrinks with them."""
+    """Prune in ``rounds`` rounds with kept fraction ``density^(t/rounds)``, rescoring every round.
+
+    Each round partitions only the surviving groups, so the cost shrinks with them.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    density : float
+        Kept fraction of the groups after the last round.
+    rounds : int
+        Number of rounds T.
+    rescore : callable
+        ``rescore(masks)`` returns group scores for the current weight masks (higher = keep,
+        comparable across layers).
+    granularity : {'weight', 'kernel', 'channel', 'node'}
+        What one group is.
+    progress : callable, optional
+        Called as ``progress(t, rounds)`` after every round.
+
+    Returns
+    -------
+    dict of str to ndarray
+        The rank keys of the module docstring, group-shaped: a group removed in round ``t`` gets
+        ``2 t + u``, ``u`` in [0, 1] increasing with its score; every prefix of the order is a state
+        of the run.
+
+    See Also
+    --------
+    register_score : ``iterative=True`` registers a method that returns such keys.
+    connsim.orders.GlobalOrder : Masks from the keys at any kept count.
+
+    Examples
+    --------
+    Iterative magnitude pruning of the weights at initialisation in four rounds:
+
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> from connsim.orders import GlobalOrder
+    >>> from connsim.trainer import Network
+    >>> arch = get_arch("mlp:4-8-3")
+    >>> w = Network(arch, rng=0).weights()
+    >>> keys = iterative_keys(arch, 0.25, 4, lambda m: {n: np.abs(w[n]) * m[n] for n in w}, "weight")
+    >>> sum(int(m.sum()) for m in GlobalOrder(arch, keys).masks(14).values())
+    14
+    """
     from .granularity import expand, prunable_layers
 
     names = arch.layer_names
@@ -308,6 +486,19 @@ ITERATIVE_KEYS = Registry("method", {
     "iterative-snip": keys_iterative_snip,
     "synflow": keys_synflow,
 })  # (ctx, granularity, density, rounds=..., progress=None) -> rank keys
+#: Every pruning method name, built-in and registered: ``random``, ``magnitude``, ``lamp``,
+#: ``snip``, ``grasp``, ``iterative-snip``, ``synflow``, then the names given to
+#: :func:`register_score` (a live sequence).
+#:
+#: See Also
+#: --------
+#: connsim.pruning.prune : Takes any of these names as ``method``.
+#: register_score : Adds a name.
+#:
+#: Examples
+#: --------
+#: >>> "synflow" in METHODS
+#: True
 METHODS = Names(ONE_SHOT, ITERATIVE_KEYS)
 
 
@@ -336,6 +527,11 @@ def register_score(name: str, fn, iterative: bool = False) -> None:
         If ``name`` is already a method or not a non-empty string.
     TypeError
         If ``fn`` is not callable (or ``name`` not a string).
+
+    See Also
+    --------
+    ScoreContext : What a score receives.
+    connsim.pruning.prune : Uses registered methods like built-in ones.
 
     Examples
     --------

@@ -49,6 +49,11 @@ from .flow import flow_layers, gradient_flow, information_flow
 from .trainer.data import Dataset
 from .trainer.loop import TrainConfig, Trainer, evaluate
 
+__all__ = [
+    "StopRule",
+]
+
+
 STOPS = ("none", "cap", "flow", "accuracy", "flow+accuracy")
 FLOWS = ("if", "gf")
 GF_VARIANTS = ("held-out", "authors")
@@ -80,6 +85,22 @@ class StopRule:
     gf_variant : {'held-out', 'authors'}
     reference : {'validation', 'test'}
         The accuracy the accuracy rule watches.
+
+    Raises
+    ------
+    ValueError
+        For a value out of its range or an unknown name (checked when made).
+
+    See Also
+    --------
+    connsim.imp.imp : Takes it as ``stop``.
+    connsim.flow : The flow statistics.
+
+    Examples
+    --------
+    >>> rule = StopRule(stop="flow+accuracy", flow="gf", eps=0.5, warmup_iterations=2)
+    >>> rule.stop, rule.max_iterations
+    ('flow+accuracy', 10)
     """
 
     stop: str = "none"

@@ -55,6 +55,11 @@ from dataclasses import dataclass
 
 from .studytasks import REQUIRED, Kind, check_input, check_kind
 
+__all__ = [
+    "Figure", "Study", "StudyError", "Task", "load_study",
+]
+
+
 NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 TOP = ("name", "kind", "description", "database", "axes", "settings", "derived", "figures",
        "variants")
@@ -62,12 +67,58 @@ FIGURE_KEYS = ("x", "y", "curves", "panels", "theory", "where", "xscale", "yscal
 
 
 class StudyError(ValueError):
-    """A study file that cannot be used; the message names the file and the key."""
+    r"""A study file that cannot be used; the message names the file and the key.
+
+    A subclass of :class:`ValueError`.
+
+    See Also
+    --------
+    load_study : Raises it.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "bad.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\narch = ["lenet-5"]\ncompresion = [10]\n')
+    >>> try:
+    ...     load_study(path)
+    ... except StudyError as e:
+    ...     print("refused")
+    refused
+    """
 
 
 @dataclass(frozen=True)
 class Task:
-    """One grid point: its hash, its kind and its full configuration."""
+    r"""One grid point: its hash, its kind and its full configuration.
+
+    Attributes
+    ----------
+    hash : str
+        SHA-256 of the kind, the configuration and the connsim version: the task's identity in the
+        results database.
+    kind : str
+        The task kind (``predict``, ``montecarlo``, ``measure``, ``prune``, ``train``, ``imp``).
+    config : dict
+        Every input of the kind, defaults filled in.
+
+    See Also
+    --------
+    Study.tasks : The tasks of a study.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\narch = ["lenet-5"]\n'
+    ...                     'compression = {geomspace = [10, 1000, 3]}\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\n')
+    >>> study = load_study(path)
+    >>> task = study.tasks()[0]
+    >>> task.kind, task.config["arch"], task.config["compression"], len(task.hash)
+    ('predict', 'lenet-5', 10.0, 64)
+    """
 
     hash: str
     kind: str
@@ -76,7 +127,42 @@ class Task:
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure a study declares (see the module docstring)."""
+    r"""A figure a study declares (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        The figure's name, as ``connsim study plot --figure`` takes it.
+    x, y : str
+        The columns on the axes.
+    curves, panels : tuple of str
+        Columns whose values give one colour each, and one panel each.
+    theory : str or None
+        A column drawn as a line in the curve's colour.
+    where : tuple of pairs
+        ``(column, value)`` pairs a row must match.
+    xscale, yscale : {'log', 'linear'}
+        The axes' scales.
+    title : str
+        The figure's title.
+
+    See Also
+    --------
+    connsim.studyresults.plot_figure : Draws it.
+    connsim.studyresults.curves : Its data.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\narch = ["lenet-5"]\n'
+    ...                     'compression = {geomspace = [10, 1000, 3]}\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\n')
+    >>> study = load_study(path)
+    >>> study.figures["f"].x, study.figures["f"].yscale
+    ('direct_compression', 'log')
+    """
 
     name: str
     x: str
@@ -92,7 +178,47 @@ class Figure:
 
 @dataclass(frozen=True)
 class Study:
-    """A checked study file (one variant of it)."""
+    r"""A checked study file (one variant of it).
+
+    Attributes
+    ----------
+    path : str
+        The study file.
+    name, description : str
+        From the file.
+    kind : Kind
+        The task kind, with its inputs and result columns.
+    axes : dict
+        Axis name to its list of values (tables for multi-input axes).
+    settings : dict
+        Inputs shared by every task.
+    derived : dict of str to str
+        Derived column name to its expression.
+    figures : dict of str to Figure
+        The declared figures.
+    variant : str or None
+        The variant read.
+    database : str
+        The results database.
+
+    See Also
+    --------
+    load_study : Reads one.
+    connsim.studyrun.run_study : Runs its tasks.
+    connsim.studyresults.results : Reads its rows.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\narch = ["lenet-5"]\n'
+    ...                     'compression = {geomspace = [10, 1000, 3]}\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\n')
+    >>> study = load_study(path)
+    >>> study.name, study.kind.name, len(study.tasks()), study.database.endswith("s.db")
+    ('s', 'predict', 3, True)
+    """
 
     path: str
     name: str
@@ -175,6 +301,11 @@ def load_study(path: str | os.PathLike, variant: str | None = None, *,
     StudyError
         The file is missing or not TOML, or a key is unknown, misspelled or out of its domain;
         the message names the file and the key.
+
+    See Also
+    --------
+    Study : What it returns.
+    connsim.studyrun.run_study : Runs the study.
 
     Examples
     --------

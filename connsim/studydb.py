@@ -25,6 +25,11 @@ import sqlite3
 
 from .files import atomic_write, check_writable, exclusive_lock
 
+__all__ = [
+    "DatabaseError", "ResultsDB",
+]
+
+
 APPLICATION_ID = 0x636E7364  # 'cnsd': marks a connsim results database
 SCHEMA = 1
 FIXED = ("hash", "kind", "status", "error", "started", "finished", "seconds", "worker", "version",
@@ -33,7 +38,24 @@ STATUSES = ("done", "failed")
 
 
 class DatabaseError(ValueError):
-    """A results database that cannot be used; the message names the file and the fix."""
+    """A results database that cannot be used; the message names the file and the fix.
+
+    A subclass of :class:`ValueError`.
+
+    See Also
+    --------
+    ResultsDB : Raises it.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "missing.db")
+    >>> try:
+    ...     ResultsDB(path, create=False)
+    ... except DatabaseError:
+    ...     print("refused")
+    refused
+    """
 
 
 def _quote(name: str) -> str:
@@ -49,6 +71,11 @@ class ResultsDB:
         The SQLite file; created (with its folder's writability checked first) when missing.
     create : bool
         Refuse a missing file instead of creating it (``status``, ``export``, ``plot``).
+
+    See Also
+    --------
+    connsim.studyresults.results : The rows of a study.
+    connsim.studyrun.run_study : Writes the rows.
 
     Examples
     --------

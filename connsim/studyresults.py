@@ -13,12 +13,38 @@ from .files import atomic_write, check_writable
 from .study import Figure, Study, compile_expression
 from .studydb import ResultsDB
 
+__all__ = [
+    "Curve", "Progress", "curves", "export", "plot_figure", "progress", "results",
+]
+
+
 EXPORT_FORMATS = ("csv", "parquet")
 
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a study is: counts of its tasks by state, and time spent."""
+    """How far a study is: counts of its tasks by state, and time spent.
+
+    Attributes
+    ----------
+    total : int
+        Tasks of the study.
+    done, failed, pending : int
+        Tasks with a ``done`` row, with a ``failed`` row, and without a row.
+    other_rows : int
+        Rows of the database that are not tasks of this study (older settings, other variants).
+    task_seconds : float
+        Time spent in the done tasks, summed.
+
+    See Also
+    --------
+    progress : Computes it.
+
+    Examples
+    --------
+    >>> Progress(total=6, done=4, failed=1, pending=1, other_rows=0, task_seconds=2.5).to_dict()["done"]
+    4
+    """
 
     total: int
     done: int
@@ -33,8 +59,46 @@ class Progress:
 
 
 def results(study: Study, db: ResultsDB) -> list[dict]:
-    """The study's rows (tasks without a row are left out), in grid order, each with its derived
-    columns."""
+    r"""The study's rows (tasks without a row are left out), in grid order, with derived columns.
+
+    Parameters
+    ----------
+    study : Study
+        The study, from :func:`connsim.study.load_study`.
+    db : ResultsDB
+        Its results database.
+
+    Returns
+    -------
+    list of dict
+        One dict per row: ``hash``, ``status``, the configuration, the results and the derived
+        columns.
+
+    See Also
+    --------
+    export : The same rows into a CSV or Parquet file.
+    curves : The rows of a figure, grouped into curves.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from connsim import __version__
+    >>> from connsim.study import load_study
+    >>> from connsim.studydb import ResultsDB
+    >>> from connsim.studytasks import execute
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\nrule = ["uniform", "igq"]\n'
+    ...                     'compression = [10, 100, 1000]\n[settings]\narch = "lenet-5"\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\ncurves = ["rule"]\n')
+    >>> study = load_study(path)
+    >>> db = ResultsDB(study.database)
+    >>> for t in study.tasks():  # what connsim.studyrun.run_study does, without Dask
+    ...     db.record(t.hash, t.kind, t.config, execute(t.kind, t.config, __version__), __version__)
+    >>> rows = results(study, db)
+    >>> [(r["rule"], r["compression"], round(r["theory_effective_compression"])) for r in rows][:2]
+    [('uniform', 10.0, 11), ('uniform', 100.0, 1289)]
+    """
     tasks = study.tasks()
     rows = db.rows([t.hash for t in tasks])
     derived = {name: compile_expression(expr) for name, expr in study.derived.items()}
@@ -44,7 +108,44 @@ def results(study: Study, db: ResultsDB) -> list[dict]:
 
 
 def progress(study: Study, db: ResultsDB) -> Progress:
-    """Counts of the study's tasks by state."""
+    r"""Counts of the study's tasks by state.
+
+    Parameters
+    ----------
+    study : Study
+        The study.
+    db : ResultsDB
+        Its results database.
+
+    Returns
+    -------
+    Progress
+        Done, failed and pending tasks, rows of other tasks, and the time spent.
+
+    See Also
+    --------
+    results : The rows themselves.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from connsim import __version__
+    >>> from connsim.study import load_study
+    >>> from connsim.studydb import ResultsDB
+    >>> from connsim.studytasks import execute
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\nrule = ["uniform", "igq"]\n'
+    ...                     'compression = [10, 100, 1000]\n[settings]\narch = "lenet-5"\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\ncurves = ["rule"]\n')
+    >>> study = load_study(path)
+    >>> db = ResultsDB(study.database)
+    >>> for t in study.tasks():  # what connsim.studyrun.run_study does, without Dask
+    ...     db.record(t.hash, t.kind, t.config, execute(t.kind, t.config, __version__), __version__)
+    >>> p = progress(study, db)
+    >>> p.total, p.done, p.pending
+    (6, 6, 0)
+    """
     hashes = {t.hash for t in study.tasks()}
     statuses = db.statuses()
     done = sum(statuses.get(h) == "done" for h in hashes)
@@ -63,9 +164,56 @@ def export_columns(study: Study) -> list[str]:
 
 
 def export(study: Study, db: ResultsDB, path: str, fmt: str = "csv") -> int:
-    """Write the study's rows to ``path`` (atomically); returns the number of rows.
+    r"""Write the study's rows to ``path`` (atomically); returns the number of rows.
 
-    ``csv`` needs nothing more; ``parquet`` needs pyarrow (``pip install 'connsim[parquet]'``).
+    Columns: ``hash`` and ``status``, the configuration, the results, the derived columns, then
+    ``seconds``, ``worker``, ``version`` and ``error``.
+
+    Parameters
+    ----------
+    study : Study
+        The study.
+    db : ResultsDB
+        Its results database.
+    path : str
+        The file to write, ``.csv`` or ``.parquet``.
+    fmt : {'csv', 'parquet'}
+        ``csv`` needs nothing more; ``parquet`` needs pyarrow (``pip install 'connsim[parquet]'``).
+
+    Returns
+    -------
+    int
+        The number of rows written.
+
+    Raises
+    ------
+    ValueError
+        For another format, or a path whose suffix does not match it.
+    ImportError
+        For ``parquet`` without pyarrow.
+
+    See Also
+    --------
+    results : The rows as dicts.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from connsim import __version__
+    >>> from connsim.study import load_study
+    >>> from connsim.studydb import ResultsDB
+    >>> from connsim.studytasks import execute
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\nrule = ["uniform", "igq"]\n'
+    ...                     'compression = [10, 100, 1000]\n[settings]\narch = "lenet-5"\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\ncurves = ["rule"]\n')
+    >>> study = load_study(path)
+    >>> db = ResultsDB(study.database)
+    >>> for t in study.tasks():  # what connsim.studyrun.run_study does, without Dask
+    ...     db.record(t.hash, t.kind, t.config, execute(t.kind, t.config, __version__), __version__)
+    >>> export(study, db, str(path.with_suffix(".csv")))
+    6
     """
     from ._validation import check_choice
 
@@ -101,8 +249,47 @@ def _plain(value):
 
 @dataclass(frozen=True)
 class Curve:
-    """One curve of a study figure: points with the mean and std of y over the seeds (and any
-    axis the figure does not name), and the theory at the same points."""
+    r"""One curve of a study figure.
+
+    Points with the mean and standard deviation of y over the seeds (and any axis the figure does
+    not name), and the theory at the same points.
+
+    Attributes
+    ----------
+    panel : tuple
+        The values of the figure's ``panels`` columns.
+    label : str
+        The values of its ``curves`` columns, joined.
+    x, y, y_std : ndarray
+        Per point: the mean x, the mean and standard deviation (ddof 0) of the finite y values.
+    n : ndarray
+        Rows with a finite y behind each point.
+    theory : ndarray or None
+        The mean of the figure's ``theory`` column at each point.
+
+    See Also
+    --------
+    curves : Computes them.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from connsim import __version__
+    >>> from connsim.study import load_study
+    >>> from connsim.studydb import ResultsDB
+    >>> from connsim.studytasks import execute
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\nrule = ["uniform", "igq"]\n'
+    ...                     'compression = [10, 100, 1000]\n[settings]\narch = "lenet-5"\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\ncurves = ["rule"]\n')
+    >>> study = load_study(path)
+    >>> db = ResultsDB(study.database)
+    >>> for t in study.tasks():  # what connsim.studyrun.run_study does, without Dask
+    ...     db.record(t.hash, t.kind, t.config, execute(t.kind, t.config, __version__), __version__)
+    >>> curves(study, results(study, db), study.figures["f"])[1].label
+    'igq'
+    """
 
     panel: tuple
     label: str
@@ -114,12 +301,49 @@ class Curve:
 
 
 def curves(study: Study, rows: list[dict], figure: Figure) -> list[Curve]:
-    """The curves of ``figure`` from the study's rows (see :class:`Curve`).
+    r"""The curves of ``figure`` from the study's rows (see :class:`Curve`).
 
     A point is the set of rows that agree on every axis except ``seed``: x is their mean, y the
     mean and standard deviation (ddof 0) of their finite values (an infinite effective
     compression, a disconnected network, is left out of the mean; y is ``nan`` where no value is
     finite, and the theory is still drawn there).
+
+    Parameters
+    ----------
+    study : Study
+        The study.
+    rows : list of dict
+        Its rows, from :func:`results`.
+    figure : Figure
+        One of ``study.figures``.
+
+    Returns
+    -------
+    list of Curve
+        One curve per panel and label, points sorted by x.
+
+    See Also
+    --------
+    plot_figure : Draws them.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from connsim import __version__
+    >>> from connsim.study import load_study
+    >>> from connsim.studydb import ResultsDB
+    >>> from connsim.studytasks import execute
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\nrule = ["uniform", "igq"]\n'
+    ...                     'compression = [10, 100, 1000]\n[settings]\narch = "lenet-5"\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\ncurves = ["rule"]\n')
+    >>> study = load_study(path)
+    >>> db = ResultsDB(study.database)
+    >>> for t in study.tasks():  # what connsim.studyrun.run_study does, without Dask
+    ...     db.record(t.hash, t.kind, t.config, execute(t.kind, t.config, __version__), __version__)
+    >>> [(c.label, c.y.round().tolist()) for c in curves(study, results(study, db), study.figures["f"])]
+    [('uniform', [11.0, 1289.0, 28922350.0]), ('igq', [10.0, 135.0, 97716.0])]
     """
     rows = [r for r in rows if r["status"] == "done"
             and all(r.get(k) == v for k, v in figure.where)]
@@ -165,12 +389,57 @@ def _hashable(value):
 
 
 def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = None):
-    """Draw the study's figure ``name``; saved to ``path`` when given. Returns the figure.
+    r"""Draw the study's figure ``name``; saved to ``path`` when given. Returns the figure.
 
     One panel per value of the figure's ``panels`` columns, one colour per ``curves`` value:
     markers with mean ± std over seeds, the theory (when declared) as a line of the same colour.
     On a log y axis the view ends at 30 times the largest measured value, since the theory's
     N / E[effective] grows without bound past the collapse.
+
+    Parameters
+    ----------
+    study : Study
+        The study.
+    rows : list of dict
+        Its rows, from :func:`results`.
+    name : str
+        A figure the study declares.
+    path : str, optional
+        An image file (``.png``, ``.pdf``, ``.svg``), written atomically.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+
+    Raises
+    ------
+    ValueError
+        For a figure the study does not declare, or an unwritable path.
+
+    See Also
+    --------
+    curves : The data of each curve.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from connsim import __version__
+    >>> from connsim.study import load_study
+    >>> from connsim.studydb import ResultsDB
+    >>> from connsim.studytasks import execute
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\nrule = ["uniform", "igq"]\n'
+    ...                     'compression = [10, 100, 1000]\n[settings]\narch = "lenet-5"\n'
+    ...                     '[figures.f]\nx = "direct_compression"\n'
+    ...                     'y = "theory_effective_compression"\ncurves = ["rule"]\n')
+    >>> study = load_study(path)
+    >>> db = ResultsDB(study.database)
+    >>> for t in study.tasks():  # what connsim.studyrun.run_study does, without Dask
+    ...     db.record(t.hash, t.kind, t.config, execute(t.kind, t.config, __version__), __version__)
+    >>> fig = plot_figure(study, results(study, db), "f", str(path.with_suffix(".png")))
+    >>> path.with_suffix(".png").stat().st_size > 0
+    True
     """
     from .plots import _plt
 

@@ -23,13 +23,40 @@ from .study import Study
 from .studydb import ResultsDB
 from .studytasks import execute
 
+__all__ = [
+    "RunSummary", "run_study",
+]
+
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What one :func:`run_study` call did."""
+    """What one :func:`run_study` call did.
+
+    Attributes
+    ----------
+    total : int
+        Tasks in the study.
+    skipped : int
+        Tasks already done before this run.
+    done, failed : int
+        Tasks finished and failed in this run.
+    seconds : float
+        Wall time of the run, the cluster's start-up included.
+
+    See Also
+    --------
+    run_study : Returns it.
+    connsim.studyresults.progress : The database's counts, from any process.
+
+    Examples
+    --------
+    >>> RunSummary(total=3, skipped=3, done=0, failed=0, seconds=0.1).skipped
+    3
+    """
 
     total: int  # tasks in the study
     skipped: int  # already done before this run
@@ -57,7 +84,7 @@ def _client(scheduler: str | None, workers: int | None):
 
 def run_study(study: Study, *, scheduler: str | None = None, workers: int | None = None,
               progress=None) -> RunSummary:
-    """Run every task of ``study`` that has no ``done`` row in its database.
+    r"""Run every task of ``study`` that has no ``done`` row in its database.
 
     Parameters
     ----------
@@ -80,6 +107,27 @@ def run_study(study: Study, *, scheduler: str | None = None, workers: int | None
         Another run holds the database, or it is not a connsim results database.
     OSError
         The database cannot be written or the scheduler cannot be reached.
+
+    See Also
+    --------
+    connsim.study.load_study : Reads the study file.
+    connsim.studyresults.results : Reads the rows back.
+
+    Examples
+    --------
+    A local cluster of one worker process runs the three tasks; a second run finds them done:
+
+    >>> import pathlib, tempfile
+    >>> from connsim.study import load_study
+    >>> path = pathlib.Path(tempfile.mkdtemp(), "s.toml")
+    >>> _ = path.write_text('kind = "predict"\n[axes]\narch = ["lenet-5"]\n'
+    ...                     'compression = {geomspace = [10, 1000, 3]}\n')
+    >>> study = load_study(path)
+    >>> run_study(study, workers=1).done
+    3
+    >>> again = run_study(study, workers=1)
+    >>> again.skipped, again.done
+    (3, 0)
     """
     from . import __version__
 

@@ -54,9 +54,31 @@ TINY = 1e-300  # pmf entries below this contribute nothing representable
 class TheoryLayer:
     """A prunable layer of the theory graph: group edge probability from ``k`` weights each.
 
-    ``a`` and ``b`` are the source nodes one destination reads and the destinations per group
-    (:mod:`connsim.ops`): a plain layer reads every source (``a = n_src``), a depthwise conv
-    ``a = b = 1``.
+    Attributes
+    ----------
+    name : str
+        The layer.
+    src, dst : int
+        Its source and destination groups in :class:`TheoryGraph`.
+    k : int
+        Weights per group edge (1 for a dense layer, ``kh*kw`` for a conv, the positions of a
+        flatten for the dense layer after it).
+    params : int
+        The layer's prunable weights.
+    a, b : int
+        The source nodes one destination reads and the destinations per group
+        (:mod:`connsim.ops`): a plain layer reads every source (``a = n_src``), a depthwise conv
+        ``a = b = 1``.
+
+    See Also
+    --------
+    TheoryGraph : Holds the layers.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> TheoryGraph.of(get_arch("lenet-5")).layers[0]
+    TheoryLayer(name='conv1', src=0, dst=1, k=25, params=450, a=3, b=6)
     """
 
     name: str
@@ -70,12 +92,33 @@ class TheoryLayer:
 
 @dataclass(frozen=True)
 class TheoryGraph:
-    """Channel-level groups of an architecture (node order kept) and how they connect: the
-    lowering of :func:`connsim.ops.lower`.
+    """Channel-level groups of an architecture and how they connect: the lowering of :mod:`connsim.ops`.
 
-    ``sizes[g]`` is the number of channels/units of group ``g`` (a flatten keeps its channels);
-    ``identity`` lists ``(src, dst, offset)`` structural edges (pooling, flatten, add, concat);
-    ``concat`` the groups that concatenate their inputs (their count is a sum, not a union).
+    Node order is kept. ``TheoryGraph.of(arch)`` builds it.
+
+    Attributes
+    ----------
+    names : tuple of str
+        One group per architecture node.
+    sizes : tuple of int
+        ``sizes[g]`` is the number of channels/units of group ``g`` (a flatten keeps its channels).
+    layers : tuple of TheoryLayer
+        The prunable layers.
+    identity : tuple of tuple of int
+        ``(src, dst, offset)`` structural edges (pooling, flatten, add, concat).
+    concat : frozenset of int
+        The groups that concatenate their inputs (their count is a sum, not a union).
+
+    See Also
+    --------
+    predict : Propagates the reach distributions over it.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> g = TheoryGraph.of(get_arch("lenet-5"))
+    >>> g.sizes, g.is_chain
+    ((3, 6, 6, 16, 16, 16, 120, 84, 10), True)
     """
 
     names: tuple[str, ...]
@@ -109,12 +152,32 @@ class TheoryGraph:
 class Step:
     """How a count crosses one directed edge of the propagation.
 
-    ``mode``: ``full`` (every destination may read every reached source: :func:`transition`),
-    ``thin`` (each reached source feeds ``factor`` destinations of its own: a Binomial thinning,
-    exact), ``share`` (a grouped layer: each destination reads a ``factor`` share of the sources;
-    the reached sources are taken as spread evenly over the groups, an approximation) or ``slice``
-    (backward through a concat: the co-reached nodes of one input's slice, hypergeometric, exact
-    when the concat's co-reached set is exchangeable).
+    Attributes
+    ----------
+    mode : {'full', 'thin', 'share', 'slice'}
+        ``full`` (every destination may read every reached source: :func:`transition`), ``thin``
+        (each reached source feeds ``factor`` destinations of its own: a Binomial thinning, exact),
+        ``share`` (a grouped layer: each destination reads a ``factor`` share of the sources; the
+        reached sources are taken as spread evenly over the groups, an approximation) or ``slice``
+        (backward through a concat: the co-reached nodes of one input's slice, hypergeometric,
+        exact when the concat's co-reached set is exchangeable).
+    q : float
+        The group edge probability.
+    factor : float
+        Destinations per source (``thin``) or the share of sources read (``share``).
+    exact : bool
+        Whether the step is exact.
+    keep : float
+        Each destination unit then survives with this probability (unit deletion).
+
+    See Also
+    --------
+    transition, thin, select : The pmf operations of the modes.
+
+    Examples
+    --------
+    >>> Step("thin", q=0.5, factor=2)
+    Step(mode='thin', q=0.5, factor=2, exact=True, keep=1.0)
     """
 
     mode: str
@@ -146,8 +209,10 @@ def _log_factorials(n: int) -> np.ndarray:
 
 def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
                share: float = 1.0) -> np.ndarray:
-    """pmf of the reached count of a group of ``n_dst`` nodes, each joined to each of ``r``
-    reached source nodes independently with probability ``q``, with ``r ~ pmf``.
+    """pmf of the reached count of a group of ``n_dst`` nodes whose sources are reached ``r ~ pmf``.
+
+    Each of the ``n_dst`` nodes is joined to each of the ``r`` reached source nodes independently
+    with probability ``q``.
 
     Exact: ``sum_r pmf[r] Binomial(n_dst, 1 - exp(log_miss0) (1 - q)^r)``, computed in log space;
     ``log_miss0 <= 0`` is an extra log-probability that a node is missed by other, independent
@@ -157,6 +222,35 @@ def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
     binomial is summed over its band only, where its terms are representable
     (:func:`connsim._kernels.binomial_mix`): cost and memory grow with the width times the
     supports, not with a (support x width) table.
+
+    Parameters
+    ----------
+    pmf : ndarray
+        ``pmf[r]``: probability that ``r`` source nodes are reached.
+    n_dst : int
+        Nodes of the destination group.
+    q : float
+        Group edge probability.
+    log_miss0 : float
+        Log-probability, at most 0, that a node is missed by other routes.
+    share : float
+        Share of the sources a destination reads (1 for a plain layer).
+
+    Returns
+    -------
+    ndarray
+        The pmf of the destination's reached count, on ``0..n_dst``.
+
+    See Also
+    --------
+    thin : The depthwise step.
+    union : Two independent reached sets joined.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> transition(np.array([0.0, 1.0]), 2, 0.5).round(4).tolist()
+    [0.25, 0.5, 0.25]
     """
     out = np.zeros(n_dst + 1)
     rows = np.flatnonzero(pmf > TINY)
@@ -176,12 +270,34 @@ def transition(pmf: np.ndarray, n_dst: int, q: float, log_miss0: float = 0.0,
 
 
 def union(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
-    """pmf of ``|A u B|`` for independent exchangeable random subsets of ``n`` nodes with
+    """pmf of ``|A u B|`` for independent exchangeable random subsets ``A``, ``B`` of ``n`` nodes.
+
     ``|A| ~ pa`` and ``|B| ~ pb``.
 
     Given ``|A| = a`` and ``|B| = b``, the number ``x`` of nodes of ``B`` outside ``A`` is
     hypergeometric: ``C(n - a, x) C(a, b - x) / C(n, b)``, and ``|A u B| = a + x``. Sizes whose
     probability is below 1e-17 of the largest are skipped (relative error below 1e-14).
+
+    Parameters
+    ----------
+    pa, pb : ndarray
+        The pmfs of ``|A|`` and ``|B|``, both on ``0..n``.
+
+    Returns
+    -------
+    ndarray
+        The pmf of ``|A u B|``, on ``0..n``.
+
+    See Also
+    --------
+    transition : One layer's step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> one = np.array([0.0, 1.0, 0.0])  # one node of two
+    >>> union(one, one).round(4).tolist()
+    [0.0, 0.5, 0.5]
     """
     n = pa.size - 1
     out = np.zeros(n + 1)
@@ -205,8 +321,37 @@ def union(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
 
 
 def thin(pmf: np.ndarray, n_dst: int, factor: int, q: float) -> np.ndarray:
-    """pmf of ``Binomial(factor * r, q)`` with ``r ~ pmf``, on ``0..n_dst`` (a depthwise layer:
-    each reached source feeds ``factor`` destinations of its own, each kept with probability q)."""
+    """pmf of ``Binomial(factor * r, q)`` with ``r ~ pmf``, on ``0..n_dst``.
+
+    A depthwise layer: each reached source feeds ``factor`` destinations of its own, each kept with
+    probability ``q``.
+
+    Parameters
+    ----------
+    pmf : ndarray
+        The pmf of the reached sources.
+    n_dst : int
+        Nodes of the destination group.
+    factor : int
+        Destinations per source.
+    q : float
+        Group edge probability.
+
+    Returns
+    -------
+    ndarray
+        The pmf of the reached destinations, on ``0..n_dst``.
+
+    See Also
+    --------
+    transition : The step of a plain layer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> thin(np.array([0.0, 1.0]), 2, 2, 0.5).round(4).tolist()
+    [0.25, 0.5, 0.25]
+    """
     rows = np.flatnonzero(pmf > TINY)
     table = _thinning(pmf.size - 1, factor, q)
     out = np.zeros(n_dst + 1)
@@ -231,8 +376,33 @@ def _thinning(n_src: int, factor: int, q: float) -> np.ndarray:
 
 
 def select(pmf: np.ndarray, n_dst: int) -> np.ndarray:
-    """pmf of how many of ``n_dst`` given nodes of an ``N``-node group (``N = pmf.size - 1``) lie
-    in a uniformly random subset whose size follows ``pmf`` (hypergeometric, in log space)."""
+    """pmf of how many of ``n_dst`` given nodes of an ``N``-node group lie in a random subset.
+
+    ``N = pmf.size - 1``; the subset is uniformly random with a size that follows ``pmf``
+    (hypergeometric, in log space).
+
+    Parameters
+    ----------
+    pmf : ndarray
+        The pmf of the subset's size, on ``0..N``.
+    n_dst : int
+        The given nodes (a concat input's slice).
+
+    Returns
+    -------
+    ndarray
+        The pmf on ``0..n_dst``.
+
+    See Also
+    --------
+    Step : ``slice`` steps use it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> select(np.array([0.0, 0.0, 1.0, 0.0, 0.0]), 2).round(4).tolist()
+    [0.1667, 0.6667, 0.1667]
+    """
     rows = np.flatnonzero(pmf > TINY)
     out = np.zeros(n_dst + 1)
     if rows.size == 0:
@@ -453,6 +623,45 @@ class Prediction:
     ``exact`` is True for chains, residual networks and MobileNetV2; False when some join fell
     back to the branch-independence approximation or a general grouped conv was approximated
     (module docstring).
+
+    Attributes
+    ----------
+    arch : str
+        The architecture's name.
+    names : tuple of str
+        The prunable layers.
+    params, densities : ndarray
+        Weights and densities d_l of each layer.
+    expected_effective : ndarray
+        Expected effective weights of each layer.
+    p_reach, p_coreach : ndarray
+        Per group: the probability that a given node is forward-reachable, and co-reachable.
+    group_sizes : ndarray
+        Nodes (channels or units) of each group.
+    p_disconnected, p_connected : float
+        ``P(R_L = 0)`` and its complement, summed from the pmf's nonzero part (accurate also when
+        P(disconnected) is within 1e-16 of 1).
+    exact : bool
+        Whether the result is exact.
+    layer_groups : tuple of int
+        The output group of each layer.
+    expected_paths : float
+        Expected number of input-output paths on chains (about 1 near collapse); nan for DAGs.
+    unit_keep : ndarray or None
+        Per group, the unit survival probability under unit deletion.
+
+    See Also
+    --------
+    predict : Computes it.
+    connsim.montecarlo.MonteCarlo : The Monte Carlo estimate it is checked against.
+
+    Examples
+    --------
+    >>> from connsim import get_arch, quota
+    >>> arch = get_arch("lenet-300-100")
+    >>> p = predict(arch, quota(arch, "uniform", 0.001))
+    >>> round(p.p_disconnected, 3), round(p.expected_effective_params_connected, 2)
+    (0.861, 3.93)
     """
 
     arch: str
@@ -581,6 +790,12 @@ def predict(arch: Architecture, densities, *, granularity: str = "weight",
         or after the add (``output`` semantics), and approximate (``exact`` False) when a
         branch's last layer deletes its own units (``weights`` semantics on a block's second conv).
 
+    See Also
+    --------
+    predict_rule : The theory for a quota rule by name.
+    connsim.montecarlo.monte_carlo : The same by sampling.
+    connsim.design.design_quota : Densities optimised with this theory.
+
     Notes
     -----
     Cost: one (support of R_{l-1}) x (n_l + 1) binomial table per layer and direction; source
@@ -665,8 +880,43 @@ def predict(arch: Architecture, densities, *, granularity: str = "weight",
 
 def predict_rule(arch: Architecture, rule, density: float, *, granularity: str = "weight",
                  **rule_kw) -> Prediction:
-    """:func:`predict` (at weight or kernel ``granularity``) for the densities of a quota rule at
-    global density ``density``."""
+    """:func:`predict` (at weight or kernel ``granularity``) for the densities of a quota rule.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    rule : str or callable
+        A quota rule, as :func:`connsim.quotas.quota` takes it.
+    density : float
+        The global density.
+    granularity : {'weight', 'kernel'}
+        What is kept independently.
+    **rule_kw
+        Passed on to :func:`connsim.quotas.quota`.
+
+    Returns
+    -------
+    Prediction
+        The theory at the rule's densities.
+
+    Raises
+    ------
+    InfeasibleQuota
+        If the rule has no quota at ``density``.
+
+    See Also
+    --------
+    predict : The theory for given densities.
+    half_disconnection_compression : Where a rule disconnects half of the masks.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> p = predict_rule(get_arch("lenet-300-100"), "igq", 0.001)
+    >>> round(p.effective_compression), p.exact
+    (5712, True)
+    """
     check_choice(granularity, ("weight", "kernel"), "granularity",
                  "quota rules split weights; for unit granularities call predict with the kept "
                  "unit fractions")
@@ -681,6 +931,19 @@ def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: fl
     the part of ``[lo, hi]`` where the rule is feasible: ``erk-redistribute`` only from about
     compression 50-80, ``uniform+`` only up to its limit.
 
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    rule : str or callable
+        A quota rule.
+    lo, hi : float
+        The range of direct compressions searched.
+    tol : float
+        Relative precision of the result.
+    **rule_kw
+        Passed on to :func:`connsim.quotas.quota`.
+
     Returns
     -------
     float
@@ -694,6 +957,18 @@ def half_disconnection_compression(arch: Architecture, rule="uniform", *, lo: fl
     ValueError
         If P(disconnected) = 1/2 is never reached inside the rule's feasible range (the
         message gives the range and P(disconnected) at its ends).
+
+    See Also
+    --------
+    predict_rule : The theory of a rule at one density.
+    connsim.quotas.feasible_densities : Where a rule is valid.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> arch = get_arch("lenet-300-100")
+    >>> round(half_disconnection_compression(arch, "uniform"))
+    520
     """
     from .quotas import InfeasibleQuota, feasible_densities
 

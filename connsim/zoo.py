@@ -14,6 +14,11 @@ from collections.abc import Sequence
 
 from .architectures import ArchBuilder, Architecture, load_arch
 
+__all__ = [
+    "dbsn_mlp", "get_arch", "lenet_300_100", "lenet_5", "mlp", "mobilenet_v2", "resnet", "vgg",
+]
+
+
 _VGG = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -51,10 +56,38 @@ def _maybe_flatten(b: ArchBuilder, input_shape) -> None:
 
 
 def mlp(widths: Sequence[int], input_shape=None, name=None) -> Architecture:
-    """Dense chain ``widths[0] -> widths[1] -> ... -> widths[-1]`` with ReLU between layers.
+    """A dense chain of the given widths, with ReLU between layers.
 
-    ``input_shape`` may be a ``(C, H, W)`` shape whose size equals ``widths[0]``; the input is
-    then flattened first.
+    Parameters
+    ----------
+    widths : sequence of int
+        Units of the input, of every hidden layer and of the output, at least two.
+    input_shape : sequence of int, optional
+        A ``(C, H, W)`` shape whose size equals ``widths[0]``: the input is then flattened first.
+        Default ``(widths[0],)``.
+    name : str, optional
+        Default ``mlp:W0-W1-...``, the name :func:`get_arch` reads.
+
+    Returns
+    -------
+    Architecture
+        Dense layers ``fc1`` ... ``fcL``; hidden ones have BatchNorm and ReLU.
+
+    Raises
+    ------
+    ValueError
+        For fewer than two widths, a width that is not positive, or an input shape of another size.
+
+    See Also
+    --------
+    get_arch : ``get_arch("mlp:784-300-100-10")`` is the same network.
+    lenet_300_100 : The MLP of the pruning literature.
+
+    Examples
+    --------
+    >>> arch = mlp([4, 8, 3])
+    >>> arch.name, arch.layer_names, arch.total_params
+    ('mlp:4-8-3', ('fc1', 'fc2'), 56)
     """
     widths = [int(w) for w in widths]
     if len(widths) < 2 or min(widths) <= 0:
@@ -70,7 +103,29 @@ def mlp(widths: Sequence[int], input_shape=None, name=None) -> Architecture:
 
 
 def lenet_300_100(input_shape=(784,), classes=10) -> Architecture:
-    """LeNet-300-100: an MLP with hidden layers of 300 and 100 units."""
+    """LeNet-300-100: an MLP with hidden layers of 300 and 100 units.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        ``(784,)`` (MNIST flattened), or an image shape of 784 values, which adds a flatten.
+    classes : int
+        Output units.
+
+    Returns
+    -------
+    Architecture
+        Dense layers ``fc1`` (300), ``fc2`` (100), ``fc3`` (``classes``): 266,200 weights for MNIST.
+
+    See Also
+    --------
+    get_arch : Every zoo network by name, with its reference input shape and classes.
+
+    Examples
+    --------
+    >>> lenet_300_100().total_params, lenet_300_100((1, 28, 28)).layer_names
+    (266200, ('fc1', 'fc2', 'fc3'))
+    """
     b = ArchBuilder("lenet-300-100", input_shape)
     _maybe_flatten(b, input_shape)
     b.dense(300, name="fc1", batchnorm=True, relu=True)
@@ -83,9 +138,33 @@ DBSN_WIDTHS = (2500, 2000, 1500, 1000, 500)
 
 
 def dbsn_mlp(input_shape=(784,), classes=10) -> Architecture:
-    """The granularity paper's MLP (Heyman & Zylberberg 2024): 784-2500-2000-1500-1000-500-10,
-    scaled tanh ``1.7159 tanh(2x/3)`` after every hidden layer, no BatchNorm. Train it with
-    ``init='uniform'`` (U(-0.05, 0.05)) and Adam at 2e-5, batch 128 (``docs/granularity.md``)."""
+    """The granularity paper's MLP (Heyman & Zylberberg 2024): 784-2500-2000-1500-1000-500-10.
+
+    A scaled tanh ``1.7159 tanh(2x/3)`` follows every hidden layer, without BatchNorm. Train it
+    with ``init='uniform'`` (U(-0.05, 0.05)) and Adam at 2e-5, batch 128 (``docs/granularity.md``).
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        ``(784,)``, or an image shape of 784 values.
+    classes : int
+        Output units.
+
+    Returns
+    -------
+    Architecture
+        11,965,000 prunable weights for MNIST.
+
+    See Also
+    --------
+    get_arch : Every zoo network by name, with its reference input shape and classes.
+
+    Examples
+    --------
+    >>> arch = dbsn_mlp()
+    >>> arch.total_params, arch["fc1"].activation
+    (11965000, 'scaled-tanh')
+    """
     b = ArchBuilder("dbsn-mlp", input_shape)
     _maybe_flatten(b, input_shape)
     for k, w in enumerate(DBSN_WIDTHS, 1):
@@ -95,7 +174,32 @@ def dbsn_mlp(input_shape=(784,), classes=10) -> Architecture:
 
 
 def lenet_5(input_shape=(3, 32, 32), classes=10) -> Architecture:
-    """LeNet-5: two conv layers with average pooling, then three dense layers."""
+    """LeNet-5: two conv layers with average pooling, then three dense layers.
+
+    5x5 valid convolutions 3 -> 6 and 6 -> 16 channels, each followed by 2x2 average pooling, a
+    flatten, then dense 120, 84 and ``classes`` units.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        ``(C, H, W)``; ``(1, 28, 28)`` for MNIST gives a 16x4x4 flatten.
+    classes : int
+        Output units.
+
+    Returns
+    -------
+    Architecture
+        61,770 prunable weights at the default 3x32x32 input.
+
+    See Also
+    --------
+    get_arch : Every zoo network by name, with its reference input shape and classes.
+
+    Examples
+    --------
+    >>> lenet_5().total_params, lenet_5((1, 28, 28)).total_params
+    (61770, 44190)
+    """
     b = ArchBuilder("lenet-5", input_shape)
     b.conv(6, 5, name="conv1", bias=True, batchnorm=True, relu=True)
     b.pool("avg", 2, name="pool1")
@@ -109,7 +213,36 @@ def lenet_5(input_shape=(3, 32, 32), classes=10) -> Architecture:
 
 
 def vgg(depth: int, input_shape=(3, 32, 32), classes=10) -> Architecture:
-    """CIFAR VGG: 3x3 'same' convs with BN and ReLU, 2x2 max pools, one dense classifier."""
+    """CIFAR VGG: 3x3 'same' convs with BN and ReLU, 2x2 max pools, one dense classifier.
+
+    Parameters
+    ----------
+    depth : {11, 13, 16, 19}
+        The configuration (convolutions plus the classifier).
+    input_shape : sequence of int
+        ``(C, H, W)``.
+    classes : int
+        Output units.
+
+    Returns
+    -------
+    Architecture
+        Convolutions ``conv1`` ... ``convK`` and the dense layer ``fc``.
+
+    Raises
+    ------
+    KeyError
+        For another depth.
+
+    See Also
+    --------
+    get_arch : Every zoo network by name, with its reference input shape and classes.
+
+    Examples
+    --------
+    >>> vgg(16).total_params, vgg(19, classes=100).total_params
+    (14715584, 20070080)
+    """
     b = ArchBuilder(f"vgg-{depth}", input_shape)
     k = 0
     for item in _VGG[depth]:
@@ -138,7 +271,40 @@ def _basic_block(b: ArchBuilder, prefix: str, width: int, stride: int) -> None:
 
 
 def resnet(depth: int, input_shape=None, classes=None) -> Architecture:
-    """ResNet-18 (3x3 stride-1 stem, no max-pool) or the CIFAR ResNet-20/32/56."""
+    """ResNet-18 (3x3 stride-1 stem, no max-pool) or the CIFAR ResNet-20/32/56.
+
+    Basic blocks with residual adds, 1x1 projection shortcuts where the width or the stride
+    changes, global average pooling and a dense classifier (``docs/architectures.md``).
+
+    Parameters
+    ----------
+    depth : {18, 20, 32, 56}
+        The network.
+    input_shape : sequence of int, optional
+        Default: 3x64x64 for ResNet-18 (Tiny ImageNet), 3x32x32 for the CIFAR ResNets.
+    classes : int, optional
+        Default: 200 for ResNet-18, 10 for the CIFAR ResNets.
+
+    Returns
+    -------
+    Architecture
+        Layers named ``conv1``, ``layer{stage}.{block}.conv1``, ``.conv2``, ``.shortcut`` and
+        ``fc``.
+
+    Raises
+    ------
+    KeyError
+        For another depth.
+
+    See Also
+    --------
+    get_arch : Every zoo network by name, with its reference input shape and classes.
+
+    Examples
+    --------
+    >>> resnet(20).total_params, resnet(18).input_shape, resnet(18).output.shape
+    (270896, (3, 64, 64), (200,))
+    """
     name = f"resnet-{depth}"
     shape, n_cls = _DEFAULTS[name]
     input_shape = input_shape or shape
@@ -176,10 +342,35 @@ def _inverted_residual(b: ArchBuilder, prefix: str, expansion: int, out: int, st
 
 
 def mobilenet_v2(input_shape=(3, 32, 32), classes=10) -> Architecture:
-    """MobileNetV2 for CIFAR (Sandler et al. 2018): stride-1 3x3 stem with 32 channels, inverted
-    residual blocks (1x1 expansion, depthwise 3x3, linear 1x1 projection; a residual add whenever
-    the stride is 1, through a 1x1 conv where the width changes), a 1x1 conv to 1280 channels,
-    global average pooling and the classifier. ReLU stands for ReLU6."""
+    """MobileNetV2 for CIFAR (Sandler et al. 2018).
+
+    A stride-1 3x3 stem with 32 channels, inverted residual blocks (1x1 expansion, depthwise 3x3,
+    linear 1x1 projection; a residual add whenever the stride is 1, through a 1x1 conv where the
+    width changes), a 1x1 conv to 1280 channels, global average pooling and the classifier. ReLU
+    stands for ReLU6 (connectivity is the same).
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        ``(C, H, W)``.
+    classes : int
+        Output units.
+
+    Returns
+    -------
+    Architecture
+        2,261,824 prunable weights at the defaults.
+
+    See Also
+    --------
+    get_arch : Every zoo network by name, with its reference input shape and classes.
+
+    Examples
+    --------
+    >>> arch = mobilenet_v2()
+    >>> arch.total_params, arch["block2.1.depthwise"].groups
+    (2261824, 144)
+    """
     b = ArchBuilder("mobilenet-v2", input_shape)
     b.conv(32, 3, padding=1, name="conv1", batchnorm=True, relu=True)
     for k, (expansion, out, blocks, stride) in enumerate(_MOBILENET_V2):
@@ -206,10 +397,20 @@ def get_arch(name: str, input_shape=None, classes: int | None = None) -> Archite
     classes : int, optional
         Number of output units; defaults to the reference setup.
 
+    Returns
+    -------
+    Architecture
+        The network, with the reference setup's input shape and classes unless given.
+
     Raises
     ------
     ValueError
         For an unknown name (the message lists the valid ones) or shapes that do not fit.
+
+    See Also
+    --------
+    connsim.architectures.load_arch : Read a spec file.
+    mlp, lenet_300_100, lenet_5, vgg, resnet, mobilenet_v2 : The zoo's builders.
 
     Examples
     --------

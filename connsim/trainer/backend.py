@@ -35,19 +35,63 @@ BACKENDS = ("numpy", "cupy")  # the built-in ones (the command line offers these
 
 
 def register_backend(name: str, factory: Callable) -> None:
-    """Make ``factory()`` (returning an array namespace) available as backend ``name``."""
+    """Make ``factory()`` (returning an array namespace) available as backend ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The backend's name, as ``backend=`` and ``--backend`` take it.
+    factory : callable
+        Called without arguments when the backend is first used; returns the namespace.
+
+    See Also
+    --------
+    get_backend : Looks the name up.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> register_backend("numpy-alias", lambda: np)
+    >>> get_backend("numpy-alias") is np
+    True
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"backend name must be a non-empty string, got {name!r}")
     _BACKENDS[name] = factory
 
 
 def backend_names() -> tuple[str, ...]:
-    """Every registered backend name."""
+    """Every registered backend name.
+
+    Returns
+    -------
+    tuple of str
+        ``'numpy'``, ``'cupy'`` and any name given to :func:`register_backend`.
+
+    See Also
+    --------
+    get_backend : The array namespace of a name.
+
+    Examples
+    --------
+    >>> backend_names()[:2]
+    ('numpy', 'cupy')
+    """
     return tuple(_BACKENDS)
 
 
 def get_backend(name: str = "numpy"):
     """The array module for ``name`` ('numpy', 'cupy', or a registered backend).
+
+    Parameters
+    ----------
+    name : str
+        The backend.
+
+    Returns
+    -------
+    module
+        The array namespace (``numpy``, ``cupy``, or what the backend's factory returns).
 
     Raises
     ------
@@ -55,10 +99,40 @@ def get_backend(name: str = "numpy"):
         For an unknown name (the message lists the registered ones).
     ImportError
         If CuPy is asked for but not installed (install the ``gpu`` extra) or finds no GPU.
+
+    See Also
+    --------
+    register_backend : Add a backend.
+    to_numpy : Bring an array back to the host.
+
+    Examples
+    --------
+    >>> get_backend("numpy").__name__
+    'numpy'
     """
     return _BACKENDS[check_choice(name, _BACKENDS, "backend", "register_backend adds one")]()
 
 
 def to_numpy(a) -> np.ndarray:
-    """A host NumPy copy of an array of any backend (``.get()`` for device arrays)."""
+    """A host NumPy copy of an array of any backend (``.get()`` for device arrays).
+
+    Parameters
+    ----------
+    a : array
+        A NumPy or device array.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array on the host.
+
+    See Also
+    --------
+    get_backend : The namespaces arrays come from.
+
+    Examples
+    --------
+    >>> to_numpy([1, 2]).tolist()
+    [1, 2]
+    """
     return a.get() if hasattr(a, "get") else np.asarray(a)

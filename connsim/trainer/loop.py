@@ -31,7 +31,57 @@ from .optim import make_optimizer, make_schedule
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a run (defaults: the LeNet-300-100 / MNIST setup, shortened)."""
+    """Hyper-parameters of a run (defaults: the LeNet-300-100 / MNIST setup, shortened).
+
+    Parameters
+    ----------
+    iterations : int, optional
+        Length of the run in iterations, or
+    epochs : float, optional
+        in epochs (give at most one; default one epoch).
+    batch_size : int
+        Examples per step; the last incomplete batch of an epoch is dropped.
+    lr : float
+        Peak learning rate.
+    schedule : {'step', 'cosine', 'constant'}
+        ``step`` multiplies by ``gamma`` at ``milestones`` (default 50 % and 75 % of the run).
+    milestones : tuple of int
+        Iterations of the step schedule.
+    gamma : float
+        Factor of the step schedule.
+    warmup : int
+        Iterations of a linear warm-up prepended to the schedule.
+    optimizer : {'sgd', 'nesterov', 'adam'}
+        The optimiser.
+    momentum : float
+        SGD's momentum.
+    weight_decay : float
+        Added to every parameter's gradient, as ``torch.optim.SGD`` does.
+    augment : bool
+        Small rotations (MNIST) or random crops and flips (CIFAR).
+    eval_every : int, optional
+        Iterations between test evaluations (default: one epoch).
+    init : {'kaiming', 'xavier', 'fan-avg', 'uniform'}
+        Weight initialisation.
+    seed : int
+        Seed of the initialisation and of the batches.
+    backend : str
+        Array backend (``'numpy'``, ``'cupy'`` or a registered one).
+
+    Raises
+    ------
+    ValueError
+        For both ``iterations`` and ``epochs``, or a value out of its range.
+
+    See Also
+    --------
+    train : Takes it.
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=2, lr=0.05, optimizer="adam").schedule
+    'step'
+    """
 
     iterations: int | None = None
     epochs: float | None = None
@@ -94,7 +144,36 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a run produced."""
+    """What a run produced.
+
+    Attributes
+    ----------
+    network : Network
+        The trained network.
+    history : list of dict
+        One record per evaluation: iteration, epoch, learning rate, training loss, test accuracy,
+        seconds.
+    test_accuracy, train_loss : float
+        At the end of the run.
+    epochs, seconds : float
+        The run's length and time.
+    measurement : Measurement
+        Direct and effective density of the masks trained under.
+
+    See Also
+    --------
+    train : Returns it.
+
+    Examples
+    --------
+    >>> from connsim import get_arch
+    >>> from connsim.trainer.data import make_synthetic
+    >>> data = make_synthetic((1, 4, 4), classes=3, noise=0.5)
+    >>> res = train(get_arch("mlp:16-8-3", input_shape=(1, 4, 4)), data,
+    ...             config=TrainConfig(epochs=1, batch_size=50, lr=0.05))
+    >>> sorted(res.summary("mlp:16-8-3", "synthetic"))[:4]
+    ['arch', 'dataset', 'direct', 'effective']
+    """
 
     network: Network
     history: list
@@ -113,7 +192,34 @@ class TrainResult:
 
 
 def evaluate(net: Network, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in evaluation mode."""
+    """Top-1 accuracy in evaluation mode.
+
+    Parameters
+    ----------
+    net : Network
+        The network.
+    x, y : ndarray
+        Inputs and integer labels.
+    batch_size : int
+        Examples per forward pass (memory only).
+
+    Returns
+    -------
+    float
+        The share of correct predictions.
+
+    See Also
+    --------
+    train : Evaluates on the test set during a run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> net = Network(get_arch("mlp:4-8-3"), rng=0)
+    >>> 0.0 <= evaluate(net, np.ones((5, 4), np.float32), np.zeros(5, int)) <= 1.0
+    True
+    """
     correct = 0
     for k in range(0, len(y), batch_size):
         logits = net.forward(x[k:k + batch_size], train=False)
@@ -265,6 +371,17 @@ def train(arch: Architecture, data: Dataset, masks: Mapping | None = None,
     units : UnitMasks, optional
         Channels/units whose output is multiplied by 0 (:class:`connsim.granularity.UnitMasks`,
         the ``output`` semantics of channel and node pruning); the measurement deletes them.
+
+    Returns
+    -------
+    TrainResult
+        The trained network, its history, final accuracy and loss, and the masks' measurement.
+
+    See Also
+    --------
+    TrainConfig : The hyper-parameters.
+    load_dataset : The data.
+    connsim.imp.imp : Training, pruning and rewinding, level after level.
 
     Examples
     --------

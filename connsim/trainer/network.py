@@ -45,6 +45,11 @@ class Network:
         ``'auto'`` below :data:`connsim.trainer.layers.SPARSE_BELOW` density on NumPy
         (:class:`connsim.trainer.layers.Dense`).
 
+    See Also
+    --------
+    connsim.trainer.train : Trains one.
+    connsim.architectures.Architecture : What it is built from.
+
     Examples
     --------
     >>> import numpy as np

@@ -319,16 +319,24 @@ def _bd0(x, m):
 
 
 @njit
-def log_binom_pmf(s, n, p, q):
-    """``log P(Binomial(n, p) = s)`` with ``q = 1 - p`` given separately, to about 1e-15 relative
-    in the probability for any ``n`` (the saddle-point form: Stirling remainders and deviances
-    instead of differences of large ``log k!``)."""
+def log_binom_pmf(s, n, p, q, log_q):
+    """``log P(Binomial(n, p) = s)`` with ``q = 1 - p`` and ``log_q = log q`` given separately.
+
+    The saddle-point form (Stirling remainders and deviances instead of differences of large
+    ``log k!``): about 1e-15 relative in the probability, plus what the rounding of ``p`` and
+    ``q`` itself implies (about ``|s - n p|`` units of 1e-16). The end points are ``n log q`` and
+    ``n log p`` from the exact ``log q``, so that their error does not grow with ``n``.
+    """
     if s == 0:
-        return n * math.log(q) if q > 0 else -math.inf
+        return n * log_q
     if s == n:
-        return n * math.log(p) if p > 0 else -math.inf
+        if p <= 0:
+            return -math.inf
+        return n * (math.log1p(-q) if q < 0.5 else math.log(p))
     if p <= 0 or q <= 0:
         return -math.inf
+    # the deviances take n p + n q = n although the rounded p and q need not sum to 1: the
+    # result is the binomial renormalised to total mass 1, whose error stays near the mode's
     lc = (_stirlerr(n) - _stirlerr(s) - _stirlerr(n - s) - _bd0(float(s), n * p)
           - _bd0(float(n - s), n * q))
     return lc - 0.5 * math.log(2 * math.pi * s * (n - s) / n)
@@ -357,7 +365,7 @@ def binomial_mix(weight, log_miss, out):
         m = min(int(p * (n + 1)), n)
         s = m
         while s <= n:  # upward from the mode
-            lp = log_binom_pmf(s, n, p, q)
+            lp = log_binom_pmf(s, n, p, q, log_miss[i])
             if lp < LOG_UNDERFLOW:
                 break
             t = w * math.exp(lp)
@@ -368,7 +376,7 @@ def binomial_mix(weight, log_miss, out):
             s = end
         s = m - 1
         while s >= 0:  # downward
-            lp = log_binom_pmf(s, n, p, q)
+            lp = log_binom_pmf(s, n, p, q, log_miss[i])
             if lp < LOG_UNDERFLOW:
                 break
             t = w * math.exp(lp)

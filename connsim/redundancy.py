@@ -36,8 +36,8 @@ from .trainer.layers import cross_entropy
 from .trainer.network import Network
 
 __all__ = [
-    "Hierarchical", "LayerRedundancy", "Redundancy", "at_tolerance", "hierarchical_prune", "prune_units",
-    "redundancy", "total_parameters",
+    "Hierarchical", "LayerRedundancy", "Redundancy", "at_tolerance", "freed_parameters",
+    "hierarchical_prune", "prune_units", "redundancy", "total_parameters",
 ]
 
 
@@ -364,10 +364,45 @@ def _input_slice(arch: Architecture, consumer: str, unit: int, per: int):
 
 
 def freed_parameters(arch: Architecture, removed: Mapping, masks: Mapping | None = None) -> int:
-    """Parameters freed by removing units: ``removed`` maps analysable layers to boolean arrays.
+    """Parameters freed by removing units.
 
     A weight is freed when its output unit or the unit it reads is removed (counted once), plus
     the removed units' biases and BatchNorm scales and shifts.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network.
+    removed : mapping of str to array_like of bool
+        Per analysable layer (a layer whose units a next layer reads), which of its units are
+        removed.
+    masks : mapping of str to array_like, optional
+        Only kept weights count as freed; all weights when omitted.
+
+    Returns
+    -------
+    int
+        Weights, biases and BatchNorm parameters that the removal frees.
+
+    Raises
+    ------
+    InvalidArgument
+        If ``removed`` names a layer that is not analysable, or has the wrong number of units.
+
+    See Also
+    --------
+    redundancy : Which units can be removed.
+    prune_units : Removes units, in order, to reach a parameter compression.
+
+    Examples
+    --------
+    Removing one hidden unit of a 4-3-2 MLP frees its 4 input weights, its bias and the 2
+    weights that read it:
+
+    >>> import numpy as np
+    >>> from connsim import get_arch
+    >>> freed_parameters(get_arch("mlp:4-3-2"), {"fc1": np.array([True, False, False])})
+    7
     """
     layers, _ = analysable_layers(arch)
     masks = check_masks(arch, masks) if masks is not None else ones_masks(arch)

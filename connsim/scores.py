@@ -110,7 +110,8 @@ class ScoreContext:
 
     def network(self, masks=None, dtype="float32") -> Network:
         """A :class:`Network` with the context's weights and state, under ``masks``."""
-        net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend)
+        # dense products on every backend: scores sum in the same order everywhere
+        net = Network(self.arch, masks, dtype=dtype, rng=0, backend=self.backend, sparse=False)
         if self.state:
             net.load_state_dict(self.state)
         net.set_weights(self.weights)
@@ -327,7 +328,7 @@ def synflow_log_scores(arch: Architecture, weights: Mapping, masks: Mapping | No
         if node.prunable:
             w = xp.asarray(np.abs(np.asarray(weights[node.name], np.float64)))
             m = None if masks is None else xp.asarray(np.asarray(masks[node.name], np.float64))
-        op = ops[node.name] = make_layer(xp, node, w, None, m, linear=True)
+        op = ops[node.name] = make_layer(xp, node, w, None, m, linear=True, sparse=False)
         xs, sc = _common([act[x] for x in node.inputs])
         a, s = _rescale(op.forward(xs if op.multi else xs[0]))
         act[node.name] = (a, s + sc)

@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 
 import connsim
 from connsim.plots import plot_compression
-from connsim.trainer.data import make_synthetic
+from connsim.trainer import load_dataset
 
 arch = connsim.get_arch("lenet-5")
-data = make_synthetic(arch.input_shape, classes=10, n_train=256, n_test=64)
+data = load_dataset("synthetic", input_shape=arch.input_shape, classes=10)
 compressions = (10, 30, 100, 300)
 methods = {
     "synflow": {"method": "synflow", "rounds": 20},

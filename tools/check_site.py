@@ -51,8 +51,10 @@ function report(doc, timedOut) {
     width: i.naturalWidth, height: i.naturalHeight}));
   const results = Array.from(doc.querySelectorAll("#search-results li a, ul.search li a"))
     .map(a => ({href: a.getAttribute("href"), text: a.textContent.trim()}));
-  const headings = Array.from(doc.querySelectorAll(".rubric, h1, h2, p.rubric, dt.field-odd, dt.field-even"))
-    .map(h => h.textContent.trim());
+  const main = doc.querySelector("article") || doc.body;  // the page itself, not the sidebars
+  const headings = main ? Array.from(main.querySelectorAll(
+      "h1, h2, p.rubric, p.admonition-title, dt.field-odd, dt.field-even"))
+    .map(h => h.textContent.trim().replace(/:$/, "")) : [];
   const ids = Array.from(doc.querySelectorAll("dt[id]")).map(d => d.id);
   const nav = Array.from(doc.querySelectorAll("nav a, .bd-sidebar a, .navbar a"))
     .map(a => a.getAttribute("href"));
@@ -154,10 +156,10 @@ def api_problems(report: dict, name: str) -> list[str]:
     out = []
     if name not in report["ids"]:
         out.append(f"no description of {name} (ids: {report['ids'][:5]})")
-    text = report["text"]
+    found = {h.lower() for h in report["headings"]}  # section titles inside the article only
     out += [f"no {section!r} section" for section in ("Parameters", "Returns", "See also",
                                                        "Examples")
-            if section.lower() not in text.lower()]
+            if section.lower() not in found]
     return out
 
 

@@ -34,6 +34,7 @@ def _channel_shape(x):
 
 SPARSE_BELOW = 0.05  # mask density below which a NumPy Dense layer multiplies through CSR
 SPARSE_MIN = 16384  # weights below which SciPy's call overhead outweighs the saving
+SPARSE_CHUNK = 1 << 21  # kept weights x batch gathered at once for the weight gradient
 SPARSE_CHOICES = ("auto", True, False)
 
 
@@ -92,7 +93,11 @@ class Dense:
             rows, cols, flat = self.kept
             gw = self.xp.zeros(self.params["weight"].shape, dtype=dy.dtype)
             dyt, xt = dy.T.copy(), self.x.T.copy()  # rows of the batch: contiguous gathers
-            gw.ravel()[flat] = self.xp.einsum("kb,kb->k", dyt[rows], xt[cols])
+            step = max(1, SPARSE_CHUNK // dy.shape[0])  # gathered temporaries stay bounded
+            out = gw.ravel()
+            for a in range(0, flat.size, step):
+                k = slice(a, a + step)
+                out[flat[k]] = self.xp.einsum("kb,kb->k", dyt[rows[k]], xt[cols[k]])
             self.grads["weight"] = gw
         else:
             gw = dy.T @ self.x

@@ -104,6 +104,19 @@ def test_same_seed_same_samples_as_recorded(name, c, model, first, total, active
         (total, active, disc)
 
 
+@pytest.mark.parametrize(("model", "sums"), [
+    ("exact", [80302, 2306669, 922631594, 40693886, 280941]),
+    ("bernoulli", [80684, 2281008, 921811795, 40743582, 278687])])
+def test_dense_sample_positions_as_recorded(model, sums):
+    """At density 0.8 every layer draws its pruned positions and keeps the rest (the complement
+    branch of the sampler): the kept positions, recorded from an earlier implementation."""
+    from connsim.montecarlo import sampled_masks
+
+    arch = get_arch("lenet-5")
+    masks = sampled_masks(arch, quota(arch, "uniform", 0.8), 123, model)
+    assert [int(np.flatnonzero(masks[n]).sum()) for n in arch.layer_names] == sums
+
+
 @pytest.mark.kernel_heavy
 @pytest.mark.parametrize("c", [30, 100, 300, 1000])
 def test_residual_theory_matches_monte_carlo(c):

@@ -42,7 +42,8 @@ class Network:
         outputs exactly 0.
     sparse : {'auto', True, False}
         Whether masked dense layers multiply through CSR matrices of their kept weights:
-        ``'auto'`` below :data:`connsim.trainer.layers.SPARSE_BELOW` density on NumPy
+        ``'auto'`` on NumPy for layers of at least :data:`connsim.trainer.layers.SPARSE_MIN`
+        weights below :data:`connsim.trainer.layers.SPARSE_BELOW` density
         (:class:`connsim.trainer.layers.Dense`).
 
     See Also
@@ -68,6 +69,9 @@ class Network:
         self.masks = {}
         self.ops: dict[str, list] = {}
         self.unit_masks: dict[str, UnitMask] = {}
+        # nodes that depend on the data alone, through no parameter (the input, a flatten or a
+        # pool after it): the backward pass computes no gradient for them
+        self.data_only = {arch.nodes[0].name}
         keep = units.check(arch).keep if units is not None else {}
         for node in arch.nodes[1:]:
             w = b = m = None
@@ -78,8 +82,11 @@ class Network:
                 if canon is not None:
                     m = self.masks[node.name] = xp.asarray(canon[node.name].astype(dtype))
             ops = [make_layer(xp, node, w, b, m, sparse=sparse)]
-            if node.prunable and list(node.inputs) == [arch.nodes[0].name]:
-                ops[0].input_grad = False  # the gradient with respect to the data is never used
+            if all(s in self.data_only for s in node.inputs):
+                if node.prunable:  # the gradient with respect to the data is never used
+                    ops[0].input_grad = False
+                elif not node.batchnorm:  # no parameters: still a function of the data alone
+                    self.data_only.add(node.name)
             if node.batchnorm:
                 ops.append(BatchNorm(xp, node.channels, dtype=dtype))
             unit = None
@@ -177,16 +184,17 @@ class Network:
         return acts[self.arch.output.name]
 
     def backward(self, dlogits, tap: Callable | None = None) -> None:
-        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits (the gradient
-        with respect to the input batch is not computed).
+        """Gradients of every parameter (in ``layer.grads``) given dLoss/dlogits (no gradient
+        with respect to the input batch, or to nodes computed from it without parameters).
 
         ``tap``, when given, is called as ``tap(name, dy)`` with the gradient of the loss with
         respect to the output of every conv and dense node before its BatchNorm and ReLU (the
         outputs :meth:`forward`'s ``tap`` sees).
         """
         grads = {self.arch.output.name: dlogits}
-        data = self.arch.nodes[0].name
         for node in reversed(self.arch.nodes[1:]):
+            if node.name in self.data_only:
+                continue
             ops = self.ops[node.name]
             g = grads.pop(node.name)
             for k in range(len(ops) - 1, -1, -1):
@@ -194,5 +202,5 @@ class Network:
                     tap(node.name, g)
                 g = ops[k].backward(g)
             for s, gs in zip(node.inputs, g if ops[0].multi else [g], strict=True):
-                if s != data:
+                if s not in self.data_only:
                     grads[s] = grads[s] + gs if s in grads else gs

@@ -44,8 +44,7 @@ class Dense:
     ``sparse``: ``'auto'`` multiplies through a CSR matrix of the kept weights when the backend is
     NumPy, the layer has at least :data:`SPARSE_MIN` weights and its mask keeps less than
     :data:`SPARSE_BELOW` of them; ``True`` does so for any masked layer (NumPy only), ``False``
-    never. Both paths give the same values up to the order of
-    floating-point sums.
+    never. Both paths give the same values up to the order of floating-point sums.
     """
 
     multi = False  # reads one input (layers with ``multi`` read the list of a node's inputs)

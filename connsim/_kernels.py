@@ -17,6 +17,7 @@ number of threads.
 
 import math
 
+import numba
 import numpy as np
 
 from ._config import njit, pnjit, prange
@@ -101,7 +102,7 @@ def _all_set(a):
 
 # ---------------------------------------------------------------- mask kernels
 
-CHUNK = 256  # bytes scanned (vectorised) between two checks for a hit
+CHUNK = 64  # bytes scanned (vectorised) before the first check for a hit; doubled after each
 
 
 @njit
@@ -113,56 +114,122 @@ def _any_and(a, b):
     return acc != 0
 
 
-@njit
+PARALLEL_BYTES = 1 << 20  # masks from this size run on all of Numba's threads (docs/performance.md)
+
+
 def mask_push(mask, b, fwd_x, fwd_dst):
     """Forward step straight from a mask: ``fwd_dst[o] |= any(mask[o] & fwd_x[row slice of o])``.
 
     Each row stops at the first chunk that holds a kept weight from a reached source, so a
-    well-connected layer costs a fraction of one read of its mask.
+    well-connected layer costs a fraction of one read of its mask. Rows are split over the
+    threads when the mask has at least ``PARALLEL_BYTES`` bytes.
     """
-    n_dst, w = mask.shape
-    for o in range(n_dst):
-        if fwd_dst[o]:
-            continue
-        row = mask[o]
-        x = fwd_x[(o // b) * w:(o // b) * w + w]
-        for start in range(0, w, CHUNK):
-            if _any_and(row[start:start + CHUNK], x[start:start + CHUNK]):
-                fwd_dst[o] = 1
-                break
+    (_push_parallel if _parallel(mask) else _push_serial)(mask, b, fwd_x, fwd_dst)
 
 
-@njit
 def mask_pull(mask, b, fwd_x, bwd_dst, bwd_x, eff):
     """Backward step and effective mask in one pass over the rows of co-reached outputs ``o``:
     ``eff[o] = mask[o] & fwd_x[slice]`` and ``bwd_x[slice] |= mask[o]``; the rows of outputs that
     are not co-reached are zeroed without reading the mask. Every byte of ``eff`` is written, so it
-    may arrive uninitialised (fresh zeroed pages would cost one more write pass)."""
-    n_dst, w = mask.shape
-    for o in range(n_dst):
-        row, out = mask[o], eff[o]
-        if not bwd_dst[o]:
-            out[:] = 0
-            continue
-        x = fwd_x[(o // b) * w:(o // b) * w + w]
-        y = bwd_x[(o // b) * w:(o // b) * w + w]
-        for j in range(w):
-            m = row[j]
-            out[j] = m & x[j]
-            y[j] |= m
+    may arrive uninitialised (fresh zeroed pages would cost one more write pass).
+
+    Rows are split over the threads when the mask has at least ``PARALLEL_BYTES`` bytes; OR-ing
+    is order-free, so the result does not depend on them.
+    """
+    if _parallel(mask):
+        _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, numba.get_num_threads())
+    else:
+        _pull_serial(mask, b, fwd_x, bwd_dst, bwd_x, eff)
+
+
+def mask_or(mask, b, bwd_dst, bwd_x):
+    """``bwd_x[slice] |= mask[o]`` for every co-reached output ``o``: the backward step of
+    :func:`mask_pull` alone (the position level forms its effective masks after every step).
+    An effective mask with no rows tells the kernels to write none."""
+    mask_pull(mask, b, np.empty(0, np.uint8), bwd_dst, bwd_x, np.empty((0, mask.shape[1]), np.uint8))
+
+
+def _parallel(mask):
+    return mask.nbytes >= PARALLEL_BYTES and numba.get_num_threads() > 1
 
 
 @njit
-def mask_or(mask, b, bwd_dst, bwd_x):
-    """``bwd_x[slice] |= mask[o]`` for every co-reached output ``o``: the backward step of
-    :func:`mask_pull` alone (the position level forms its effective masks after every step)."""
-    n_dst, w = mask.shape
-    for o in range(n_dst):
-        if bwd_dst[o]:
-            row = mask[o]
-            y = bwd_x[(o // b) * w:(o // b) * w + w]
+def _push_row(row, x):
+    """Whether ``row & x`` has a nonzero byte, scanned in chunks that double from ``CHUNK``: a
+    dense row stops within its first cache line, a sparse one streams in long runs."""
+    start, size = 0, CHUNK
+    while start < row.shape[0]:
+        if _any_and(row[start:start + size], x[start:start + size]):
+            return 1
+        start += size
+        size *= 2
+    return 0
+
+
+@njit
+def _push_serial(mask, b, fwd_x, fwd_dst):
+    w = mask.shape[1]
+    for o in range(mask.shape[0]):
+        if not fwd_dst[o]:
+            fwd_dst[o] = _push_row(mask[o], fwd_x[(o // b) * w:(o // b) * w + w])
+
+
+@pnjit
+def _push_parallel(mask, b, fwd_x, fwd_dst):
+    w = mask.shape[1]
+    for o in prange(mask.shape[0]):
+        if not fwd_dst[o]:
+            fwd_dst[o] = _push_row(mask[o], fwd_x[(o // b) * w:(o // b) * w + w])
+
+
+@njit
+def _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, lo, hi):
+    """:func:`mask_pull` on rows ``lo:hi`` (with no effective mask when ``eff`` has no rows)."""
+    w = mask.shape[1]
+    write = eff.shape[0] > 0
+    for o in range(lo, hi):
+        row = mask[o]
+        if not bwd_dst[o]:
+            if write:
+                eff[o, :] = 0
+            continue
+        y = bwd_x[(o // b) * w:(o // b) * w + w]
+        if not write:
             for j in range(w):
                 y[j] |= row[j]
+        else:
+            x = fwd_x[(o // b) * w:(o // b) * w + w]
+            out = eff[o]
+            for j in range(w):
+                m = row[j]
+                out[j] = m & x[j]
+                y[j] |= m
+
+
+@njit
+def _pull_serial(mask, b, fwd_x, bwd_dst, bwd_x, eff):
+    _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, 0, mask.shape[0])
+
+
+@pnjit
+def _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, t_n):
+    """Each of ``t_n`` threads takes whole groups of ``b`` rows when there are enough groups,
+    hence disjoint slices of ``bwd_x``; otherwise a block of rows and its own copy of ``bwd_x``,
+    merged after."""
+    n_dst = mask.shape[0]
+    groups = n_dst // b
+    if groups >= t_n:
+        for t in prange(t_n):
+            _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, groups * t // t_n * b,
+                       groups * (t + 1) // t_n * b)
+    else:
+        ys = np.zeros((t_n, bwd_x.shape[0]), np.uint8)
+        for t in prange(t_n):
+            _pull_rows(mask, b, fwd_x, bwd_dst, ys[t], eff, n_dst * t // t_n,
+                       n_dst * (t + 1) // t_n)
+        for t in range(t_n):
+            for j in range(bwd_x.shape[0]):
+                bwd_x[j] |= ys[t, j]
 
 
 # ---------------------------------------------------------------- position-level kernels

@@ -106,7 +106,7 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
     for e in topo.edges:  # by destination: every source is settled before it is read
         if e.layer is None:
             fwd[e.dst][e.offset:e.offset + topo.sizes[e.src]] |= fwd[e.src]
-        else:
+        elif fwd[e.src].any():  # else no row can reach: the mask is not read
             _kernels.mask_push(_rows(masks[e.layer], topo.sizes[e.dst]), e.b,
                                _expand(fwd[e.src], e.k), fwd[e.dst].view(np.uint8))
         if e.dst in keep:  # a deleted unit has no in-edges, and is on no path
@@ -119,10 +119,15 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
             bwd[e.src] |= bwd[e.dst][e.offset:e.offset + topo.sizes[e.src]]
             continue
         mask, n_dst = masks[e.layer], topo.sizes[e.dst]
-        eff = np.empty(mask.shape, dtype=bool)
         bwd_x = bwd[e.src] if e.k == 1 else np.zeros(topo.sizes[e.src] * e.k, dtype=bool)
-        _kernels.mask_pull(_rows(mask, n_dst), e.b, _expand(fwd[e.src], e.k),
-                           bwd[e.dst].view(np.uint8), bwd_x.view(np.uint8), _rows(eff, n_dst))
+        if fwd[e.src].any():
+            eff = np.empty(mask.shape, dtype=bool)
+            _kernels.mask_pull(_rows(mask, n_dst), e.b, _expand(fwd[e.src], e.k),
+                               bwd[e.dst].view(np.uint8), bwd_x.view(np.uint8), _rows(eff, n_dst))
+        else:  # no reached source: nothing is effective (fresh zero pages, never written)
+            eff = np.zeros(mask.shape, dtype=bool)
+            _kernels.mask_or(_rows(mask, n_dst), e.b, bwd[e.dst].view(np.uint8),
+                             bwd_x.view(np.uint8))
         if e.k > 1:
             bwd[e.src] |= bwd_x.reshape(-1, e.k).any(axis=1)
             if arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads

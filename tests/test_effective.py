@@ -113,6 +113,21 @@ def test_dense_network_is_fully_effective_and_disconnection():
     assert m.to_dict()["direct"]["compression"] == pytest.approx(arch.total_params / m.kept)
 
 
+@pytest.mark.parametrize("level", ["channel", "position"])
+def test_a_cut_first_layer_leaves_the_backward_side_intact(level):
+    """No reached source after the cut: later layers skip their forward reads, yet their
+    co-reachability is still computed in full (it is reported) and nothing is effective."""
+    arch = get_arch("lenet-5")
+    masks = random_masks(arch, 0.3, 1)
+    masks["conv1"][:] = False
+    got = connectivity(arch, masks, level=level)
+    assert not any(e.any() for e in got.effective.values())
+    whole = connectivity(arch, {**masks, "conv1": np.ones_like(masks["conv1"])}, level=level)
+    for node in arch.nodes[1:]:  # the backward side does not depend on the first layer's mask
+        np.testing.assert_array_equal(got.backward[node.name], whole.backward[node.name], node.name)
+        assert not got.forward[node.name].any()
+
+
 def test_residual_shortcut_keeps_network_connected():
     arch = get_arch("resnet-20")
     masks = ones_masks(arch)

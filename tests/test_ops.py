@@ -1,8 +1,11 @@
 """The operations table and its lowering: grouped/depthwise convs and concat at both levels, in the
 theory (against exhaustive enumeration) and in Monte Carlo (against connectivity), MobileNetV2."""
 
+import contextlib
 import itertools
+from unittest import mock
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -47,6 +50,66 @@ def test_position_level_equals_networkx_over_explicit_positions(arch, d, seed):
     got = connectivity(arch, masks, level="position").effective
     assert_same_masks(got, nx_position_effective(arch, masks))
     assert_same_masks(got, synflow_effective(arch, masks, rng=seed))
+
+
+@contextlib.contextmanager
+def parallel_mask_kernels(threads):
+    """Every mask kernel on ``threads`` of Numba's threads, however small the mask."""
+    from connsim import _kernels
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        with mock.patch.object(_kernels, "PARALLEL_BYTES", 0):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
+@settings(max_examples=30)
+@given(st.one_of(modern_archs(), conv_archs()), st.floats(0.05, 0.9), st.integers(0, 2**32 - 1),
+       st.sampled_from(["channel", "position"]))
+def test_parallel_mask_kernels_equal_the_oracles(arch, d, seed, level):
+    masks = random_masks(arch, d, seed)
+    want = (nx_channel_effective(arch, masks) if level == "channel"
+            else nx_position_effective(arch, masks))
+    serial = connectivity(arch, masks, level=level)
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        with parallel_mask_kernels(threads):
+            got = connectivity(arch, masks, level=level)
+        assert_same_masks(got.effective, want)
+        assert_same_masks(got.forward, serial.forward)
+        assert_same_masks(got.backward, serial.backward)
+
+
+@given(st.integers(1, 9), st.integers(1, 5), st.integers(1, 600), st.floats(0.0, 0.3),
+       st.integers(0, 2**32 - 1))
+def test_parallel_pull_equals_serial_pull(groups, per_group, width, d, seed):
+    """Row blocks by group (enough groups) and private copies merged (fewer groups than
+    threads) give the serial kernel's bytes; so does the forward step."""
+    from connsim import _kernels
+
+    rng = np.random.default_rng(seed)
+    n = groups * per_group
+    mask = (rng.random((n, width)) < d).astype(np.uint8)
+    fwd_x = (rng.random(groups * width) < 0.7).astype(np.uint8)
+    bwd_dst = (rng.random(n) < 0.7).astype(np.uint8)
+    want_x, want_eff = np.zeros(groups * width, np.uint8), np.empty_like(mask)
+    _kernels._pull_serial(mask, per_group, fwd_x, bwd_dst, want_x, want_eff)
+    want_fwd = bwd_dst.copy()
+    _kernels._push_serial(mask, per_group, fwd_x, want_fwd)
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        with parallel_mask_kernels(threads):
+            got_x, got_eff = np.zeros_like(want_x), np.full_like(mask, 7)
+            _kernels.mask_pull(mask, per_group, fwd_x, bwd_dst, got_x, got_eff)
+            got_or = np.zeros_like(want_x)
+            _kernels.mask_or(mask, per_group, bwd_dst, got_or)
+            got_fwd = bwd_dst.copy()
+            _kernels.mask_push(mask, per_group, fwd_x, got_fwd)
+        np.testing.assert_array_equal(got_eff, want_eff)
+        np.testing.assert_array_equal(got_x, want_x)
+        np.testing.assert_array_equal(got_or, want_x)
+        np.testing.assert_array_equal(got_fwd, want_fwd)
 
 
 @settings(max_examples=40)

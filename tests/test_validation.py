@@ -2,6 +2,7 @@
 the registries of quota rules and pruning scores, and one index dtype for the Numba kernels."""
 
 import math
+from unittest import mock
 
 import numba
 import numpy as np
@@ -266,10 +267,10 @@ def test_a_name_registered_twice_is_refused(registries):
 
 # the kernels Python calls; the others run inside them (and, loaded from numba's disk cache,
 # compile no signature of their own)
-ENTRY_KERNELS = ("graph_reach", "graph_effective", "mask_push", "mask_pull", "mask_or", "conv_push",
-                 "conv_pull",
-                 "conv_effective", "pool_push", "pool_pull", "mc_channel", "mc_count", "mc_sample",
-                 "binomial_mix")
+ENTRY_KERNELS = ("graph_reach", "graph_effective", "_push_serial", "_pull_serial", "conv_push",
+                 "conv_pull", "conv_effective", "pool_push", "pool_pull", "mc_channel", "mc_count",
+                 "mc_sample", "binomial_mix")
+PARALLEL_KERNELS = ("_push_parallel", "_pull_parallel")  # masks of 1 MiB and up, 2+ threads
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: kernels are plain Python")
@@ -283,6 +284,9 @@ def test_every_kernel_compiles_one_signature():
             masks = random_masks(arch, q, rng=0)
             for level in ("channel", "position"):
                 connectivity(arch, masks, level=level)
+                if numba.config.NUMBA_NUM_THREADS > 1:
+                    with mock.patch.object(_kernels, "PARALLEL_BYTES", 0):
+                        connectivity(arch, masks, level=level)
             effective_edges(build_graph(arch, masks))
             count_effective(arch, masks)
             sampled_masks(arch, q, 1)
@@ -295,6 +299,7 @@ def test_every_kernel_compiles_one_signature():
 
     compiled = {name: len({writable(s) for s in fn.signatures})
                 for name, fn in vars(_kernels).items() if hasattr(fn, "signatures")}
-    assert set(ENTRY_KERNELS) <= set(compiled)
+    entry = ENTRY_KERNELS + (PARALLEL_KERNELS if numba.config.NUMBA_NUM_THREADS > 1 else ())
+    assert set(entry) <= set(compiled)
     assert {name: n for name, n in compiled.items() if n > 1} == {}
-    assert {name: compiled[name] for name in ENTRY_KERNELS if compiled[name] != 1} == {}
+    assert {name: compiled[name] for name in entry if compiled[name] != 1} == {}

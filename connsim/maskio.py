@@ -10,6 +10,9 @@ PyTorch files are read from their zip archive through a restricted unpickler tha
 tensor-rebuild function, the storage type names and ``OrderedDict``; anything else (a pickled
 module, a call to ``os.system``) is refused. The legacy pre-1.6 non-zip format is not supported.
 Writes are atomic: a temporary file in the target folder is renamed over the target.
+Reads are lazy where it saves memory: :func:`load_masks` learns every entry's shape first and then
+reads and converts one entry at a time, so that it holds the masks it returns plus one raw entry
+(the float weights of one layer, say), never the whole file (``docs/performance.md``).
 
 Hostile files
 -------------
@@ -44,6 +47,7 @@ import os
 import re
 import reprlib
 import stat
+import sys
 import zipfile
 from collections.abc import Mapping
 
@@ -69,6 +73,7 @@ _TORCH_DTYPES = {
 MIN_BUDGET = 64 * 2**20
 BUDGET_RATIO = 16
 _DEFLATE_MAX_RATIO = 1032  # a 258-byte match costs deflate at least 2 bits
+_READ_CHUNK = 2**18  # bytes of a PyTorch storage read at a time (as NumPy reads .npy data)
 
 
 class MaskFileError(ValueError):
@@ -210,8 +215,24 @@ def _zip_archive(path: str, not_zip: str):
             yield zf, size
 
 
-def read_torch(path: str) -> dict:
-    """Tensors of a PyTorch zip checkpoint as NumPy arrays (nested dicts flattened with dots)."""
+class _LazyStorage:
+    """A storage of a PyTorch file, named and checked against its member; read on demand."""
+
+    def __init__(self, entry: str, dtype, numel: int):
+        self.entry, self.dtype, self.numel = entry, dtype, numel
+
+
+class _LazyTensor:
+    """A tensor's place in its storage, checked against it; built when its entry is read."""
+
+    def __init__(self, storage: _LazyStorage, offset: int, size: tuple, stride: tuple):
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+
+@contextlib.contextmanager
+def _torch_entries(path: str):
+    """The tensors of a PyTorch zip checkpoint (nested dicts flattened with dots), each read from
+    its storage when looked up."""
     not_zip = (f"{path!r} is not a PyTorch zip checkpoint (truncated, or the legacy pre-1.6 format; "
                "re-save it with torch.save in a current PyTorch)")
     with _zip_archive(path, not_zip) as (zf, size):
@@ -221,12 +242,30 @@ def read_torch(path: str) -> dict:
             raise MaskFileError(f"{path!r} has no single data.pkl: not a PyTorch checkpoint")
         prefix = pkl[0][: -len("data.pkl")]
         budget = MemoryBudget(path, size)
+        charged = set()  # a member is charged once, however often a tensor of it is read
 
-        def member(name):
+        def member(name, out=None):
+            """The member's bytes, or, with ``out``, its first bytes read straight into ``out``
+            (in chunks: no second copy of a storage is ever held)."""
             info = zf.getinfo(name)
-            budget.charge(info.file_size, f"member {reprlib.repr(name)}")
+            if name not in charged:
+                budget.charge(info.file_size, f"member {reprlib.repr(name)}")
+                charged.add(name)
             try:
-                return zf.read(info)
+                if out is None:
+                    return zf.read(info)
+                buf = memoryview(out).cast("B")
+                with zf.open(info) as fp:
+                    done = 0
+                    while done < len(buf):
+                        chunk = fp.read(min(_READ_CHUNK, len(buf) - done))
+                        if not chunk:
+                            raise EOFError("the member ends early")
+                        buf[done:done + len(chunk)] = chunk
+                        done += len(chunk)
+                    while fp.read(_READ_CHUNK):  # to its end, where the CRC is checked
+                        pass
+                return out
             except Exception as e:  # zlib.error, bad CRC, EOFError, ...
                 raise MaskFileError(f"{path!r}: member {reprlib.repr(name)} is unreadable "
                                     f"({describe_error(e)})") from None
@@ -254,31 +293,24 @@ def read_torch(path: str) -> dict:
                     raise MaskFileError(
                         f"{path!r}: storage {reprlib.repr(key)} is truncated: it declares {numel} "
                         f"elements of {raw_dtype.itemsize} bytes but holds {held} bytes")
-                arr = np.frombuffer(member(entry), dtype=raw_dtype.newbyteorder(
-                    "<" if little else ">"), count=numel).astype(raw_dtype)
-                if dtype == "bfloat16":
-                    arr = (arr.astype(np.uint32) << 16).view(np.float32)
-                storages[key] = arr
+                storages[key] = _LazyStorage(entry, dtype, numel)
             return storages[key]
 
         def rebuild_tensor(storage, offset, size, stride, *_ignored):
-            if not isinstance(storage, np.ndarray):
+            if not isinstance(storage, _LazyStorage):
                 raise MaskFileError(f"{path!r}: a tensor has no storage (tampered file?)")
             size, stride = tuple(map(operator.index, size)), tuple(map(operator.index, stride))
             offset = operator.index(offset)
             if len(size) != len(stride) or not all(0 <= v < 2**63 for v in (offset, *size, *stride)):
                 raise MaskFileError(f"{path!r}: tensor metadata is malformed (tampered file?)")
-            budget.charge(math.prod(size) * storage.itemsize, f"a tensor of shape {size}")
-            if 0 in size:
-                return np.zeros(size, dtype=storage.dtype)
-            last = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
-            if last >= storage.size:
-                raise MaskFileError(
-                    f"{path!r}: tensor metadata points outside its storage (tampered file?)")
-            item = storage.itemsize
-            return np.lib.stride_tricks.as_strided(
-                storage[offset:], shape=size, strides=tuple(s * item for s in stride)
-            ).copy()
+            raw = np.dtype(np.float32 if storage.dtype == "bfloat16" else storage.dtype)
+            budget.charge(math.prod(size) * raw.itemsize, f"a tensor of shape {size}")
+            if 0 not in size:
+                last = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True))
+                if last >= storage.numel:
+                    raise MaskFileError(
+                        f"{path!r}: tensor metadata points outside its storage (tampered file?)")
+            return _LazyTensor(storage, offset, size, stride)
 
         allowed = {("collections", "OrderedDict"): collections.OrderedDict,
                    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
@@ -292,7 +324,35 @@ def read_torch(path: str) -> dict:
         except Exception as e:  # a broken pickle can raise almost anything; report it cleanly
             raise MaskFileError(
                 f"cannot read {path!r}: its pickle is corrupt ({describe_error(e)})") from None
-    return _flatten_tensors(obj, path, len(data))
+        tensors = _flatten_tensors(obj, path, len(data))
+
+        def read(key):
+            t = tensors[key]
+            st = t.storage
+            raw_dtype = np.dtype(np.uint16 if st.dtype == "bfloat16" else st.dtype)
+            if 0 in t.size:
+                return np.zeros(t.size, dtype=np.float32 if st.dtype == "bfloat16" else raw_dtype)
+            arr = member(st.entry, np.empty(st.numel, raw_dtype))
+            if little != (sys.byteorder == "little"):
+                arr.byteswap(inplace=True)
+            if st.dtype == "bfloat16":
+                arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            if t.offset == 0 and t.stride == _c_strides(t.size) and math.prod(t.size) == arr.size:
+                return arr.reshape(t.size)  # the whole storage, in order: no copy
+            return np.lib.stride_tricks.as_strided(
+                arr[t.offset:], shape=t.size, strides=tuple(s * arr.itemsize for s in t.stride)
+            ).copy()
+
+        yield _ArrayFile({k: t.size for k, t in tensors.items()}, read)
+
+
+def _c_strides(size: tuple) -> tuple:
+    """Element strides of a C-ordered array of shape ``size``."""
+    out, step = [], 1
+    for n in reversed(size):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
 
 
 def _flatten_tensors(obj, path: str, limit: int) -> dict:
@@ -302,7 +362,7 @@ def _flatten_tensors(obj, path: str, limit: int) -> dict:
     itself, and more than ``limit`` entries visited in all (a mapping referred to twice is walked
     twice, so shared mappings could otherwise multiply the work exponentially).
     """
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, _LazyTensor):
         return {"": obj}
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -329,7 +389,7 @@ def _flatten_tensors(obj, path: str, limit: int) -> dict:
                     f"visit more than {limit} entries, one per byte of its pickle (corrupt or hostile)")
             if not isinstance(k, str):
                 continue  # cannot name a layer (optimizer state indices, say)
-            if isinstance(v, np.ndarray):
+            if isinstance(v, _LazyTensor):
                 out[prefix + k] = v
             elif isinstance(v, Mapping):
                 walk(v, f"{prefix}{k}.", enclosing)
@@ -341,9 +401,10 @@ def _flatten_tensors(obj, path: str, limit: int) -> dict:
     return out
 
 
-def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str,
-              budget: MemoryBudget) -> np.ndarray:
-    """One ``.npy`` member of an ``.npz``, after checking its header against its size."""
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str,
+                budget: MemoryBudget) -> tuple:
+    """The shape of one ``.npy`` member of an ``.npz``, after checking its header against its
+    size."""
     where = f"{path!r}: entry {reprlib.repr(key)}"
     with zf.open(info) as fp:
         version = np.lib.format.read_magic(fp)
@@ -366,8 +427,47 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, key: str,
             "(corrupt or hostile)")
     if dtype.itemsize == 0:  # no bytes back the elements, but any use needs a byte per element
         budget.charge(count, f"entry {reprlib.repr(key)} ({count} elements of {dtype})")
-    with zf.open(info) as fp:
-        return np.lib.format.read_array(fp, allow_pickle=False)
+    return tuple(shape)
+
+
+def _corrupt(path: str, key: str, e: Exception) -> MaskFileError:
+    # a corrupt member can fail in any layer: deflate stream (zlib.error), CRC, .npy header
+    # parsing (SyntaxError, tokenize.TokenError), NumPy's reader
+    return MaskFileError(f"{path!r}: entry {reprlib.repr(key)} is corrupt ({describe_error(e)})")
+
+
+@contextlib.contextmanager
+def _npz_entries(path: str):
+    """The arrays of an ``.npz`` file in file order, keyed as :func:`numpy.load` keys them; every
+    member's ``.npy`` header is checked against the member's size on opening, its data read when
+    looked up."""
+    not_npz = f"cannot read {path!r} as .npz (truncated or not an npz?)"
+    with _zip_archive(path, not_npz) as (zf, size):
+        budget = MemoryBudget(path, size)
+        infos, shapes = {}, {}
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise MaskFileError(f"{path!r}: member {reprlib.repr(info.filename)} is not a .npy "
+                                    "array; this is not an .npz written by NumPy")
+            key = info.filename[: -len(".npy")]
+            if key in infos:
+                raise MaskFileError(f"{path!r} holds entry {reprlib.repr(key)} twice")
+            try:
+                shapes[key] = _npy_header(zf, info, path, key, budget)
+            except MaskFileError:
+                raise
+            except Exception as e:
+                raise _corrupt(path, key, e) from None
+            infos[key] = info
+
+        def read(key):
+            try:
+                with zf.open(infos[key]) as fp:
+                    return np.lib.format.read_array(fp, allow_pickle=False)
+            except Exception as e:
+                raise _corrupt(path, key, e) from None
+
+        yield _ArrayFile(shapes, read)
 
 
 def read_npz(path: str) -> dict:
@@ -376,41 +476,85 @@ def read_npz(path: str) -> dict:
     Each member's ``.npy`` header is checked against the member's size before its data is read
     (see the module docstring).
     """
-    not_npz = f"cannot read {path!r} as .npz (truncated or not an npz?)"
-    with _zip_archive(path, not_npz) as (zf, size):
-        budget = MemoryBudget(path, size)
-        out = {}
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                raise MaskFileError(f"{path!r}: member {reprlib.repr(info.filename)} is not a .npy "
-                                    "array; this is not an .npz written by NumPy")
-            key = info.filename[: -len(".npy")]
-            if key in out:
-                raise MaskFileError(f"{path!r} holds entry {reprlib.repr(key)} twice")
-            try:
-                out[key] = _read_npy(zf, info, path, key, budget)
-            except MaskFileError:
-                raise
-            # a corrupt member can fail in any layer: deflate stream (zlib.error), CRC, .npy
-            # header parsing (SyntaxError, tokenize.TokenError), NumPy's reader
-            except Exception as e:
-                raise MaskFileError(f"{path!r}: entry {reprlib.repr(key)} is corrupt "
-                                    f"({describe_error(e)})") from None
-    return out
+    with _npz_entries(path) as arrays:
+        return dict(arrays.items())
 
 
-def read_safetensors(path: str) -> dict:
-    """The arrays of a ``.safetensors`` file by name (needs the ``safetensors`` package)."""
+@contextlib.contextmanager
+def _safetensors_entries(path: str):
+    """The arrays of a ``.safetensors`` file in natural key order (needs the ``safetensors``
+    package), each read when looked up."""
     try:
-        from safetensors.numpy import load_file
+        from safetensors import safe_open
     except ImportError:
         raise ImportError(
             "reading .safetensors needs the 'safetensors' package: pip install 'connsim[io]'"
         ) from None
+
+    def failed(e):  # safetensors raises its own error types
+        return MaskFileError(f"cannot read {path!r} as safetensors: {describe_error(e)}")
+
     try:
-        return load_file(path)
-    except Exception as e:  # safetensors raises its own error types
-        raise MaskFileError(f"cannot read {path!r} as safetensors: {describe_error(e)}") from None
+        handle = safe_open(path, framework="np")
+        shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except Exception as e:
+        raise failed(e) from None
+
+    def read(key):
+        try:
+            return handle.get_tensor(key)
+        except Exception as e:
+            raise failed(e) from None
+
+    with handle:
+        yield _ArrayFile(_natural_order(shapes), read)
+
+
+class _ArrayFile(Mapping):
+    """The arrays of an open mask file by key, each read (and checked) when it is looked up, so
+    that a reader converting entry by entry holds one raw entry at a time. ``shapes`` maps every
+    key to its shape without reading any data."""
+
+    def __init__(self, shapes: dict, read):
+        self.shapes, self._read = shapes, read
+
+    def __getitem__(self, key):
+        if key not in self.shapes:
+            raise KeyError(key)
+        return self._read(key)
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self):
+        return len(self.shapes)
+
+
+@contextlib.contextmanager
+def _open_arrays(path: str | os.PathLike):
+    """The file's arrays as an :class:`_ArrayFile`, valid inside the ``with`` block."""
+    path = os.fspath(path)
+    kinds = ".npz, .safetensors, .pt or .pth"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mask file {path!r} does not exist") from None
+    except OSError as e:
+        raise MaskFileError(f"cannot read mask file {path!r}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise MaskFileError(f"{path!r} is a directory; a mask file ({kinds}) is expected")
+    if not stat.S_ISREG(mode):
+        raise MaskFileError(f"{path!r} is not a regular file; a mask file ({kinds}) is expected")
+    if path.endswith(".npz"):
+        entries = _npz_entries(path)
+    elif path.endswith(".safetensors"):
+        entries = _safetensors_entries(path)
+    elif path.endswith((".pt", ".pth", ".bin", ".ckpt")):
+        entries = _torch_entries(path)
+    else:
+        raise MaskFileError(f"unknown mask file type {path!r}: use {kinds}")
+    with entries as arrays:
+        yield arrays
 
 
 def read_arrays(path: str | os.PathLike) -> dict:
@@ -447,25 +591,8 @@ def read_arrays(path: str | os.PathLike) -> dict:
     >>> {k: v.shape for k, v in read_arrays(path).items()}
     {'b': (2,), 'a': (2, 2)}
     """
-    path = os.fspath(path)
-    kinds = ".npz, .safetensors, .pt or .pth"
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(f"mask file {path!r} does not exist") from None
-    except OSError as e:
-        raise MaskFileError(f"cannot read mask file {path!r}: {e.strerror}") from None
-    if stat.S_ISDIR(mode):
-        raise MaskFileError(f"{path!r} is a directory; a mask file ({kinds}) is expected")
-    if not stat.S_ISREG(mode):
-        raise MaskFileError(f"{path!r} is not a regular file; a mask file ({kinds}) is expected")
-    if path.endswith(".npz"):
-        return read_npz(path)
-    if path.endswith(".safetensors"):
-        return _natural_order(read_safetensors(path))
-    if path.endswith((".pt", ".pth", ".bin", ".ckpt")):
-        return read_torch(path)
-    raise MaskFileError(f"unknown mask file type {path!r}: use {kinds}")
+    with _open_arrays(path) as arrays:
+        return dict(arrays.items())
 
 
 def _natural_order(arrays: dict) -> dict:
@@ -492,10 +619,13 @@ def _base(key: str) -> tuple[str, int]:
 def match_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
                  source: str = "file", prefer_masks: bool = True) -> dict:
     """Layer name -> ``(key, is_mask)`` of the file entry that holds that layer: by name when
-    every layer is found, else by order and shape of the file's 2-D/4-D arrays."""
+    every layer is found, else by order and shape of the file's 2-D/4-D arrays (no array is read
+    when ``arrays`` is an open file)."""
+    shapes = (arrays.shapes if isinstance(arrays, _ArrayFile)
+              else {k: np.shape(v) for k, v in arrays.items()})
     entries: dict[str, tuple[int, str]] = {}
-    for key, value in arrays.items():
-        if np.ndim(value) not in (2, 4):
+    for key, shape in shapes.items():
+        if len(shape) not in (2, 4):
             continue  # biases, BatchNorm statistics, counters
         base, prio = _base(key)
         prio = prio if prefer_masks else 1 - prio
@@ -506,16 +636,16 @@ def match_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
         chosen = {n: entries[n] for n in names}
     else:
         found = list(entries.items())
-        shapes = [from_layout(np.broadcast_to(False, np.shape(arrays[k])), layout).shape
-                  for _, (_, k) in found]
+        found_shapes = [from_layout(np.broadcast_to(False, shapes[k]), layout).shape
+                        for _, (_, k) in found]
         expected = [arch.weight_shape(n) for n in names]
-        if shapes != expected:
+        if found_shapes != expected:
             raise MaskFileError(
                 f"{source} does not fit architecture {arch.name!r}: not all layer names match and "
                 f"the shapes differ in order.\n  expected: "
                 + ", ".join(f"{n} {s}" for n, s in zip(names, expected, strict=True))
                 + "\n  found:    "
-                + (", ".join(f"{k} {s}" for (_, (_, k)), s in zip(found, shapes, strict=True))
+                + (", ".join(f"{k} {s}" for (_, (_, k)), s in zip(found, found_shapes, strict=True))
                    or "no 2-D or 4-D arrays")
                 + ("\n  (layout is 'torch'; pass layout='keras' for (in, out) files)"
                    if layout == "torch" else "")
@@ -529,24 +659,30 @@ def _check_real(a: np.ndarray, where: str, what: str) -> None:
         raise MaskFileError(f"{where} has dtype {a.dtype}; {what} must be boolean or real numbers")
 
 
+def _entry_mask(a, is_mask: bool, where: str) -> np.ndarray:
+    """One entry as a boolean mask: checked as a mask, or ``weight != 0`` (a raw entry lives
+    only while this runs)."""
+    a = np.asarray(a)
+    _check_real(a, where, "masks" if is_mask else "weights")
+    with np.errstate(invalid="ignore"):  # arbitrary long-double bytes may be no number at all
+        if is_mask:
+            try:
+                return check_mask(a, where)
+            except ValueError as e:
+                raise MaskFileError(str(e)) from None
+        if a.dtype.kind == "f" and a.size and np.isnan(a.min()):  # min propagates NaN
+            raise MaskFileError(f"{where}: weights contain NaN")
+        return a if a.dtype == bool else a != 0
+
+
 def masks_from_arrays(arch: Architecture, arrays: Mapping, *, layout: str = "torch",
                       source: str = "mask file") -> dict:
-    """Map a file's arrays onto the architecture's layers and return canonical masks."""
+    """Map a file's arrays onto the architecture's layers and return canonical masks; an open
+    file's entries are read one at a time, each dropped once converted."""
     out = {}
     for layer, (key, is_mask) in match_arrays(arch, arrays, layout=layout, source=source).items():
-        a = np.asarray(arrays[key])
         where = f"{source}: entry {reprlib.repr(key)} (layer {layer!r})"
-        _check_real(a, where, "masks" if is_mask else "weights")
-        with np.errstate(invalid="ignore"):  # arbitrary long-double bytes may be no number at all
-            if is_mask:
-                try:
-                    out[layer] = from_layout(check_mask(a, where), layout)
-                except ValueError as e:
-                    raise MaskFileError(str(e)) from None
-                continue
-            if a.dtype.kind == "f" and np.isnan(a).any():
-                raise MaskFileError(f"{where}: weights contain NaN")
-            out[layer] = from_layout(a != 0, layout)
+        out[layer] = from_layout(_entry_mask(arrays[key], is_mask, where), layout)
     try:
         return check_masks(arch, out)
     except ValueError as e:
@@ -661,7 +797,8 @@ def load_masks(path: str | os.PathLike, arch: Architecture, *, layout: str = "to
     ['fc1', 'fc2']
     """
     path = os.fspath(path)
-    return masks_from_arrays(arch, read_arrays(path), layout=layout, source=repr(path))
+    with _open_arrays(path) as arrays:
+        return masks_from_arrays(arch, arrays, layout=layout, source=repr(path))
 
 
 def save_masks(path: str | os.PathLike, masks: Mapping, *, layout: str = "torch",

@@ -203,6 +203,65 @@ def _torch_file(path, payload: bytes, storage: bytes = b"\0\0\x80?"):
 
 
 
+def _state_pickle(entries) -> bytes:
+    """A state-dict pickle of float32 tensors ``(name, storage key, storage numel, offset, size,
+    stride)``, as torch.save writes it."""
+    body = b"".join(
+        _obj(name) + b"ctorch._utils\n_rebuild_tensor_v2\n((" + _obj("storage")
+        + b"ctorch\nFloatStorage\n" + _obj(key) + _obj("cpu") + _obj(numel) + b"tQ" + _obj(offset)
+        + _obj(tuple(size)) + _obj(tuple(stride)) + b"\x89}tR"
+        for name, key, numel, offset, size, stride in entries)
+    return b"\x80\x02}(" + body + b"u."
+
+
+def _torch_state(path, entries, storages: dict, byteorder: str = "little"):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", _state_pickle(entries))
+        for key, data in storages.items():
+            z.writestr(f"archive/data/{key}", data)
+        z.writestr("archive/byteorder", byteorder)
+        z.writestr("archive/version", "3\n")
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_torch_tensors_are_read_from_their_storage_in_either_byte_order(tmp_path, order):
+    base = np.arange(24, dtype=np.float32)
+    path = tmp_path / "state.pt"
+    _torch_state(path, [("fc1.weight", "0", 24, 0, (4, 6), (6, 1)),  # the whole storage, in order
+                        ("fc2.weight", "0", 24, 3, (2, 3), (1, 6))],  # a strided view inside it
+                 {"0": base.astype(">f4" if order == "big" else "<f4").tobytes()}, order)
+    got = read_arrays(path)
+    np.testing.assert_array_equal(got["fc1.weight"], base.reshape(4, 6))
+    np.testing.assert_array_equal(got["fc2.weight"], [[3, 9, 15], [4, 10, 16]])
+    assert all(a.flags.writeable and a.dtype == np.float32 for a in got.values())
+
+
+@pytest.mark.parametrize("kind", ["npz", "safetensors", "pt"])
+def test_load_masks_holds_one_raw_entry_at_a_time(tmp_path, kind):
+    """float32 weights in, boolean masks out: the peak is the masks plus one layer's weights,
+    not the whole file's weights (5x the masks' bytes when every entry was read first)."""
+    from safetensors.numpy import save_file
+
+    arch = get_arch("mlp:784-600-600-600-10")
+    masks = random_masks(arch, 0.3, 0)
+    weights = {f"{k}.weight": np.where(m, 1.5, 0).astype(np.float32) for k, m in masks.items()}
+    path = tmp_path / f"w.{kind}"
+    if kind == "npz":
+        np.savez(path, **weights)
+    elif kind == "safetensors":
+        save_file(weights, str(path))
+    else:
+        _torch_state(path, [(k, str(i), w.size, 0, w.shape, (w.shape[1], 1))
+                            for i, (k, w) in enumerate(weights.items())],
+                     {str(i): w.tobytes() for i, w in enumerate(weights.values())})
+    assert_masks_equal(load_masks(path, arch), masks)
+    raised, peak = peak_memory(load_masks, path, arch)
+    assert raised is None
+    mask_bytes = sum(m.nbytes for m in masks.values())
+    largest = max(w.nbytes for w in weights.values())
+    assert peak <= 1.1 * (mask_bytes + largest), (peak, mask_bytes, largest)
+
+
 def _corrupt_deflate(raw: bytes) -> bytes:
     """``raw`` (a np.savez_compressed file) with the first member's deflate stream broken: its
     first block is given the reserved block type 3."""

@@ -176,6 +176,18 @@ def test_design_json(capsys):
     assert obj["comparison"][0]["mc"]["samples"] == 30
 
 
+@pytest.mark.parametrize(("flag", "sparse"), [([], "auto"), (["--sparse", "on"], True),
+                                             (["--sparse", "off"], False)])
+def test_train_sparse_option_reaches_the_config(flag, sparse):
+    from connsim.cli import build_parser
+    from connsim.cli.train import train_config
+
+    args = build_parser("train").parse_args(["train", "--arch", "mlp:16-8-3", "--dataset",
+                                             "synthetic", *flag])
+    got = train_config(args).sparse
+    assert got == sparse and type(got) is type(sparse)
+
+
 def test_train_json_and_run_folder(tmp_path, capsys):
     arch_masks = tmp_path / "m.npz"
     arch = get_arch("mlp:16-8-3", input_shape=(1, 4, 4))

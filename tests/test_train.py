@@ -164,6 +164,25 @@ def test_sparse_path_is_chosen_by_density_and_size():
         Network(arch, sparse, sparse="yes")
 
 
+@pytest.mark.parametrize("sparse", ["auto", True, False])
+def test_train_config_switches_the_sparse_path(sparse):
+    from connsim import quota, random_masks
+    from connsim.trainer.loop import Trainer
+
+    arch = get_arch("mlp:36-600-3")
+    masks = random_masks(arch, quota(arch, "uniform", 0.02), rng=0)
+    data = make_synthetic((36,), classes=3, n_train=50, n_test=10, seed=0)
+    net = Trainer(arch, data, masks, TrainConfig(iterations=1, batch_size=10, sparse=sparse)).network
+    assert (net.ops["fc1"][0].csr is not None) == (sparse is not False)  # 21,600 weights at 2 %
+    assert (net.ops["fc2"][0].csr is not None) == (sparse is True)  # 1,800: too small for auto
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.0, None])
+def test_train_config_refuses_a_bad_sparse_choice(bad):
+    with pytest.raises(ValueError, match="sparse must be 'auto', True or False"):
+        TrainConfig(sparse=bad)
+
+
 def test_adam_first_step_is_lr_sized():
     net = _Params([1.0], [0.5])
     Adam(net).step(0.01)  # bias-corrected: m/sqrt(v) = sign(g)

@@ -68,6 +68,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="numpy (default) or cupy (pip install 'connsim[gpu]'; verified so far "
                         "against a strict CPU double of CuPy, see docs/training.md)")
+    p.add_argument("--sparse", choices=("auto", "on", "off"), default="auto",
+                   help="multiply masked dense layers through CSR matrices of their kept weights: "
+                        "auto (default: NumPy layers of 16384+ weights below 5 %% density), on, off")
 
 
 def train_config(args):
@@ -80,7 +83,8 @@ def train_config(args):
         batch_size=args.batch_size, lr=args.lr, schedule=args.schedule, milestones=milestones,
         gamma=args.gamma, warmup=args.warmup, optimizer=args.optimizer, momentum=args.momentum,
         weight_decay=args.weight_decay, augment=args.augment, eval_every=args.eval_every,
-        init=args.init, seed=args.seed, backend=args.backend)
+        init=args.init, seed=args.seed, backend=args.backend,
+        sparse={"auto": "auto", "on": True, "off": False}[args.sparse])
 
 
 def train_data_arch(args):

@@ -67,6 +67,10 @@ class TrainConfig:
         Seed of the initialisation and of the batches.
     backend : str
         Array backend (``'numpy'``, ``'cupy'`` or a registered one).
+    sparse : {'auto', True, False}
+        Whether masked dense layers multiply through CSR matrices of their kept weights
+        (:class:`connsim.trainer.network.Network`'s ``sparse``): ``'auto'`` on NumPy for large
+        layers below 5 % density; ``False`` always multiplies dense masked weights.
 
     Raises
     ------
@@ -99,10 +103,11 @@ class TrainConfig:
     init: str = "kaiming"
     seed: int = 0
     backend: str = "numpy"
+    sparse: str | bool = "auto"
 
     def __post_init__(self):
         from .backend import backend_names
-        from .layers import INITS
+        from .layers import INITS, SPARSE_CHOICES
         from .optim import OPTIMIZERS, SCHEDULES
 
         if self.iterations is not None and self.epochs is not None:
@@ -126,6 +131,8 @@ class TrainConfig:
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_choice(self.init, INITS, "init")
         check_choice(self.backend, backend_names(), "backend")
+        if self.sparse not in SPARSE_CHOICES or not isinstance(self.sparse, (str, bool)):
+            raise ValueError(f"sparse must be 'auto', True or False, got {self.sparse!r}")
 
     def check_data(self, n_train: int) -> None:
         """Raise before any work if the batch size does not fit ``n_train`` examples."""
@@ -257,7 +264,8 @@ class Trainer:
         self.units = units.check(arch) if units is not None else None
         seeds = np.random.SeedSequence(config.seed).spawn(2)
         self.network = Network(arch, self.masks, backend=config.backend, init=config.init,
-                               rng=np.random.default_rng(seeds[0]), units=self.units)
+                               rng=np.random.default_rng(seeds[0]), units=self.units,
+                               sparse=config.sparse)
         if initial_state is not None:
             self.network.load_state_dict(initial_state)
         self.rng = np.random.default_rng(seeds[1])

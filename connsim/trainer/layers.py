@@ -2,7 +2,11 @@
 
 Every layer holds ``params`` and, after :meth:`backward`, ``grads`` (dicts of arrays of the
 layer's backend ``xp``). Prunable layers (:class:`Dense`, :class:`Conv2d`) carry a 0/1 ``mask`` that
-multiplies the weight in the forward pass and the weight gradient in the backward pass.
+multiplies the weight in the forward pass and the weight gradient in the backward pass. An owner
+that has just zeroed the pruned entries of a new weight array itself
+(:meth:`~connsim.trainer.network.Network.apply_masks`, the optimisers) records that array as
+``masked_weight``; while ``params["weight"]`` is that very array, the products use it as it is
+(weight arrays are replaced, never changed in place).
 Convolution and pooling gather their windows as ``kh*kw`` strided slices (an im2col without
 ``as_strided``) and run one matrix product per layer.
 
@@ -49,6 +53,7 @@ class Dense:
 
     multi = False  # reads one input (layers with ``multi`` read the list of a node's inputs)
     input_grad = True  # False: backward skips the input gradient and returns None
+    masked_weight = None  # the weight array known to be 0 at its pruned entries (docstring above)
 
     def __init__(self, xp, weight, bias=None, mask=None, sparse="auto"):
         self.xp = xp
@@ -72,7 +77,7 @@ class Dense:
 
     def _w(self):
         w = self.params["weight"]
-        return w if self.mask is None else w * self.mask
+        return w if self.mask is None or w is self.masked_weight else w * self.mask
 
     def forward(self, x, train=True):
         """Forward pass; keeps ``x`` for the backward pass."""
@@ -119,6 +124,7 @@ class Conv2d:
 
     multi = False
     input_grad = True
+    masked_weight = None  # as :class:`Dense`'s
 
     def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0), groups=1):
         self.xp = xp
@@ -132,7 +138,7 @@ class Conv2d:
     def _wg(self):
         """The masked weight as ``(groups, out/groups, in/groups*kh*kw)``."""
         w = self.params["weight"]
-        w = w if self.mask is None else w * self.mask
+        w = w if self.mask is None or w is self.masked_weight else w * self.mask
         return w.reshape(self.groups, w.shape[0] // self.groups, -1)
 
     def forward(self, x, train=True):
@@ -294,16 +300,19 @@ class BatchNorm:
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
         shape = _channel_shape(x)
         if train:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            mean = x.mean(axis=axes)
+            centred = x - mean.reshape(shape)
+            var = (centred * centred).mean(axis=axes)  # x.var's arithmetic, without its 2nd mean
             count = x.size // x.shape[1]
             m = self.momentum
             self.running_mean = (1 - m) * self.running_mean + m * mean
             self.running_var = (1 - m) * self.running_var + m * var * (count / max(1, count - 1))
         else:
             mean, var = self.running_mean, self.running_var
+            centred = x - mean.reshape(shape)
         self.train, self.axes = train, axes
         self.inv_std = 1.0 / self.xp.sqrt(var + self.eps)
-        self.xhat = (x - mean.reshape(shape)) * self.inv_std.reshape(shape)
+        self.xhat = centred * self.inv_std.reshape(shape)
         return self.params["weight"].reshape(shape) * self.xhat + self.params["bias"].reshape(shape)
 
     def backward(self, dy):

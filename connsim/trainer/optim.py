@@ -34,19 +34,29 @@ class SGD:
             if kept is not None:  # the same update on the kept entries (a copy: p may be shared)
                 flat = kept[2]
                 p, g, full = p.ravel()[flat], g.ravel()[flat], p.copy()
-            if self.wd:
-                g = g + self.wd * p
+            if self.wd:  # wd * p + g: the same sum as g + wd * p, one temporary fewer
+                g_wd = self.wd * p
+                g_wd += g
+                g = g_wd
             if self.momentum:
                 b = self.buf.get(name)
-                b = g if b is None else self.momentum * b + g
+                if b is None:
+                    b = g.copy()  # the buffer is updated in place from now on
+                else:
+                    b *= self.momentum
+                    b += g
                 self.buf[name] = b
                 g = g + self.momentum * b if self.nesterov else b
+            new = p - lr * g
             if kept is not None:
-                full.ravel()[flat] = p - lr * g
+                full.ravel()[flat] = new
                 layer.params[key] = full
             else:
-                layer.params[key] = p - lr * g
-        self.net.apply_masks(skip_sparse=True)
+                mask = getattr(layer, "mask", None) if key == "weight" else None
+                if mask is not None:  # a fresh array: masked in place (Network.apply_masks)
+                    new *= mask
+                    layer.masked_weight = new
+                layer.params[key] = new
 
 
 class Adam:

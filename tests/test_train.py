@@ -208,6 +208,34 @@ def test_masked_weights_are_not_masked_again_until_replaced(optimizer):
         assert (got.reshape(w.shape)[~masks[name]] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("momentum", "nesterov", "wd"),
+                         [(0.0, False, 0.0), (0.0, False, 1e-3), (0.9, False, 0.0),
+                          (0.9, False, 5e-4), (0.9, True, 1e-3)])
+@pytest.mark.parametrize("where", ["dense", "masked", "kept"])
+def test_fused_sgd_update_is_bit_identical_to_the_array_update(dtype, momentum, nesterov, wd,
+                                                               where):
+    rng = np.random.default_rng(0)
+    shape = (7, 13)
+    mask = (rng.random(shape) < 0.6).astype(dtype) if where == "masked" else None
+    rows, cols = np.nonzero(rng.random(shape) < 0.4)
+    kept = (rows, cols, rows * shape[1] + cols) if where == "kept" else None
+    p = rng.standard_normal(shape).astype(dtype) * (1 if mask is None else mask)
+    opts = [SGD(None, momentum=momentum, nesterov=nesterov, weight_decay=wd) for _ in range(2)]
+    ps = [p, p.copy()]
+    for step in range(4):
+        g = rng.standard_normal(shape).astype(dtype)
+        g[0, :3] = [0.0, -0.0, 1e-30]  # signed zeros and tiny values round alike too
+        lr = [0.1, 0.05, 0.01, 0.01][step]
+        ps = [opts[0]._fused("w", ps[0], g, mask, lr, kept),
+              opts[1]._numpy("w", ps[1], g, mask, lr, kept)]
+        assert ps[0].dtype == ps[1].dtype == np.dtype(dtype)
+        assert ps[0].tobytes() == ps[1].tobytes(), f"step {step}"
+        if momentum:
+            assert opts[0].buf["w"].tobytes() == opts[1].buf["w"].tobytes()
+            assert opts[0].buf["w"].shape == opts[1].buf["w"].shape
+
+
 def test_adam_first_step_is_lr_sized():
     net = _Params([1.0], [0.5])
     Adam(net).step(0.01)  # bias-corrected: m/sqrt(v) = sign(g)

@@ -9,7 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from .._validation import check_choice
+
+
+def _sgd():
+    from . import _sgd as kernels  # Numba loads when NumPy parameters are first updated
+
+    return kernels
 
 
 class SGD:
@@ -31,32 +39,62 @@ class SGD:
         for name, layer, key in self.net.parameters():
             p, g = layer.params[key], layer.grads[key]
             kept = getattr(layer, "kept", None) if key == "weight" else None
-            if kept is not None:  # the same update on the kept entries (a copy: p may be shared)
-                flat = kept[2]
-                p, g, full = p.ravel()[flat], g.ravel()[flat], p.copy()
-            if self.wd:  # wd * p + g: the same sum as g + wd * p, one temporary fewer
-                g_wd = self.wd * p
-                g_wd += g
-                g = g_wd
-            if self.momentum:
-                b = self.buf.get(name)
-                if b is None:
-                    b = g.copy()  # the buffer is updated in place from now on
-                else:
-                    b *= self.momentum
-                    b += g
-                self.buf[name] = b
-                g = g + self.momentum * b if self.nesterov else b
-            new = p - lr * g
-            if kept is not None:
-                full.ravel()[flat] = new
-                layer.params[key] = full
+            mask = getattr(layer, "mask", None) if key == "weight" and kept is None else None
+            if isinstance(p, np.ndarray) and _sgd().JIT:
+                new = self._fused(name, p, g, mask, lr, kept)
             else:
-                mask = getattr(layer, "mask", None) if key == "weight" else None
-                if mask is not None:  # a fresh array: masked in place (Network.apply_masks)
-                    new *= mask
-                    layer.masked_weight = new
-                layer.params[key] = new
+                new = self._numpy(name, p, g, mask, lr, kept)
+            if mask is not None:
+                layer.masked_weight = new
+            layer.params[key] = new
+
+    def _numpy(self, name, p, g, mask, lr, kept):
+        """The update in array operations (any backend); a new array."""
+        if kept is not None:  # the same update on the kept entries (a copy: p may be shared)
+            flat = kept[2]
+            p, g, full = p.ravel()[flat], g.ravel()[flat], p.copy()
+        if self.wd:  # wd * p + g: the same sum as g + wd * p, one temporary fewer
+            g_wd = self.wd * p
+            g_wd += g
+            g = g_wd
+        if self.momentum:
+            b = self.buf.get(name)
+            if b is None:
+                b = g.copy()  # the buffer is updated in place from now on
+            else:
+                b *= self.momentum
+                b += g
+            self.buf[name] = b
+            g = g + self.momentum * b if self.nesterov else b
+        new = p - lr * g
+        if kept is not None:
+            full.ravel()[flat] = new
+            return full
+        if mask is not None:  # a fresh array: masked in place (Network.apply_masks)
+            new *= mask
+        return new
+
+    def _fused(self, name, p, g, mask, lr, kept):
+        """The same update in one pass of a Numba kernel (NumPy arrays); bit-identical."""
+        dt = p.dtype.type
+        flat = None if kept is None else kept[2]
+        src, grad = (p, g) if flat is None else (p.ravel()[flat], g.ravel()[flat])
+        b = self.buf.get(name)
+        has_buf = b is not None
+        if not has_buf:  # shaped as the NumPy update shapes it
+            b = np.empty_like(src)
+            if self.momentum:
+                self.buf[name] = b
+        src, grad = src.reshape(-1), grad.reshape(-1)
+        m = np.empty(0, p.dtype) if mask is None else mask.reshape(-1)
+        out = np.empty_like(src)
+        _sgd().sgd_update(src, grad, b.reshape(-1), has_buf, m, dt(lr), dt(self.momentum),
+                          dt(self.wd), bool(self.nesterov), out)
+        if flat is None:
+            return out.reshape(p.shape)
+        full = p.copy()
+        full.ravel()[flat] = out
+        return full
 
 
 class Adam:

@@ -14,10 +14,16 @@ import numpy as np
 from .._validation import check_choice
 
 
-def _sgd():
-    from . import _sgd as kernels  # Numba loads when NumPy parameters are first updated
+_KERNELS = []
 
-    return kernels
+
+def _sgd():
+    """The module of the fused update; Numba loads when NumPy parameters are first updated."""
+    if not _KERNELS:
+        from . import _sgd as kernels
+
+        _KERNELS.append(kernels)
+    return _KERNELS[0]
 
 
 class SGD:
@@ -36,11 +42,12 @@ class SGD:
         updated at its kept weights only: its pruned weights and their gradients are 0, so the
         dense update would leave them 0, and the momentum buffer holds the kept entries only.
         """
+        fused = _sgd().JIT
         for name, layer, key in self.net.parameters():
             p, g = layer.params[key], layer.grads[key]
             kept = getattr(layer, "kept", None) if key == "weight" else None
             mask = getattr(layer, "mask", None) if key == "weight" and kept is None else None
-            if isinstance(p, np.ndarray) and _sgd().JIT:
+            if fused and isinstance(p, np.ndarray):
                 new = self._fused(name, p, g, mask, lr, kept)
             else:
                 new = self._numpy(name, p, g, mask, lr, kept)

@@ -215,6 +215,7 @@ def test_masked_weights_are_not_masked_again_until_replaced(optimizer):
 @pytest.mark.parametrize("where", ["dense", "masked", "kept"])
 def test_fused_sgd_update_is_bit_identical_to_the_array_update(dtype, momentum, nesterov, wd,
                                                                where):
+    from connsim.trainer import _fused  # its kernels run as Python under NUMBA_DISABLE_JIT
     rng = np.random.default_rng(0)
     shape = (7, 13)
     mask = (rng.random(shape) < 0.6).astype(dtype) if where == "masked" else None
@@ -227,7 +228,7 @@ def test_fused_sgd_update_is_bit_identical_to_the_array_update(dtype, momentum, 
         g = rng.standard_normal(shape).astype(dtype)
         g[0, :3] = [0.0, -0.0, 1e-30]  # signed zeros and tiny values round alike too
         lr = [0.1, 0.05, 0.01, 0.01][step]
-        ps = [opts[0]._fused("w", ps[0], g, mask, lr, kept),
+        ps = [opts[0]._fused(_fused, "w", ps[0], g, mask, lr, kept),
               opts[1]._numpy("w", ps[1], g, mask, lr, kept)]
         assert ps[0].dtype == ps[1].dtype == np.dtype(dtype)
         assert ps[0].tobytes() == ps[1].tobytes(), f"step {step}"

@@ -7,6 +7,7 @@ Host copies are made only through :func:`to_numpy` (explicit, as CuPy requires).
 
 Backends are a registry: :func:`register_backend` adds one (the test suite registers a strict
 CPU double of CuPy, ``tests/strict.py``, that refuses implicit device-to-host conversion).
+On NumPy, a few steps run as fused Numba kernels instead (:func:`fused_kernels`).
 """
 
 from __future__ import annotations
@@ -136,3 +137,38 @@ def to_numpy(a) -> np.ndarray:
     [1, 2]
     """
     return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+_FUSED: list = []
+
+
+def fused_kernels(xp):
+    """The trainer's fused Numba kernels (``connsim.trainer._fused``) for arrays of ``xp``.
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace from :func:`get_backend`.
+
+    Returns
+    -------
+    module or None
+        The kernels when ``xp`` is NumPy and Numba compiles (not under ``NUMBA_DISABLE_JIT``,
+        where they would run as Python loops); else None, and the array versions run.
+
+    See Also
+    --------
+    get_backend : The namespaces.
+
+    Examples
+    --------
+    >>> fused_kernels(get_backend("numpy")) is not None
+    True
+    """
+    if xp is not np:
+        return None
+    if not _FUSED:
+        from . import _fused  # Numba loads when a NumPy network first needs a kernel
+
+        _FUSED.append(_fused if _fused.JIT else None)
+    return _FUSED[0]

@@ -12,18 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .._validation import check_choice
-
-
-_KERNELS = []
-
-
-def _sgd():
-    """The module of the fused update; Numba loads when NumPy parameters are first updated."""
-    if not _KERNELS:
-        from . import _sgd as kernels
-
-        _KERNELS.append(kernels)
-    return _KERNELS[0]
+from .backend import fused_kernels
 
 
 class SGD:
@@ -42,13 +31,13 @@ class SGD:
         updated at its kept weights only: its pruned weights and their gradients are 0, so the
         dense update would leave them 0, and the momentum buffer holds the kept entries only.
         """
-        fused = _sgd().JIT
+        fused = fused_kernels(np)
         for name, layer, key in self.net.parameters():
             p, g = layer.params[key], layer.grads[key]
             kept = getattr(layer, "kept", None) if key == "weight" else None
             mask = getattr(layer, "mask", None) if key == "weight" and kept is None else None
-            if fused and isinstance(p, np.ndarray):
-                new = self._fused(name, p, g, mask, lr, kept)
+            if fused is not None and isinstance(p, np.ndarray):
+                new = self._fused(fused, name, p, g, mask, lr, kept)
             else:
                 new = self._numpy(name, p, g, mask, lr, kept)
             if mask is not None:
@@ -81,7 +70,7 @@ class SGD:
             new *= mask
         return new
 
-    def _fused(self, name, p, g, mask, lr, kept):
+    def _fused(self, kernels, name, p, g, mask, lr, kept):
         """The same update in one pass of a Numba kernel (NumPy arrays); bit-identical."""
         dt = p.dtype.type
         flat = None if kept is None else kept[2]
@@ -95,8 +84,8 @@ class SGD:
         src, grad = src.reshape(-1), grad.reshape(-1)
         m = np.empty(0, p.dtype) if mask is None else mask.reshape(-1)
         out = np.empty_like(src)
-        _sgd().sgd_update(src, grad, b.reshape(-1), has_buf, m, dt(lr), dt(self.momentum),
-                          dt(self.wd), bool(self.nesterov), out)
+        kernels.sgd_update(src, grad, b.reshape(-1), has_buf, m, dt(lr), dt(self.momentum),
+                           dt(self.wd), bool(self.nesterov), out)
         if flat is None:
             return out.reshape(p.shape)
         full = p.copy()

@@ -1,16 +1,18 @@
-"""The SGD update of one NumPy parameter in a single pass (:class:`connsim.trainer.optim.SGD`).
+"""Fused NumPy-only kernels of the trainer: the SGD update of one parameter in a single pass
+(:class:`connsim.trainer.optim.SGD`).
 
-The element-wise NumPy update reads and writes the parameter, its gradient and its momentum
-buffer about eight times; this kernel reads each once. Scalars arrive in the parameter's dtype and
-no fastmath is used, so every operation rounds as NumPy's does: the result is bit-identical
-(tested against the NumPy update).
+The element-wise array update reads and writes the parameter, its gradient and its momentum
+buffer about eight times; the kernel reads each once. The array version stays for other backends
+and under ``NUMBA_DISABLE_JIT``. Scalars arrive in the arrays' dtype and no fastmath is used, so
+every operation rounds as NumPy's does: results are bit-identical (tested against the array
+version). The kernel is serial: a second Numba thread would fight BLAS's for the cores.
 """
 
 import numba
 
 from .._config import njit
 
-JIT = not numba.config.DISABLE_JIT  # else the NumPy update: a Python loop would crawl
+JIT = not numba.config.DISABLE_JIT  # else the array version runs: this loop would crawl
 
 
 @njit
@@ -29,3 +31,4 @@ def sgd_update(p, g, buf, has_buf, mask, lr, momentum, wd, nesterov, out):
             gi = gi + momentum * bi if nesterov else bi
         v = p[i] - lr * gi
         out[i] = v * mask[i] if masked else v
+

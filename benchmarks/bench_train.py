@@ -12,7 +12,7 @@ For each thread count (BLAS threads through threadpoolctl, ``torch.set_num_threa
             LeNet-5 <= 1.3x)
   sparse    LeNet-300-100 with uniform random masks at densities 0.1 ... 0.005: connsim's masked
             dense products (``sparse=False``), its automatic choice (``sparse='auto'``: CSR below
-            5 % density) and PyTorch's dense model (goal: at density 0.01, auto <= 0.5x connsim's
+            2.5 % density) and PyTorch's dense model (goal: at density 0.01, auto <= 0.5x connsim's
             dense epoch)
 """
 

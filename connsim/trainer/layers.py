@@ -36,7 +36,7 @@ def _channel_shape(x):
     return (1, -1) + (1,) * (x.ndim - 2)
 
 
-SPARSE_BELOW = 0.05  # mask density below which a NumPy Dense layer multiplies through CSR
+SPARSE_BELOW = 0.025  # mask density below which a NumPy Dense layer multiplies through CSR
 SPARSE_MIN = 16384  # weights below which SciPy's call overhead outweighs the saving
 SPARSE_CHUNK = 1 << 21  # kept weights x batch gathered at once for the weight gradient
 SPARSE_CHOICES = ("auto", True, False)

@@ -183,31 +183,6 @@ def test_train_config_refuses_a_bad_sparse_choice(bad):
         TrainConfig(sparse=bad)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_masked_weights_are_not_masked_again_until_replaced(optimizer):
-    """After a step the weight arrays are known masked and products use them as they are; a
-    weight written from outside is masked again by the layer."""
-    from connsim.trainer.layers import cross_entropy
-    from connsim.trainer.network import Network
-    from connsim.trainer.optim import make_optimizer
-
-    arch = get_arch("lenet-5")
-    rng = np.random.default_rng(0)
-    masks = {n.name: rng.random(arch.weight_shape(n)) < 0.5 for n in arch.layers}
-    net = Network(arch, masks, rng=0)
-    opt = make_optimizer(optimizer, net, weight_decay=1e-3)
-    x = rng.standard_normal((4, *arch.input_shape)).astype(np.float32)
-    net.backward(cross_entropy(np, net.forward(x), np.array([0, 1, 2, 3]))[1])
-    opt.step(0.1)
-    for name in arch.layer_names:
-        layer = net.ops[name][0]
-        w = layer.params["weight"]
-        assert layer.masked_weight is w and (w[~masks[name]] == 0).all()
-        layer.params["weight"] = w + 1.0  # from outside: pruned entries now 1
-        got = layer._wg() if hasattr(layer, "_wg") else layer._w()
-        assert (got.reshape(w.shape)[~masks[name]] == 0).all()
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("momentum", "nesterov", "wd"),
                          [(0.0, False, 0.0), (0.0, False, 1e-3), (0.9, False, 0.0),

@@ -2,11 +2,7 @@
 
 Every layer holds ``params`` and, after :meth:`backward`, ``grads`` (dicts of arrays of the
 layer's backend ``xp``). Prunable layers (:class:`Dense`, :class:`Conv2d`) carry a 0/1 ``mask`` that
-multiplies the weight in the forward pass and the weight gradient in the backward pass. An owner
-that has just zeroed the pruned entries of a new weight array itself
-(:meth:`~connsim.trainer.network.Network.apply_masks`, the optimisers) records that array as
-``masked_weight``; while ``params["weight"]`` is that very array, the products use it as it is
-(weight arrays are replaced, never changed in place).
+multiplies the weight in the forward pass and the weight gradient in the backward pass.
 Convolution and pooling gather their windows as ``kh*kw`` strided slices (an im2col without
 ``as_strided``) and run one matrix product per layer.
 
@@ -84,7 +80,6 @@ class Dense:
 
     multi = False  # reads one input (layers with ``multi`` read the list of a node's inputs)
     input_grad = True  # False: backward skips the input gradient and returns None
-    masked_weight = None  # the weight array known to be 0 at its pruned entries (docstring above)
 
     def __init__(self, xp, weight, bias=None, mask=None, sparse="auto"):
         self.xp = xp
@@ -108,7 +103,7 @@ class Dense:
 
     def _w(self):
         w = self.params["weight"]
-        return w if self.mask is None or w is self.masked_weight else w * self.mask
+        return w if self.mask is None else w * self.mask
 
     def forward(self, x, train=True):
         """Forward pass; keeps ``x`` for the backward pass."""
@@ -155,7 +150,6 @@ class Conv2d:
 
     multi = False
     input_grad = True
-    masked_weight = None  # as :class:`Dense`'s
 
     def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0), groups=1):
         self.xp = xp
@@ -169,7 +163,7 @@ class Conv2d:
     def _wg(self):
         """The masked weight as ``(groups, out/groups, in/groups*kh*kw)``."""
         w = self.params["weight"]
-        w = w if self.mask is None or w is self.masked_weight else w * self.mask
+        w = w if self.mask is None else w * self.mask
         return w.reshape(self.groups, w.shape[0] // self.groups, -1)
 
     def forward(self, x, train=True):

@@ -147,7 +147,7 @@ class Network:
         for name, m in self.masks.items():
             layer = self.ops[name][0]
             if not (skip_sparse and getattr(layer, "csr", None) is not None):
-                layer.params["weight"] = layer.masked_weight = layer.params["weight"] * m
+                layer.params["weight"] = layer.params["weight"] * m
 
     def weights(self) -> dict:
         """Host copies of the prunable weights, keyed by layer name."""

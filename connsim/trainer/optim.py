@@ -40,8 +40,6 @@ class SGD:
                 new = self._fused(fused, name, p, g, mask, lr, kept)
             else:
                 new = self._numpy(name, p, g, mask, lr, kept)
-            if mask is not None:
-                layer.masked_weight = new
             layer.params[key] = new
 
     def _numpy(self, name, p, g, mask, lr, kept):

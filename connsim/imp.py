@@ -383,6 +383,8 @@ def imp(arch: Architecture, data: Dataset, out_dir: str, *, levels: int = 5,
         "n_test": int(len(data.y_test)), "data_sha256": data_fingerprint(data),
         "fraction": float(fraction), "rewind": int(rewind),
         "scope": scope, "train": asdict(config)}
+    if config.sparse == "auto":  # stored only when set: older run folders stay resumable
+        del settings["train"]["sparse"]
     if pruner != "lth":  # only what differs from plain IMP: older run folders stay resumable
         settings["sap"] = sap.to_dict()
     if stop.rounds:

@@ -244,13 +244,16 @@ def _torch_entries(path: str):
         budget = MemoryBudget(path, size)
         charged = set()  # a member is charged once, however often a tensor of it is read
 
+        def charge(name):
+            if name not in charged:
+                budget.charge(zf.getinfo(name).file_size, f"member {reprlib.repr(name)}")
+                charged.add(name)
+
         def member(name, out=None):
             """The member's bytes, or, with ``out``, its first bytes read straight into ``out``
             (in chunks: no second copy of a storage is ever held)."""
             info = zf.getinfo(name)
-            if name not in charged:
-                budget.charge(info.file_size, f"member {reprlib.repr(name)}")
-                charged.add(name)
+            charge(name)
             try:
                 if out is None:
                     return zf.read(info)
@@ -326,19 +329,37 @@ def _torch_entries(path: str):
                 f"cannot read {path!r}: its pickle is corrupt ({describe_error(e)})") from None
         tensors = _flatten_tensors(obj, path, len(data))
 
+        # tensors per storage: a shared storage is decoded once and kept while some of its
+        # tensors are unread (a file cannot make the reader decode a member twice)
+        refs = collections.Counter(t.storage.entry for t in tensors.values() if 0 not in t.size)
+        unread, decoded = collections.Counter(refs), {}
+
+        def storage(st):
+            arr = decoded.get(st.entry)
+            if arr is None:
+                raw_dtype = np.dtype(np.uint16 if st.dtype == "bfloat16" else st.dtype)
+                charge(st.entry)  # before allocating: the budget bounds what a file may ask for
+                arr = member(st.entry, np.empty(st.numel, raw_dtype))
+                if little != (sys.byteorder == "little"):
+                    arr.byteswap(inplace=True)
+                if st.dtype == "bfloat16":
+                    arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            unread[st.entry] -= 1
+            if unread[st.entry] > 0:
+                decoded[st.entry] = arr
+            else:
+                decoded.pop(st.entry, None)
+            return arr
+
         def read(key):
             t = tensors[key]
             st = t.storage
-            raw_dtype = np.dtype(np.uint16 if st.dtype == "bfloat16" else st.dtype)
             if 0 in t.size:
-                return np.zeros(t.size, dtype=np.float32 if st.dtype == "bfloat16" else raw_dtype)
-            arr = member(st.entry, np.empty(st.numel, raw_dtype))
-            if little != (sys.byteorder == "little"):
-                arr.byteswap(inplace=True)
-            if st.dtype == "bfloat16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            if t.offset == 0 and t.stride == _c_strides(t.size) and math.prod(t.size) == arr.size:
-                return arr.reshape(t.size)  # the whole storage, in order: no copy
+                return np.zeros(t.size, dtype=np.float32 if st.dtype == "bfloat16" else st.dtype)
+            arr = storage(st)
+            if (refs[st.entry] == 1 and t.offset == 0 and t.stride == _c_strides(t.size)
+                    and math.prod(t.size) == arr.size):
+                return arr.reshape(t.size)  # its own storage, whole and in order: no copy
             return np.lib.stride_tricks.as_strided(
                 arr[t.offset:], shape=t.size, strides=tuple(s * arr.itemsize for s in t.stride)
             ).copy()
@@ -496,17 +517,20 @@ def _safetensors_entries(path: str):
 
     try:
         handle = safe_open(path, framework="np")
-        shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
     except Exception as e:
         raise failed(e) from None
-
-    def read(key):
+    with handle:
         try:
-            return handle.get_tensor(key)
+            shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
         except Exception as e:
             raise failed(e) from None
 
-    with handle:
+        def read(key):
+            try:
+                return handle.get_tensor(key)
+            except Exception as e:
+                raise failed(e) from None
+
         yield _ArrayFile(_natural_order(shapes), read)
 
 
@@ -522,6 +546,9 @@ class _ArrayFile(Mapping):
         if key not in self.shapes:
             raise KeyError(key)
         return self._read(key)
+
+    def __contains__(self, key):
+        return key in self.shapes
 
     def __iter__(self):
         return iter(self.shapes)
@@ -664,6 +691,8 @@ def _entry_mask(a, is_mask: bool, where: str) -> np.ndarray:
     only while this runs)."""
     a = np.asarray(a)
     _check_real(a, where, "masks" if is_mask else "weights")
+    if a.dtype == bool and a.size and a.view(np.uint8).max() > 1:
+        a = a.view(np.uint8) != 0  # a file's booleans may hold any byte; the kernels read 0/1
     with np.errstate(invalid="ignore"):  # arbitrary long-double bytes may be no number at all
         if is_mask:
             try:

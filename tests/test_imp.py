@@ -114,6 +114,22 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert (tmp_path / "levels.json").read_text() == before  # nothing was touched
 
 
+def test_the_sparse_switch_is_stored_only_when_set(tmp_path):
+    """Run folders made before TrainConfig had ``sparse`` (no such key) still resume with the
+    default; a run that sets it records it and refuses a resume without it."""
+    arch, data, cfg = setup()
+    imp(arch, data, str(tmp_path / "auto"), levels=1, fraction=0.3, config=cfg)
+    with open(tmp_path / "auto" / "config.json") as f:
+        assert "sparse" not in json.load(f)["train"]
+    imp(arch, data, str(tmp_path / "auto"), levels=2, fraction=0.3, config=cfg)  # resumes
+    imp(arch, data, str(tmp_path / "off"), levels=1, fraction=0.3,
+        config=replace(cfg, sparse=False))
+    with open(tmp_path / "off" / "config.json") as f:
+        assert json.load(f)["train"]["sparse"] is False
+    with pytest.raises(ValueError, match=r"train\.sparse: False in the folder, None now"):
+        imp(arch, data, str(tmp_path / "off"), levels=2, fraction=0.3, config=cfg)
+
+
 def test_finished_run_extends_with_more_levels(tmp_path):
     arch, data, cfg = setup()
     reference = imp(arch, data, str(tmp_path / "once"), levels=3, fraction=0.3, config=cfg)

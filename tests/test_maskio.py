@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from connsim import get_arch, ones_masks
+from connsim import get_arch, measure, ones_masks
 from connsim.maskio import (
     MaskFileError,
     load_masks,
@@ -260,6 +260,54 @@ def test_load_masks_holds_one_raw_entry_at_a_time(tmp_path, kind):
     mask_bytes = sum(m.nbytes for m in masks.values())
     largest = max(w.nbytes for w in weights.values())
     assert peak <= 1.1 * (mask_bytes + largest), (peak, mask_bytes, largest)
+
+
+def test_a_storage_is_charged_before_it_is_allocated(tmp_path):
+    """A (1, 1) tensor over a 200 MiB deflated storage: the file is a few hundred KB, so the
+    storage exceeds its memory budget and is refused before any of it is allocated."""
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", _state_pickle([("fc1.weight", "0", 50 * 2**20, 0, (1, 1),
+                                                       (1, 1))]))
+        z.writestr("archive/data/0", bytes(200 * 2**20), compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("archive/version", "3\n")
+    assert path.stat().st_size < 2**20
+    raised, peak = peak_memory(read_arrays, path)
+    assert isinstance(raised, MaskFileError) and "would need 200.0 MiB" in str(raised)
+    assert peak < 16 * 2**20
+
+
+def test_a_shared_storage_is_decoded_once(tmp_path, monkeypatch):
+    """Many views of one storage (tied weights, flat buffers, or a hostile file) decode it once,
+    and views of a shared storage come back as copies that do not alias one another."""
+    base = np.arange(4096, dtype=np.float32)
+    views = [(f"v{i}.weight", "0", 4096, i, (2, 2), (64, 1)) for i in range(300)]
+    path = tmp_path / "views.pt"
+    _torch_state(path, [("fc1.weight", "0", 4096, 0, (64, 64), (64, 1)), *views],
+                 {"0": base.tobytes()})
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: (
+        opened.append(getattr(name, "filename", name)) or real_open(self, name, *a, **k)))
+    got = read_arrays(path)
+    assert opened.count("archive/data/0") == 1
+    np.testing.assert_array_equal(got["fc1.weight"], base.reshape(64, 64))
+    np.testing.assert_array_equal(got["v5.weight"], [[5, 6], [69, 70]])
+    got["fc1.weight"][0, 5] = -1
+    assert got["v5.weight"][0, 0] == 5
+
+
+def test_boolean_entries_of_any_byte_become_0_1_masks(tmp_path):
+    """A file's booleans may hold bytes other than 0/1 (written as uint8, read as bool); they
+    are masks of 0 and 1 once loaded, as weights or as masks."""
+    arch = get_arch("mlp:4-3-2")
+    odd = {n: np.full(arch.weight_shape(n), 2, np.uint8).view(bool) for n in arch.layer_names}
+    for suffix in (".weight", ".weight_mask"):
+        path = tmp_path / f"odd{suffix}.npz"
+        np.savez(path, **{n + suffix: a for n, a in odd.items()})
+        masks = load_masks(path, arch)
+        assert all(m.view(np.uint8).max() == 1 and m.all() for m in masks.values())
+        assert measure(arch, masks).effective == arch.total_params
 
 
 def _corrupt_deflate(raw: bytes) -> bytes:

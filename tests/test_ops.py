@@ -110,6 +110,12 @@ def test_parallel_pull_equals_serial_pull(groups, per_group, width, d, seed):
         np.testing.assert_array_equal(got_x, want_x)
         np.testing.assert_array_equal(got_or, want_x)
         np.testing.assert_array_equal(got_fwd, want_fwd)
+    for parts in (1, 2, 3):  # the partition alone, whatever the machine's thread count
+        start = (rng.random(want_x.size) < 0.3).astype(np.uint8)  # bits already set stay set
+        got_x, got_eff = start.copy(), np.full_like(mask, 7)
+        _kernels._pull_parallel(mask, per_group, fwd_x, bwd_dst, got_x, got_eff, parts)
+        np.testing.assert_array_equal(got_eff, want_eff)
+        np.testing.assert_array_equal(got_x, want_x | start)
 
 
 @settings(max_examples=40)

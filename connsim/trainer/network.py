@@ -3,7 +3,8 @@
 The architecture that drives the graph and the theory also drives the model: every node becomes
 the layer that :func:`connsim.trainer.layers.make_layer` (the trainer's table of operations) builds
 for it, followed by BatchNorm and its activation when the node says so. Masks multiply the prunable weights;
-after every optimiser step :meth:`Network.apply_masks` sets pruned weights back to exactly zero.
+every optimiser step leaves pruned weights at exactly zero (SGD masks the arrays it writes, Adam
+calls :meth:`Network.apply_masks`).
 
 The pruning scores that need gradients use only :meth:`Network.forward`, :meth:`Network.backward`,
 :meth:`Network.set_weights` and :meth:`Network.weight_gradients` (``docs/pruning.md``).
@@ -141,13 +142,11 @@ class Network:
                     op.running_var = xp.asarray(state[f"{node}.bn.running_var"])
         self.apply_masks()
 
-    def apply_masks(self, *, skip_sparse: bool = False) -> None:
-        """Set pruned weights to exactly zero (``skip_sparse``: except in the layers on the sparse
-        path, for an update that wrote their kept weights only)."""
+    def apply_masks(self) -> None:
+        """Set pruned weights to exactly zero."""
         for name, m in self.masks.items():
             layer = self.ops[name][0]
-            if not (skip_sparse and getattr(layer, "csr", None) is not None):
-                layer.params["weight"] = layer.params["weight"] * m
+            layer.params["weight"] = layer.params["weight"] * m
 
     def weights(self) -> dict:
         """Host copies of the prunable weights, keyed by layer name."""

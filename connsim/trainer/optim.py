@@ -25,13 +25,13 @@ class SGD:
         self.buf: dict[str, object] = {}
 
     def step(self, lr: float) -> None:
-        """One update with learning rate ``lr``, then re-apply the masks.
+        """One update with learning rate ``lr``; masked weights come out masked.
 
         The weight of a layer on the sparse path (:class:`connsim.trainer.layers.Dense`) is
         updated at its kept weights only: its pruned weights and their gradients are 0, so the
         dense update would leave them 0, and the momentum buffer holds the kept entries only.
         """
-        fused = fused_kernels(np)
+        fused = fused_kernels(self.net.xp)
         for name, layer, key in self.net.parameters():
             p, g = layer.params[key], layer.grads[key]
             kept = getattr(layer, "kept", None) if key == "weight" else None
@@ -64,7 +64,7 @@ class SGD:
         if kept is not None:
             full.ravel()[flat] = new
             return full
-        if mask is not None:  # a fresh array: masked in place (Network.apply_masks)
+        if mask is not None:  # a fresh array: masked in place, as Network.apply_masks would
             new *= mask
         return new
 
@@ -75,8 +75,8 @@ class SGD:
         src, grad = (p, g) if flat is None else (p.ravel()[flat], g.ravel()[flat])
         b = self.buf.get(name)
         has_buf = b is not None
-        if not has_buf:  # shaped as the NumPy update shapes it
-            b = np.empty_like(src)
+        if not has_buf:  # shaped as the NumPy update shapes it, C-ordered (a view when flat)
+            b = np.empty(src.shape, dtype=src.dtype)
             if self.momentum:
                 self.buf[name] = b
         src, grad = src.reshape(-1), grad.reshape(-1)

@@ -260,6 +260,8 @@ class Curve:
         The values of the figure's ``panels`` columns.
     label : str
         The values of its ``curves`` columns, joined.
+    values : tuple
+        The values of its ``curves`` columns.
     x, y, y_std : ndarray
         Per point: the mean x, the mean and standard deviation (ddof 0) of the finite y values.
     n : ndarray
@@ -293,6 +295,7 @@ class Curve:
 
     panel: tuple
     label: str
+    values: tuple
     x: np.ndarray
     y: np.ndarray
     y_std: np.ndarray
@@ -351,11 +354,12 @@ def curves(study: Study, rows: list[dict], figure: Figure) -> list[Curve]:
     groups: dict = {}
     for r in rows:
         panel = tuple(r.get(c) for c in figure.panels)
-        label = ", ".join(str(r.get(c)) for c in figure.curves) or figure.y
+        values = tuple(_hashable(r.get(c)) for c in figure.curves)
+        label = ", ".join(str(v) for v in values) or figure.y
         key = tuple(_hashable(r.get(a)) for a in point_axes)
-        groups.setdefault((panel, label), {}).setdefault(key, []).append(r)
+        groups.setdefault((panel, label, values), {}).setdefault(key, []).append(r)
     out = []
-    for (panel, label), points in groups.items():
+    for (panel, label, values), points in groups.items():
         xs, ys, sd, ns, th = [], [], [], [], []
         for members in points.values():
             y = np.array([_num(r.get(figure.y)) for r in members])
@@ -371,11 +375,26 @@ def curves(study: Study, rows: list[dict], figure: Figure) -> list[Curve]:
             if figure.theory:
                 th.append(np.nanmean([_num(r.get(figure.theory)) for r in members]))
         order = np.argsort(xs, kind="stable")
-        out.append(Curve(panel=panel, label=label, x=np.asarray(xs)[order],
+        out.append(Curve(panel=panel, label=label, values=values, x=np.asarray(xs)[order],
                          y=np.asarray(ys)[order], y_std=np.asarray(sd)[order],
                          n=np.asarray(ns)[order],
                          theory=np.asarray(th)[order] if figure.theory else None))
     return out
+
+
+def _curve_styles(data: list[Curve]) -> dict:
+    """Curve values -> (colour, marker, line style): the first ``curves`` column picks the
+    colour (tab10, or tab20 past ten values), the second the marker and line style."""
+    firsts = list(dict.fromkeys(c.values[:1] for c in data))
+    seconds = list(dict.fromkeys(c.values[1:] for c in data))
+    palette = "tab10" if len(firsts) <= 10 else "tab20"
+    from .plots import _plt
+
+    cmap = _plt().get_cmap(palette)
+    markers, lines = "os^Dv<>p", ("-", "--", ":", "-.")
+    return {c.values: (cmap(firsts.index(c.values[:1]) % cmap.N),
+                       markers[seconds.index(c.values[1:]) % len(markers)],
+                       lines[seconds.index(c.values[1:]) % len(lines)]) for c in data}
 
 
 def _num(value) -> float:
@@ -391,9 +410,12 @@ def _hashable(value):
 def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = None):
     r"""Draw the study's figure ``name``; saved to ``path`` when given. Returns the figure.
 
-    One panel per value of the figure's ``panels`` columns, one colour per ``curves`` value:
-    markers with mean ± std over seeds, the theory (when declared) as a line of the same colour.
-    On a log y axis the view ends at 30 times the largest measured value, since the theory's
+    One panel per value of the figure's ``panels`` columns, one curve per ``curves`` value:
+    markers with mean ± std over seeds, the theory (when declared) as a line of the same colour;
+    without a theory, the markers are joined by a thin line. With two or more ``curves`` columns
+    the first picks the colour and the second the marker and line style (``snip, direct`` and
+    ``snip, effective`` share a colour); many curves put the legend beside the panel. On a log y
+    axis the view ends at 30 times the largest measured value, since the theory's
     N / E[effective] grows without bound past the collapse.
 
     Parameters
@@ -454,16 +476,17 @@ def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = No
     plt = _plt()
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.8 * cols, 3.9 * nrows), squeeze=False,
-                             constrained_layout=True)
-    labels = list(dict.fromkeys(c.label for c in data))
+    style = _curve_styles(data)
+    outside = len(style) > 8  # the legend beside each panel, which widens by its width
+    fig, axes = plt.subplots(nrows, cols, figsize=((4.8 + 2.4 * outside) * cols, 3.9 * nrows),
+                             squeeze=False, constrained_layout=True)
     for k, panel in enumerate(panels):
         ax = axes.flat[k]
         measured = np.concatenate([c.y for c in data if c.panel == panel] + [[np.nan]])
         for c in (c for c in data if c.panel == panel):
-            color = f"C{labels.index(c.label) % 10}"
-            ax.errorbar(c.x, c.y, yerr=c.y_std, fmt="o", ms=3.5, color=color, capsize=2,
-                        label=c.label)
+            color, marker, line = style[c.values]
+            ax.errorbar(c.x, c.y, yerr=c.y_std, marker=marker, ms=3.5, color=color, capsize=2,
+                        ls="none" if c.theory is not None else line, lw=0.9, label=c.label)
             if c.theory is not None:
                 ax.plot(c.x, c.theory, "-", color=color, lw=1.2, alpha=0.8)
         ax.set_xscale(fig_spec.xscale)
@@ -476,7 +499,10 @@ def plot_figure(study: Study, rows: list[dict], name: str, path: str | None = No
         ax.grid(True, which="both", alpha=0.25)
         ax.set_title(", ".join(f"{v}" for v in panel) or fig_spec.title or study.name,
                      fontsize=9)
-        ax.legend(fontsize=7)
+        if outside:
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        else:
+            ax.legend(fontsize=7)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     if fig_spec.title and panels != [()]:

@@ -494,3 +494,22 @@ def test_cli_run_exits_1_when_a_task_failed(tmp_path, capsys):
     assert "1 tasks failed" in capsys.readouterr().out
     assert main(["study", "status", path, "--failed"]) == 0
     assert "InfeasibleQuota" in capsys.readouterr().out
+
+
+def test_two_curve_columns_share_colours_by_the_first_and_markers_by_the_second():
+    import numpy as np
+
+    from connsim.studyresults import Curve, _curve_styles
+
+    def curve(*values):
+        empty = np.zeros(0)
+        return Curve((), ", ".join(values), values, empty, empty, empty, empty, None)
+
+    pruners = [f"p{k}" for k in range(12)]  # more than tab10's colours
+    data = [curve(p, t) for p in pruners for t in ("direct", "effective")]
+    style = _curve_styles(data)
+    colours = {p: {style[(p, t)][0] for t in ("direct", "effective")} for p in pruners}
+    assert all(len(c) == 1 for c in colours.values())  # one colour per pruner
+    assert len({c.pop() for c in colours.values()}) == 12  # twelve distinct colours
+    assert style[("p0", "direct")][1:] != style[("p0", "effective")][1:]
+    assert style[("p0", "direct")][1:] == style[("p5", "direct")][1:]

@@ -208,7 +208,7 @@ def _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, lo, hi):
 
 @njit
 def _pull_serial(mask, b, fwd_x, bwd_dst, bwd_x, eff):
-    _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, 0, mask.shape[0])
+    _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, np.int64(0), mask.shape[0])  # not a literal
 
 
 @pnjit
@@ -218,15 +218,17 @@ def _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, t_n):
     merged after."""
     n_dst = mask.shape[0]
     groups = n_dst // b
-    if groups >= t_n:
+    own = groups >= t_n
+    ends = np.empty(t_n + 1, np.int64)  # row blocks, worked out before the parallel loop
+    for t in range(t_n + 1):
+        ends[t] = groups * t // t_n * b if own else n_dst * t // t_n
+    if own:
         for t in prange(t_n):
-            _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, groups * t // t_n * b,
-                       groups * (t + 1) // t_n * b)
+            _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, ends[t], ends[t + 1])
     else:
         ys = np.zeros((t_n, bwd_x.shape[0]), np.uint8)
         for t in prange(t_n):
-            _pull_rows(mask, b, fwd_x, bwd_dst, ys[t], eff, n_dst * t // t_n,
-                       n_dst * (t + 1) // t_n)
+            _pull_rows(mask, b, fwd_x, bwd_dst, ys[t], eff, ends[t], ends[t + 1])
         for t in range(t_n):
             for j in range(bwd_x.shape[0]):
                 bwd_x[j] |= ys[t, j]

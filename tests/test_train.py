@@ -207,8 +207,8 @@ def test_fused_sgd_update_is_bit_identical_to_the_array_update(dtype, momentum, 
         g = np.asarray(rng.standard_normal(shape).astype(dtype), order=order)
         g[0, :3] = [0.0, -0.0, 1e-30]  # signed zeros and tiny values round alike too
         lr = [0.1, 0.05, 0.01, 0.01][step]
-        ps = [opts[0]._fused(_fused, "w", ps[0], g, mask, lr, kept),
-              opts[1]._numpy("w", ps[1], g, mask, lr, kept)]
+        ps = [opts[0]._update("w", ps[0], g, mask, lr, kept, _fused),
+              opts[1]._update("w", ps[1], g, mask, lr, kept, None)]
         assert ps[0].dtype == ps[1].dtype == np.dtype(dtype)
         assert ps[0].tobytes() == ps[1].tobytes(), f"step {step}"
         if momentum:

@@ -31,4 +31,3 @@ def sgd_update(p, g, buf, has_buf, mask, lr, momentum, wd, nesterov, out):
             gi = gi + momentum * bi if nesterov else bi
         v = p[i] - lr * gi
         out[i] = v * mask[i] if masked else v
-

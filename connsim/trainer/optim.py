@@ -33,20 +33,25 @@ class SGD:
         """
         fused = fused_kernels(self.net.xp)
         for name, layer, key in self.net.parameters():
-            p, g = layer.params[key], layer.grads[key]
             kept = getattr(layer, "kept", None) if key == "weight" else None
             mask = getattr(layer, "mask", None) if key == "weight" and kept is None else None
-            if fused is not None and isinstance(p, np.ndarray):
-                new = self._fused(fused, name, p, g, mask, lr, kept)
-            else:
-                new = self._numpy(name, p, g, mask, lr, kept)
-            layer.params[key] = new
+            layer.params[key] = self._update(name, layer.params[key], layer.grads[key], mask, lr,
+                                             kept, fused)
 
-    def _numpy(self, name, p, g, mask, lr, kept):
-        """The update in array operations (any backend); a new array."""
-        if kept is not None:  # the same update on the kept entries (a copy: p may be shared)
-            flat = kept[2]
-            p, g, full = p.ravel()[flat], g.ravel()[flat], p.copy()
+    def _update(self, name, p, g, mask, lr, kept, kernels):
+        """The new value of one parameter (a new array): by the fused kernel when ``kernels`` is
+        given (NumPy), else by array operations; at the ``kept`` entries only for a layer on the
+        sparse path (into a copy: ``p`` may be shared)."""
+        update = self._arrays if kernels is None else self._fused
+        if kept is None:
+            return update(kernels, name, p, g, mask, lr)
+        flat = kept[2]
+        full = p.copy()
+        full.ravel()[flat] = update(kernels, name, p.ravel()[flat], g.ravel()[flat], None, lr)
+        return full
+
+    def _arrays(self, kernels, name, p, g, mask, lr):
+        """The update in array operations (any backend)."""
         if self.wd:  # wd * p + g: the same sum as g + wd * p, one temporary fewer
             g_wd = self.wd * p
             g_wd += g
@@ -61,34 +66,24 @@ class SGD:
             self.buf[name] = b
             g = g + self.momentum * b if self.nesterov else b
         new = p - lr * g
-        if kept is not None:
-            full.ravel()[flat] = new
-            return full
         if mask is not None:  # a fresh array: masked in place, as Network.apply_masks would
             new *= mask
         return new
 
-    def _fused(self, kernels, name, p, g, mask, lr, kept):
-        """The same update in one pass of a Numba kernel (NumPy arrays); bit-identical."""
+    def _fused(self, kernels, name, p, g, mask, lr):
+        """The same update in one pass of the Numba kernel (NumPy arrays); bit-identical."""
         dt = p.dtype.type
-        flat = None if kept is None else kept[2]
-        src, grad = (p, g) if flat is None else (p.ravel()[flat], g.ravel()[flat])
         b = self.buf.get(name)
         has_buf = b is not None
-        if not has_buf:  # shaped as the NumPy update shapes it, C-ordered (a view when flat)
-            b = np.empty(src.shape, dtype=src.dtype)
+        if not has_buf:  # shaped as the array update shapes it, C-ordered (so a view when flat)
+            b = np.empty(p.shape, dtype=p.dtype)
             if self.momentum:
                 self.buf[name] = b
-        src, grad = src.reshape(-1), grad.reshape(-1)
         m = np.empty(0, p.dtype) if mask is None else mask.reshape(-1)
-        out = np.empty_like(src)
-        kernels.sgd_update(src, grad, b.reshape(-1), has_buf, m, dt(lr), dt(self.momentum),
-                           dt(self.wd), bool(self.nesterov), out)
-        if flat is None:
-            return out.reshape(p.shape)
-        full = p.copy()
-        full.ravel()[flat] = out
-        return full
+        out = np.empty(p.size, dtype=p.dtype)
+        kernels.sgd_update(p.reshape(-1), g.reshape(-1), b.reshape(-1), has_buf, m, dt(lr),
+                           dt(self.momentum), dt(self.wd), bool(self.nesterov), out)
+        return out.reshape(p.shape)
 
 
 class Adam:

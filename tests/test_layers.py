@@ -253,3 +253,113 @@ def test_every_zoo_architecture_builds_and_runs():
         logits = net.forward(x)
         assert logits.shape == (2, arch.output.channels) and np.isfinite(logits).all()
         net.backward(cross_entropy(np, logits, np.array([0, 1]))[1])
+
+
+# ---------------------------------------------------------------------------- fused kernels
+# Each test runs a layer twice: once on the trainer's Numba kernels (``connsim.trainer._fused``,
+# plain Python under NUMBA_DISABLE_JIT) and once on its array version, and compares.
+
+def _both_paths(monkeypatch, run):
+    """``run()`` on the kernels, then on the array version."""
+    from connsim.trainer import _fused, layers
+
+    monkeypatch.setattr(layers, "fused_kernels", lambda xp: _fused)
+    fused = run()
+    monkeypatch.setattr(layers, "fused_kernels", lambda xp: None)
+    return fused, run()
+
+
+def _layouts(rng, shape, dtype):
+    """The same values as a C-contiguous array, as a view of channel-first memory (a conv
+    layer's output) and as a strided slice (neither)."""
+    x = rng.normal(size=shape).astype(dtype)
+    cf = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)
+    odd = np.repeat(x, 2, axis=-1)[..., ::2]
+    return {"c": x, "channel-first": cf, "strided": odd}
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 5), (1, 2, 3, 3), (5, 1)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layout", ["c", "channel-first", "strided"])
+def test_batchnorm_kernels_match_the_array_version(monkeypatch, shape, dtype, layout):
+    rng = np.random.default_rng(7)
+    x = _layouts(rng, shape, dtype)[layout] * 3 + 1
+    dy = _layouts(rng, shape, dtype)["channel-first" if layout == "c" else "c"]
+    w, b = rng.normal(size=shape[1]).astype(dtype), rng.normal(size=shape[1]).astype(dtype)
+
+    def run():
+        bn = BatchNorm(np, shape[1], dtype=dtype)
+        bn.params["weight"], bn.params["bias"] = w, b
+        y = bn.forward(x, train=True)
+        return y, bn.backward(dy), dict(bn.grads), bn.running_mean, bn.running_var
+
+    (y, dx, grads, rm, rv), (y0, dx0, grads0, rm0, rv0) = _both_paths(monkeypatch, run)
+    tol = {"float64": 1e-12, "float32": 2e-5}[dtype]
+    for got, want in [(y, y0), (dx, dx0), (grads["weight"], grads0["weight"]),
+                      (grads["bias"], grads0["bias"]), (rm, rm0), (rv, rv0)]:
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+    # the output keeps the input's memory order (channel-first stays channel-first)
+    assert np.argsort(y.strides).tolist() == np.argsort(x.strides).tolist() or layout == "strided"
+
+
+def test_batchnorm_kernel_sums_are_the_more_accurate():
+    from connsim.trainer import _fused
+
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(64, 2, 8, 8)) * 1e-3 + 1e3).astype(np.float32)  # cancellation-prone
+    mean, var = np.empty(2), np.empty(2)
+    planes = x.reshape(64, 2, -1)
+    _fused.bn_moments(planes, False, mean, var)
+    exact = x.astype(np.float64)
+    np.testing.assert_allclose(mean, exact.mean(axis=(0, 2, 3)), rtol=1e-15)
+    np.testing.assert_allclose(var, exact.var(axis=(0, 2, 3)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize(("k", "s"), [(2, 2), (3, 2), (3, 1), (2, 3)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layout", ["c", "channel-first", "strided"])
+def test_pool_kernels_are_bit_identical_to_the_array_version(monkeypatch, mode, k, s, dtype,
+                                                             layout):
+    rng = np.random.default_rng(9)
+    x = _layouts(rng, (3, 2, 7, 8), dtype)[layout]
+    x = np.round(x, 1)  # ties between window entries
+    x[0, 0, 1, 1] = np.nan  # NaN wins the maximum, first NaN the argmax
+    x[1, 1, 2, :] = -0.0
+    x[2, 0, 0, 0] = np.inf
+
+    def run():
+        layer = Pool2d(np, mode, (k, k), (s, s))
+        y = layer.forward(x)
+        dy = np.random.default_rng(10).normal(size=y.shape).astype(dtype)
+        dy[0, 0, 0, :] = [-0.0, np.inf, -np.inf] + [1.0] * (y.shape[3] - 3)
+        with np.errstate(invalid="ignore"):  # the array version's inf * 0
+            return y, layer.backward(dy)
+
+    (y, dx), (y0, dx0) = _both_paths(monkeypatch, run)
+    assert y.shape == y0.shape and dx.shape == dx0.shape == x.shape
+    assert y.dtype == y0.dtype and dx.dtype == dx0.dtype
+    # NumPy's vectorised maximum leaves the sign of a zero maximum open: values, then bytes
+    np.testing.assert_array_equal(y, y0)
+    assert y[y != 0].tobytes() == y0[y0 != 0].tobytes()
+    assert np.ascontiguousarray(dx).tobytes() == np.ascontiguousarray(dx0).tobytes()
+
+
+def test_sparse_dense_kernel_gradient_matches_the_array_version(monkeypatch):
+    rng = np.random.default_rng(11)
+    w = rng.normal(size=(40, 30))
+    mask = (rng.random(w.shape) < 0.1).astype(np.float64)
+    x, dy = rng.normal(size=(17, 30)), rng.normal(size=(17, 40))
+
+    def run():
+        layer = Dense(np, w.copy(), mask=mask, sparse=True)
+        layer.forward(x)
+        return layer.backward(dy), layer.grads["weight"]
+
+    (dx, gw), (dx0, gw0) = _both_paths(monkeypatch, run)
+    np.testing.assert_allclose(gw, gw0, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(gw, (dy.T @ x) * mask, rtol=1e-12, atol=1e-13)
+    assert np.all(gw[mask == 0] == 0)
+    np.testing.assert_array_equal(dx, dx0)

@@ -19,6 +19,15 @@ from tests.strict import TRANSFERS, DeviceArray, strict
 # conftest.py registers the double as backend "strict"
 
 
+@pytest.fixture(autouse=True)
+def _array_versions(monkeypatch):
+    """NumPy runs the array versions too, which the double runs: its fused Numba kernels sum in
+    another order and are compared with those versions in test_layers.py and test_train.py."""
+    from connsim.trainer import backend
+
+    monkeypatch.setattr(backend, "_FUSED", [None])
+
+
 def _masks(arch, density=0.6, seed=1):
     rng = np.random.default_rng(seed)
     return {n.name: rng.random(arch.weight_shape(n)) < density for n in arch.layers}

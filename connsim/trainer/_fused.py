@@ -1,16 +1,29 @@
 """Fused NumPy-only kernels of the trainer: the SGD update of one parameter in a single pass
-(:class:`connsim.trainer.optim.SGD`).
+(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes, pooling, and the weight
+gradient of a sparse dense layer at its kept weights (:mod:`connsim.trainer.layers`).
 
-The element-wise array update reads and writes the parameter, its gradient and its momentum
-buffer about eight times; the kernel reads each once. The array version stays for other backends
-and under ``NUMBA_DISABLE_JIT``. Scalars arrive in the arrays' dtype and no fastmath is used, so
-every operation rounds as NumPy's does: results are bit-identical (tested against the array
-version). The kernel is serial: a second Numba thread would fight BLAS's for the cores.
+The array versions stay for other backends and under ``NUMBA_DISABLE_JIT``. Every kernel is
+serial: a second Numba thread would fight BLAS's for the cores.
+
+- The SGD update reads the parameter, its gradient and its momentum buffer once each (the
+  array update reads and writes them about eight times). Scalars arrive in the arrays' dtype and
+  no fastmath is used, so every operation rounds as NumPy's does: bit-identical.
+- Pooling and BatchNorm's element-wise passes do NumPy's operations in NumPy's order and dtype:
+  bit-identical (signed zeros and non-finite gradients aside: max pooling's array version adds
+  ``dy * 0`` for the positions a window did not pick).
+- BatchNorm's sums (mean, variance, the gradients of its scale and shift) and the sparse weight
+  gradient accumulate in float64 and may be reassociated (``sum_njit``): they differ from NumPy's
+  float32 pairwise sums by rounding, and are the more accurate.
+
+BatchNorm kernels see an ``(N, C, H, W)`` or ``(N, C)`` array as a C-contiguous 3-D array of
+*planes*: ``(C, 1, N*H*W)`` when channels come first in memory (a conv layer's output, a view
+of its ``(C, N, H, W)`` product) and ``(N, C, H*W)`` otherwise; ``cf`` tells which.
 """
 
 import numba
+import numpy as np
 
-from .._config import njit
+from .._config import njit, sum_njit
 
 JIT = not numba.config.DISABLE_JIT  # else the array version runs: this loop would crawl
 
@@ -31,3 +44,143 @@ def sgd_update(p, g, buf, has_buf, mask, lr, momentum, wd, nesterov, out):
             gi = gi + momentum * bi if nesterov else bi
         v = p[i] - lr * gi
         out[i] = v * mask[i] if masked else v
+
+
+@sum_njit
+def bn_moments(x, cf, mean, var):
+    """Per-channel mean and biased variance (two passes, the second over centred values) of the
+    planes ``x`` into the float64 arrays ``mean`` and ``var``."""
+    a, b, s = x.shape
+    count = x.size // mean.size
+    mean[:] = 0.0
+    var[:] = 0.0
+    for i in range(a):
+        for j in range(b):
+            c = i if cf else j
+            t = 0.0
+            for k in range(s):
+                t += np.float64(x[i, j, k])
+            mean[c] += t
+    mean /= count
+    for i in range(a):
+        for j in range(b):
+            c = i if cf else j
+            m, t = mean[c], 0.0
+            for k in range(s):
+                d = x[i, j, k] - m
+                t += d * d
+            var[c] += t
+    var /= count
+
+
+@njit
+def bn_apply(x, cf, mean, inv_std, weight, bias, xhat, y):
+    """``xhat = (x - mean) * inv_std`` and ``y = weight * xhat + bias`` per channel, in the
+    arrays' dtype, as NumPy's element-wise operations round them."""
+    a, b, s = x.shape
+    for i in range(a):
+        for j in range(b):
+            c = i if cf else j
+            m, v, w, o = mean[c], inv_std[c], weight[c], bias[c]
+            for k in range(s):
+                h = (x[i, j, k] - m) * v
+                xhat[i, j, k] = h
+                y[i, j, k] = w * h + o
+
+
+@sum_njit
+def bn_grad_sums(dy, xhat, cf, gbias, gweight):
+    """Per-channel sums of ``dy`` and ``dy * xhat`` into the float64 arrays ``gbias`` and
+    ``gweight`` (the gradients of the shift and the scale)."""
+    a, b, s = dy.shape
+    gbias[:] = 0.0
+    gweight[:] = 0.0
+    for i in range(a):
+        for j in range(b):
+            c = i if cf else j
+            t = u = 0.0
+            for k in range(s):
+                g = np.float64(dy[i, j, k])
+                t += g
+                u += g * xhat[i, j, k]
+            gbias[c] += t
+            gweight[c] += u
+
+
+@njit
+def bn_input_grad(dy, xhat, cf, scale, shift, slope, dx):
+    """``dx = scale * (dy - shift - xhat * slope)`` per channel, in float64, rounded once."""
+    a, b, s = dy.shape
+    for i in range(a):
+        for j in range(b):
+            c = i if cf else j
+            f, m, r = scale[c], shift[c], slope[c]
+            for k in range(s):
+                dx[i, j, k] = f * (dy[i, j, k] - m - xhat[i, j, k] * r)
+
+
+@njit
+def pool_forward(x, kh, kw, sh, sw, avg, div, out, arg):
+    """Average (``avg``: the window's sum in kernel order over ``div``) or max pooling of the
+    C-contiguous ``(A, B, H, W)`` array ``x`` into ``out``; max pooling stores in ``arg`` the
+    first kernel offset holding the maximum (NaN counts as the maximum, as NumPy's). Each output
+    row takes the kernel offsets in turn, as NumPy's reduction over the stacked windows does."""
+    a, b, ho, wo = out.shape
+    for i in range(a):
+        for j in range(b):
+            for r in range(ho):
+                row = out[i, j, r]
+                for q in range(wo):
+                    row[q] = x[i, j, r * sh, q * sw]
+                if not avg:
+                    arg[i, j, r, :] = 0
+                for u in range(kh):
+                    src = x[i, j, r * sh + u]
+                    for v in range(1 if u == 0 else 0, kw):
+                        if avg:
+                            for q in range(wo):
+                                row[q] += src[q * sw + v]
+                        else:
+                            for q in range(wo):
+                                e, m = src[q * sw + v], row[q]
+                                if e > m or (e != e and m == m):
+                                    row[q] = e
+                                    arg[i, j, r, q] = u * kw + v
+                if avg:
+                    for q in range(wo):
+                        row[q] = row[q] / div
+
+
+@njit
+def pool_backward(dy, arg, kh, kw, sh, sw, avg, div, dx):
+    """Add each output's gradient to its window in ``dx`` (zeros on entry), kernel offset by
+    kernel offset as the array version does: ``dy / div`` everywhere (average; ``div`` is the
+    window's size) or ``dy`` where ``arg`` picked the offset and ``dy * div`` elsewhere (max;
+    ``div`` is 0). ``div`` comes in the arrays' dtype."""
+    a, b, ho, wo = dy.shape
+    for i in range(a):
+        for j in range(b):
+            for u in range(kh):
+                for v in range(kw):
+                    at = u * kw + v
+                    for r in range(ho):
+                        src, dst = dy[i, j, r], dx[i, j, r * sh + u]
+                        for q in range(wo):
+                            g = src[q]
+                            if avg:
+                                g = g / div
+                            elif arg[i, j, r, q] != at:
+                                g = g * div
+                            dst[q * sw + v] += g
+
+
+@sum_njit
+def kept_weight_grad(dyt, xt, rows, cols, flat, out):
+    """``out[flat[k]] = dyt[rows[k]] . xt[cols[k]]`` (batch on the last axis of both): the weight
+    gradient of a dense layer at its kept weights, accumulated in float64."""
+    for k in range(rows.size):
+        r, c = rows[k], cols[k]
+        t = 0.0
+        for j in range(dyt.shape[1]):
+            t += np.float64(dyt[r, j]) * xt[c, j]
+        out[flat[k]] = t

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._validation import check_choice
+from .backend import fused_kernels
 
 
 def _slices(kh, kw, sh, sw, ho, wo):
@@ -30,6 +33,41 @@ def _slices(kh, kw, sh, sw, ho, wo):
 def _channel_shape(x):
     """Shape that broadcasts a per-channel vector over ``x`` (channels on axis 1)."""
     return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def _planes(x):
+    """``x`` (``(N, C, ...)``, NumPy) as the C-contiguous planes of the BatchNorm kernels, and
+    whether channels come first in memory (see ``connsim.trainer._fused``)."""
+    n, c = x.shape[:2]
+    t = x.reshape(n, c, -1).transpose(1, 0, 2)
+    if t.flags.c_contiguous:
+        return t.reshape(c, 1, -1), True
+    return _like_planes(x, False), False
+
+
+def _like_planes(a, cf):
+    """``a`` as planes in the memory order ``cf`` (a copy only when ``a`` is in another)."""
+    n, c = a.shape[:2]
+    v = a.reshape(n, c, -1)
+    v = v.transpose(1, 0, 2) if cf else v
+    v = v if v.flags.c_contiguous else v.copy()
+    return v.reshape(c, 1, -1) if cf else v
+
+
+def _from_planes(p, cf, shape):
+    """The ``(N, C, ...)`` array of ``shape`` whose planes are ``p`` (a view)."""
+    if cf:
+        return p.reshape((shape[1], shape[0]) + shape[2:]).swapaxes(0, 1)
+    return p.reshape(shape)
+
+
+def _memory_order(x):
+    """``x`` (``(N, C, H, W)``) C-contiguous in its memory order, and whether that order puts
+    channels first (a conv layer's output); a copy only for other layouts."""
+    t = x.transpose(1, 0, 2, 3)
+    if t.flags.c_contiguous:
+        return t, True
+    return (x if x.flags.c_contiguous else x.copy()), False
 
 
 SPARSE_BELOW = 0.025  # mask density below which a NumPy Dense layer multiplies through CSR
@@ -123,11 +161,15 @@ class Dense:
             rows, cols, flat = self.kept
             gw = self.xp.zeros(self.params["weight"].shape, dtype=dy.dtype)
             dyt, xt = dy.T.copy(), self.x.T.copy()  # rows of the batch: contiguous gathers
-            step = max(1, SPARSE_CHUNK // dy.shape[0])  # gathered temporaries stay bounded
             out = gw.ravel()
-            for a in range(0, flat.size, step):
-                k = slice(a, a + step)
-                out[flat[k]] = self.xp.einsum("kb,kb->k", dyt[rows[k]], xt[cols[k]])
+            kernels = fused_kernels(self.xp)
+            if kernels is not None:
+                kernels.kept_weight_grad(dyt, xt, rows, cols, flat, out)
+            else:
+                step = max(1, SPARSE_CHUNK // dy.shape[0])  # gathered temporaries stay bounded
+                for a in range(0, flat.size, step):
+                    k = slice(a, a + step)
+                    out[flat[k]] = self.xp.einsum("kb,kb->k", dyt[rows[k]], xt[cols[k]])
             self.grads["weight"] = gw
         else:
             gw = dy.T @ self.x
@@ -224,6 +266,14 @@ class Pool2d:
         self.shape = x.shape
         if (kh, kw) == (h, w) and self.mode == "avg":
             return x.mean(axis=(2, 3), keepdims=True)
+        kernels = fused_kernels(self.xp)
+        if kernels is not None:  # the windows' sums or maxima in one pass, in x's memory order
+            xm, self.cf = _memory_order(x)
+            out = np.empty(xm.shape[:2] + (ho, wo), dtype=x.dtype)
+            self.arg = np.empty(out.shape if self.mode == "max" else (0,) * 4, dtype=np.int64)
+            kernels.pool_forward(xm, kh, kw, sh, sw, self.mode == "avg", x.dtype.type(kh * kw),
+                                 out, self.arg)
+            return out.transpose(1, 0, 2, 3) if self.cf else out
         win = self.xp.stack([x[s] for _, s in _slices(kh, kw, sh, sw, ho, wo)])
         if self.mode == "avg":
             return win.mean(axis=0)
@@ -238,6 +288,15 @@ class Pool2d:
         if (kh, kw) == (h, w) and self.mode == "avg":
             return xp.broadcast_to(dy / (h * w), self.shape).copy()
         ho, wo = dy.shape[2:]
+        kernels = fused_kernels(xp)
+        if kernels is not None:
+            dym = dy.transpose(1, 0, 2, 3) if self.cf else dy
+            dym = dym if dym.flags.c_contiguous else dym.copy()
+            dx = np.zeros(dym.shape[:2] + (h, w), dtype=dy.dtype)
+            avg = self.mode == "avg"
+            kernels.pool_backward(dym, self.arg, kh, kw, sh, sw, avg,
+                                  dy.dtype.type(kh * kw if avg else 0), dx)
+            return dx.transpose(1, 0, 2, 3) if self.cf else dx
         dx = xp.zeros(self.shape, dtype=dy.dtype)
         for k, s in _slices(kh, kw, sh, sw, ho, wo):
             dx[s] += dy / (kh * kw) if self.mode == "avg" else dy * (self.arg == k)
@@ -322,27 +381,54 @@ class BatchNorm:
 
     def forward(self, x, train=True):
         """Normalise with batch statistics (``train``) or running ones, then scale and shift."""
+        xp = self.xp
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
         shape = _channel_shape(x)
-        if train:
+        kernels = fused_kernels(xp) if train else None
+        if kernels is not None:
+            planes, cf = _planes(x)
+            mean, var = np.empty(x.shape[1]), np.empty(x.shape[1])
+            kernels.bn_moments(planes, cf, mean, var)
+            mean, var = mean.astype(x.dtype), var.astype(x.dtype)
+        elif train:
             mean = x.mean(axis=axes)
             centred = x - mean.reshape(shape)
             var = (centred * centred).mean(axis=axes)  # x.var's arithmetic, without its 2nd mean
+        else:
+            mean, var = self.running_mean, self.running_var
+            centred = x - mean.reshape(shape)
+        if train:
             count = x.size // x.shape[1]
             m = self.momentum
             self.running_mean = (1 - m) * self.running_mean + m * mean
             self.running_var = (1 - m) * self.running_var + m * var * (count / max(1, count - 1))
-        else:
-            mean, var = self.running_mean, self.running_var
-            centred = x - mean.reshape(shape)
         self.train, self.axes = train, axes
-        self.inv_std = 1.0 / self.xp.sqrt(var + self.eps)
-        self.xhat = centred * self.inv_std.reshape(shape)
-        return self.params["weight"].reshape(shape) * self.xhat + self.params["bias"].reshape(shape)
+        self.inv_std = 1.0 / xp.sqrt(var + self.eps)
+        w, b = self.params["weight"], self.params["bias"]
+        if kernels is None:
+            self.xhat = centred * self.inv_std.reshape(shape)
+            return w.reshape(shape) * self.xhat + b.reshape(shape)
+        xhat, y = np.empty_like(planes), np.empty_like(planes)
+        kernels.bn_apply(planes, cf, mean, self.inv_std, w, b, xhat, y)
+        self.xhat = _from_planes(xhat, cf, x.shape)
+        return _from_planes(y, cf, x.shape)
 
     def backward(self, dy):
         """Store the scale and shift gradients; return the input gradient."""
         axes, shape = self.axes, _channel_shape(dy)
+        kernels = fused_kernels(self.xp) if self.train else None
+        if kernels is not None:
+            xhat, cf = _planes(self.xhat)
+            dyp = _like_planes(dy, cf)
+            gbias, gweight = np.empty(dy.shape[1]), np.empty(dy.shape[1])
+            kernels.bn_grad_sums(dyp, xhat, cf, gbias, gweight)
+            self.grads["weight"], self.grads["bias"] = (gweight.astype(dy.dtype),
+                                                       gbias.astype(dy.dtype))
+            count = dy.size // dy.shape[1]
+            scale = self.params["weight"].astype(np.float64) * self.inv_std
+            dx = np.empty_like(dyp)
+            kernels.bn_input_grad(dyp, xhat, cf, scale, gbias / count, gweight / count, dx)
+            return _from_planes(dx, cf, dy.shape)
         self.grads["weight"] = (dy * self.xhat).sum(axis=axes)
         self.grads["bias"] = dy.sum(axis=axes)
         g = dy * self.params["weight"].reshape(shape)

@@ -8,16 +8,19 @@ serial: a second Numba thread would fight BLAS's for the cores.
 - The SGD update reads the parameter, its gradient and its momentum buffer once each (the
   array update reads and writes them about eight times). Scalars arrive in the arrays' dtype and
   no fastmath is used, so every operation rounds as NumPy's does: bit-identical.
-- Pooling and BatchNorm's element-wise passes do NumPy's operations in NumPy's order and dtype:
-  bit-identical (signed zeros and non-finite gradients aside: max pooling's array version adds
-  ``dy * 0`` for the positions a window did not pick).
+- Pooling does NumPy's operations in NumPy's order and dtype: bit-identical, except that the
+  sign of a zero maximum may differ (NumPy's vectorised maximum leaves it open).
 - BatchNorm's sums (mean, variance, the gradients of its scale and shift) and the sparse weight
-  gradient accumulate in float64 and may be reassociated (``sum_njit``): they differ from NumPy's
-  float32 pairwise sums by rounding, and are the more accurate.
+  gradient accumulate in float64 and may be reassociated (``sum_njit``), and BatchNorm's input
+  gradient is evaluated in float64 and rounded once: they differ from NumPy's float32 pairwise
+  sums by rounding, and are the more accurate. Normalising, scaling and shifting round as
+  NumPy's element-wise operations do.
 
 BatchNorm kernels see an ``(N, C, H, W)`` or ``(N, C)`` array as a C-contiguous 3-D array of
-*planes*: ``(C, 1, N*H*W)`` when channels come first in memory (a conv layer's output, a view
-of its ``(C, N, H, W)`` product) and ``(N, C, H*W)`` otherwise; ``cf`` tells which.
+*planes* whose channel axis is ``axis``: ``(C, 1, N*H*W)`` (0) when channels come first in
+memory (a conv layer's output, a view of its ``(C, N, H, W)`` product), ``(N, C, H*W)`` (1) for
+a C-contiguous map and ``(N, 1, C)`` (2) for a C-contiguous ``(N, C)`` batch, so that the inner
+loop always runs along memory.
 """
 
 import numba
@@ -47,49 +50,63 @@ def sgd_update(p, g, buf, has_buf, mask, lr, momentum, wd, nesterov, out):
 
 
 @sum_njit
-def bn_moments(x, cf, mean, var):
+def bn_moments(x, axis, mean, var):
     """Per-channel mean and biased variance (two passes, the second over centred values) of the
-    planes ``x`` into the float64 arrays ``mean`` and ``var``."""
+    planes ``x`` (channels on ``axis``) into the float64 arrays ``mean`` and ``var``."""
     a, b, s = x.shape
     count = x.size // mean.size
     mean[:] = 0.0
     var[:] = 0.0
     for i in range(a):
         for j in range(b):
-            c = i if cf else j
-            t = 0.0
-            for k in range(s):
-                t += np.float64(x[i, j, k])
-            mean[c] += t
+            if axis == 2:
+                for k in range(s):
+                    mean[k] += np.float64(x[i, j, k])
+            else:
+                t = 0.0
+                for k in range(s):
+                    t += np.float64(x[i, j, k])
+                mean[i if axis == 0 else j] += t
     mean /= count
     for i in range(a):
         for j in range(b):
-            c = i if cf else j
-            m, t = mean[c], 0.0
-            for k in range(s):
-                d = x[i, j, k] - m
-                t += d * d
-            var[c] += t
+            if axis == 2:
+                for k in range(s):
+                    d = x[i, j, k] - mean[k]
+                    var[k] += d * d
+            else:
+                c = i if axis == 0 else j
+                m, t = mean[c], 0.0
+                for k in range(s):
+                    d = x[i, j, k] - m
+                    t += d * d
+                var[c] += t
     var /= count
 
 
 @njit
-def bn_apply(x, cf, mean, inv_std, weight, bias, xhat, y):
+def bn_apply(x, axis, mean, inv_std, weight, bias, xhat, y):
     """``xhat = (x - mean) * inv_std`` and ``y = weight * xhat + bias`` per channel, in the
     arrays' dtype, as NumPy's element-wise operations round them."""
     a, b, s = x.shape
     for i in range(a):
         for j in range(b):
-            c = i if cf else j
-            m, v, w, o = mean[c], inv_std[c], weight[c], bias[c]
-            for k in range(s):
-                h = (x[i, j, k] - m) * v
-                xhat[i, j, k] = h
-                y[i, j, k] = w * h + o
+            if axis == 2:
+                for k in range(s):
+                    h = (x[i, j, k] - mean[k]) * inv_std[k]
+                    xhat[i, j, k] = h
+                    y[i, j, k] = weight[k] * h + bias[k]
+            else:
+                c = i if axis == 0 else j
+                m, v, w, o = mean[c], inv_std[c], weight[c], bias[c]
+                for k in range(s):
+                    h = (x[i, j, k] - m) * v
+                    xhat[i, j, k] = h
+                    y[i, j, k] = w * h + o
 
 
 @sum_njit
-def bn_grad_sums(dy, xhat, cf, gbias, gweight):
+def bn_grad_sums(dy, xhat, axis, gbias, gweight):
     """Per-channel sums of ``dy`` and ``dy * xhat`` into the float64 arrays ``gbias`` and
     ``gweight`` (the gradients of the shift and the scale)."""
     a, b, s = dy.shape
@@ -97,26 +114,36 @@ def bn_grad_sums(dy, xhat, cf, gbias, gweight):
     gweight[:] = 0.0
     for i in range(a):
         for j in range(b):
-            c = i if cf else j
-            t = u = 0.0
-            for k in range(s):
-                g = np.float64(dy[i, j, k])
-                t += g
-                u += g * xhat[i, j, k]
-            gbias[c] += t
-            gweight[c] += u
+            if axis == 2:
+                for k in range(s):
+                    g = np.float64(dy[i, j, k])
+                    gbias[k] += g
+                    gweight[k] += g * xhat[i, j, k]
+            else:
+                t = u = 0.0
+                for k in range(s):
+                    g = np.float64(dy[i, j, k])
+                    t += g
+                    u += g * xhat[i, j, k]
+                c = i if axis == 0 else j
+                gbias[c] += t
+                gweight[c] += u
 
 
 @njit
-def bn_input_grad(dy, xhat, cf, scale, shift, slope, dx):
+def bn_input_grad(dy, xhat, axis, scale, shift, slope, dx):
     """``dx = scale * (dy - shift - xhat * slope)`` per channel, in float64, rounded once."""
     a, b, s = dy.shape
     for i in range(a):
         for j in range(b):
-            c = i if cf else j
-            f, m, r = scale[c], shift[c], slope[c]
-            for k in range(s):
-                dx[i, j, k] = f * (dy[i, j, k] - m - xhat[i, j, k] * r)
+            if axis == 2:
+                for k in range(s):
+                    dx[i, j, k] = scale[k] * (dy[i, j, k] - shift[k] - xhat[i, j, k] * slope[k])
+            else:
+                c = i if axis == 0 else j
+                f, m, r = scale[c], shift[c], slope[c]
+                for k in range(s):
+                    dx[i, j, k] = f * (dy[i, j, k] - m - xhat[i, j, k] * r)
 
 
 @njit

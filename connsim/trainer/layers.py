@@ -4,7 +4,9 @@ Every layer holds ``params`` and, after :meth:`backward`, ``grads`` (dicts of ar
 layer's backend ``xp``). Prunable layers (:class:`Dense`, :class:`Conv2d`) carry a 0/1 ``mask`` that
 multiplies the weight in the forward pass and the weight gradient in the backward pass.
 Convolution and pooling gather their windows as ``kh*kw`` strided slices (an im2col without
-``as_strided``) and run one matrix product per layer.
+``as_strided``) and run one matrix product per layer. On NumPy, BatchNorm's training passes,
+pooling and a sparse layer's weight gradient run as fused Numba kernels instead
+(``connsim.trainer._fused``, which says how their arithmetic compares).
 
 A large NumPy :class:`Dense` layer whose mask keeps less than :data:`SPARSE_BELOW` of its weights
 multiplies through a SciPy CSR matrix of its kept weights instead (``sparse='auto'``; measured in
@@ -37,26 +39,25 @@ def _channel_shape(x):
 
 def _planes(x):
     """``x`` (``(N, C, ...)``, NumPy) as the C-contiguous planes of the BatchNorm kernels, and
-    whether channels come first in memory (see ``connsim.trainer._fused``)."""
+    their channel axis (see ``connsim.trainer._fused``)."""
     n, c = x.shape[:2]
     t = x.reshape(n, c, -1).transpose(1, 0, 2)
-    if t.flags.c_contiguous:
-        return t.reshape(c, 1, -1), True
-    return _like_planes(x, False), False
+    axis = 0 if t.flags.c_contiguous else 2 if x.ndim == 2 else 1
+    return _like_planes(x, axis), axis
 
 
-def _like_planes(a, cf):
-    """``a`` as planes in the memory order ``cf`` (a copy only when ``a`` is in another)."""
+def _like_planes(a, axis):
+    """``a`` as planes with channels on ``axis`` (a copy only when ``a`` is in another order)."""
     n, c = a.shape[:2]
     v = a.reshape(n, c, -1)
-    v = v.transpose(1, 0, 2) if cf else v
+    v = v.transpose(1, 0, 2) if axis == 0 else v
     v = v if v.flags.c_contiguous else v.copy()
-    return v.reshape(c, 1, -1) if cf else v
+    return v.reshape(c, 1, -1) if axis == 0 else v.reshape(n, 1, c) if axis == 2 else v
 
 
-def _from_planes(p, cf, shape):
+def _from_planes(p, axis, shape):
     """The ``(N, C, ...)`` array of ``shape`` whose planes are ``p`` (a view)."""
-    if cf:
+    if axis == 0:
         return p.reshape((shape[1], shape[0]) + shape[2:]).swapaxes(0, 1)
     return p.reshape(shape)
 
@@ -386,9 +387,9 @@ class BatchNorm:
         shape = _channel_shape(x)
         kernels = fused_kernels(xp) if train else None
         if kernels is not None:
-            planes, cf = _planes(x)
+            planes, axis = _planes(x)
             mean, var = np.empty(x.shape[1]), np.empty(x.shape[1])
-            kernels.bn_moments(planes, cf, mean, var)
+            kernels.bn_moments(planes, axis, mean, var)
             mean, var = mean.astype(x.dtype), var.astype(x.dtype)
         elif train:
             mean = x.mean(axis=axes)
@@ -409,26 +410,26 @@ class BatchNorm:
             self.xhat = centred * self.inv_std.reshape(shape)
             return w.reshape(shape) * self.xhat + b.reshape(shape)
         xhat, y = np.empty_like(planes), np.empty_like(planes)
-        kernels.bn_apply(planes, cf, mean, self.inv_std, w, b, xhat, y)
-        self.xhat = _from_planes(xhat, cf, x.shape)
-        return _from_planes(y, cf, x.shape)
+        kernels.bn_apply(planes, axis, mean, self.inv_std, w, b, xhat, y)
+        self.xhat = _from_planes(xhat, axis, x.shape)
+        return _from_planes(y, axis, x.shape)
 
     def backward(self, dy):
         """Store the scale and shift gradients; return the input gradient."""
         axes, shape = self.axes, _channel_shape(dy)
         kernels = fused_kernels(self.xp) if self.train else None
         if kernels is not None:
-            xhat, cf = _planes(self.xhat)
-            dyp = _like_planes(dy, cf)
+            xhat, axis = _planes(self.xhat)
+            dyp = _like_planes(dy, axis)
             gbias, gweight = np.empty(dy.shape[1]), np.empty(dy.shape[1])
-            kernels.bn_grad_sums(dyp, xhat, cf, gbias, gweight)
+            kernels.bn_grad_sums(dyp, xhat, axis, gbias, gweight)
             self.grads["weight"], self.grads["bias"] = (gweight.astype(dy.dtype),
                                                        gbias.astype(dy.dtype))
             count = dy.size // dy.shape[1]
             scale = self.params["weight"].astype(np.float64) * self.inv_std
             dx = np.empty_like(dyp)
-            kernels.bn_input_grad(dyp, xhat, cf, scale, gbias / count, gweight / count, dx)
-            return _from_planes(dx, cf, dy.shape)
+            kernels.bn_input_grad(dyp, xhat, axis, scale, gbias / count, gweight / count, dx)
+            return _from_planes(dx, axis, dy.shape)
         self.grads["weight"] = (dy * self.xhat).sum(axis=axes)
         self.grads["bias"] = dy.sum(axis=axes)
         g = dy * self.params["weight"].reshape(shape)

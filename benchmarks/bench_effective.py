@@ -2,9 +2,11 @@
 
     python benchmarks/bench_effective.py [--quick] [--repeat N]
 
-From masks (what ``connsim measure`` does: dense boolean masks in, effective masks out; channel
-level): the chain 784-4096-4096-4096-4096-10 at density 0.2 and 0.01, VGG-19 (CIFAR-100) at
-compression 100 and 1000. connsim's ``effective_masks`` next to
+From masks (dense boolean masks in; channel level): the chain 784-4096-4096-4096-4096-10 at
+density 0.2 and 0.01, VGG-19 (CIFAR-100) at compression 100 and 1000, three ways: connsim's
+``effective_masks`` returning fresh arrays, ``effective_masks(..., out=buffers)`` writing into
+arrays reused from call to call, and ``measure`` (what ``connsim measure`` does: counts only, no
+effective mask written). Next to them
 
   read     one plain read of every mask byte (a Numba sum with the same thread count): the floor
   copy     ``np.copy`` of every mask: what any function that returns new masks pays at least
@@ -22,7 +24,8 @@ timing (compilation, page faults); times are the minimum of ``--repeat`` runs, w
 beside it. Goals (the script exits 1 when one is missed, except
 with ``--quick``, a smoke run at small sizes that CI runs without asserting):
 
-  from masks      connsim <= 3x read, and paper >= 20x connsim
+  from masks      out= and measure <= 3x read; paper >= 20x effective_masks (fresh arrays, whose
+                  page faults alone can cost more than 3x read: see ``copy``)
   prebuilt graph  connsim <= 3x stream
   threads         no workload more than 10 % slower with 2 threads than with 1 (noise allowance)
 """
@@ -211,12 +214,19 @@ def from_masks(report, threads, label, arch, masks, repeat, goals=True):
     got = connsim.effective_masks(arch, masks)
     paper = paper_numpy(arch, masks)
     assert all((paper[k] == got[k]).all() for k in got), "paper method disagrees"
-    t = timed(lambda: connsim.effective_masks(arch, masks), repeat)
-    res = [("read", timed(lambda: read_masks(masks), repeat)),
-           ("copy", timed(lambda: [m.copy() for m in masks.values()], repeat)),
+    out = {k: np.empty_like(m) for k, m in got.items()}
+    assert connsim.measure(arch, masks).effective == sum(int(m.sum()) for m in got.values())
+    read = ("read", timed(lambda: read_masks(masks), repeat))
+    res = [read, ("copy", timed(lambda: [m.copy() for m in masks.values()], repeat)),
            ("sparse", timed(lambda: sparse_path(arch, masks), max(1, repeat // 2))),
            ("paper", timed(lambda: paper_numpy(arch, masks), max(1, repeat // 3)))]
-    report.line(threads, label, t, res, ("read", "paper") if goals else ())
+    report.line(threads, label, timed(lambda: connsim.effective_masks(arch, masks), repeat), res,
+                ("paper",) if goals else ())
+    report.line(threads, f"{label} into out=", timed(
+        lambda: connsim.effective_masks(arch, masks, out=out), repeat), [read],
+        ("read",) if goals else ())
+    report.line(threads, f"{label} measure", timed(lambda: connsim.measure(arch, masks), repeat),
+                [read], ("read",) if goals else ())
 
 
 def prebuilt(report, threads, label, graph, repeat, torch, mats, goals=True):

@@ -149,6 +149,21 @@ def mask_or(mask, b, bwd_dst, bwd_x):
     mask_pull(mask, b, np.empty(0, np.uint8), bwd_dst, bwd_x, np.empty((0, mask.shape[1]), np.uint8))
 
 
+def mask_count(mask, b, fwd_x, bwd_dst, bwd_x):
+    """:func:`mask_pull` that counts instead of writing: returns ``(kept, effective)``, the
+    nonzero bytes of ``mask`` and of the effective mask it would write, and ORs into ``bwd_x`` as
+    :func:`mask_pull` does. Every row is read once (rows of outputs that are not co-reached are
+    only counted), and nothing is written but ``bwd_x``."""
+    if _parallel(mask):
+        t_n = numba.get_num_threads()
+        counts = np.zeros((t_n, 2), np.int64)
+        _count_parallel(mask, b, fwd_x, bwd_dst, bwd_x, counts, t_n)
+        kept, eff = counts.sum(axis=0)
+    else:
+        kept, eff = _count_rows(mask, b, fwd_x, bwd_dst, bwd_x, np.int64(0), mask.shape[0])
+    return int(kept), int(eff)
+
+
 def _parallel(mask):
     return mask.nbytes >= PARALLEL_BYTES and numba.get_num_threads() > 1
 
@@ -211,17 +226,25 @@ def _pull_serial(mask, b, fwd_x, bwd_dst, bwd_x, eff):
     _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, np.int64(0), mask.shape[0])  # not a literal
 
 
+@njit
+def _row_blocks(n_dst, b, t_n):
+    """The parallel kernels' row blocks, worked out before their parallel loops: whole groups of
+    ``b`` rows per thread when there are at least ``t_n`` groups (``own``: each thread owns its
+    slice of ``bwd_x``), else equal blocks of rows."""
+    groups = n_dst // b
+    own = groups >= t_n
+    ends = np.empty(t_n + 1, np.int64)
+    for t in range(t_n + 1):
+        ends[t] = groups * t // t_n * b if own else n_dst * t // t_n
+    return ends, own
+
+
 @pnjit
 def _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, t_n):
     """Each of ``t_n`` threads takes whole groups of ``b`` rows when there are enough groups,
     hence disjoint slices of ``bwd_x``; otherwise a block of rows and its own copy of ``bwd_x``,
     merged after."""
-    n_dst = mask.shape[0]
-    groups = n_dst // b
-    own = groups >= t_n
-    ends = np.empty(t_n + 1, np.int64)  # row blocks, worked out before the parallel loop
-    for t in range(t_n + 1):
-        ends[t] = groups * t // t_n * b if own else n_dst * t // t_n
+    ends, own = _row_blocks(mask.shape[0], b, t_n)
     if own:
         for t in prange(t_n):
             _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, ends[t], ends[t + 1])
@@ -229,6 +252,91 @@ def _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, t_n):
         ys = np.zeros((t_n, bwd_x.shape[0]), np.uint8)
         for t in prange(t_n):
             _pull_rows(mask, b, fwd_x, bwd_dst, ys[t], eff, ends[t], ends[t + 1])
+        for t in range(t_n):
+            for j in range(bwd_x.shape[0]):
+                bwd_x[j] |= ys[t, j]
+
+
+LANES = 255  # 8-byte words summed lane by lane before a byte lane (0/1 per word) can overflow
+
+
+@njit
+def _count_rows(mask, b, fwd_x, bwd_dst, bwd_x, lo, hi):
+    """:func:`mask_count` on rows ``lo:hi``; ``(kept, effective)``. Mask bytes are 0 or 1, so
+    each row is read as 8-byte words whose byte lanes are summed (at most ``LANES`` words before
+    the lanes are folded into the count), with the last ``w % 8`` bytes one by one."""
+    w = mask.shape[1]
+    w8 = w - w % 8
+    kept = eff = 0
+    for o in range(lo, hi):
+        row = mask[o]
+        if not bwd_dst[o]:
+            kept += _words_kept(row[:w8].view(np.uint64))
+            for j in range(w8, w):
+                kept += row[j]
+            continue
+        x = fwd_x[(o // b) * w:(o // b) * w + w]
+        y = bwd_x[(o // b) * w:(o // b) * w + w]
+        k, e = _words_pull(row[:w8].view(np.uint64), x[:w8].view(np.uint64),
+                           y[:w8].view(np.uint64))
+        for j in range(w8, w):
+            m = row[j]
+            k += m
+            e += m & x[j]
+            y[j] |= m
+        kept += k
+        eff += e
+    return kept, eff
+
+
+@njit
+def _words_kept(rw):
+    kept = 0
+    for start in range(0, rw.shape[0], LANES):
+        r = rw[start:start + LANES]  # a slice: a computed loop bound stops vectorisation
+        k = np.uint64(0)
+        for j in range(r.shape[0]):
+            k += r[j]
+        kept += _lane_sum(k)
+    return kept
+
+
+@njit
+def _words_pull(rw, xw, yw):
+    kept = eff = 0
+    for start in range(0, rw.shape[0], LANES):
+        r, x, y = rw[start:start + LANES], xw[start:start + LANES], yw[start:start + LANES]
+        k = e = np.uint64(0)
+        for j in range(r.shape[0]):
+            m = r[j]
+            k += m
+            e += m & x[j]
+            y[j] |= m
+        kept += _lane_sum(k)
+        eff += _lane_sum(e)
+    return kept, eff
+
+
+@njit
+def _lane_sum(v):
+    """The sum of the eight byte lanes of ``v`` (``uint64``)."""
+    pairs = (v & np.uint64(0x00FF00FF00FF00FF)) + ((v >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF))
+    return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
+
+
+@pnjit
+def _count_parallel(mask, b, fwd_x, bwd_dst, bwd_x, counts, t_n):
+    """:func:`_pull_parallel`'s partition, each thread counting into its row of ``counts``."""
+    ends, own = _row_blocks(mask.shape[0], b, t_n)
+    if own:
+        for t in prange(t_n):
+            counts[t, 0], counts[t, 1] = _count_rows(mask, b, fwd_x, bwd_dst, bwd_x, ends[t],
+                                                     ends[t + 1])
+    else:
+        ys = np.zeros((t_n, bwd_x.shape[0]), np.uint8)
+        for t in prange(t_n):
+            counts[t, 0], counts[t, 1] = _count_rows(mask, b, fwd_x, bwd_dst, ys[t], ends[t],
+                                                     ends[t + 1])
         for t in range(t_n):
             for j in range(bwd_x.shape[0]):
                 bwd_x[j] |= ys[t, j]

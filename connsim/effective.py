@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _kernels
 from ._validation import LEVELS as LEVELS  # the levels, named here where they are computed
-from ._validation import check_level
+from ._validation import InvalidArgument, InvalidType, check_level
 from .architectures import Architecture
 from .masks import check_masks
 from .ops import OPS, lower
@@ -94,9 +94,15 @@ def _expand(nodes: np.ndarray, k: int) -> np.ndarray:
     return nodes.view(np.uint8) if k == 1 else np.repeat(nodes.view(np.uint8), k)
 
 
-def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
+def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None = None,
+                   counts: dict | None = None) -> Connectivity:
     """One forward pass and one fused backward/effective pass straight over the masks, in the
-    lowering's order: no sparse matrix is built (``docs/performance.md``)."""
+    lowering's order: no sparse matrix is built (``docs/performance.md``).
+
+    The effective masks are written into ``out`` (checked by :func:`_check_out`) when given, else
+    into fresh arrays. With ``counts`` (a dict), nothing is written: each layer's
+    ``(kept, effective)`` counts go into it, and the result's ``effective`` is empty. A layer's
+    mask is read for the last time in its own backward step, so ``out`` may be the masks."""
     topo = lower(arch)
     keep = {topo.names.index(name): k for name, k in keep.items()}
     fwd = [np.zeros(n, dtype=bool) for n in topo.sizes]
@@ -119,20 +125,28 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
             bwd[e.src] |= bwd[e.dst][e.offset:e.offset + topo.sizes[e.src]]
             continue
         mask, n_dst = masks[e.layer], topo.sizes[e.dst]
+        rows, bwd_dst = _rows(mask, n_dst), bwd[e.dst].view(np.uint8)
         bwd_x = bwd[e.src] if e.k == 1 else np.zeros(topo.sizes[e.src] * e.k, dtype=bool)
-        if fwd[e.src].any():
-            eff = np.empty(mask.shape, dtype=bool)
-            _kernels.mask_pull(_rows(mask, n_dst), e.b, _expand(fwd[e.src], e.k),
-                               bwd[e.dst].view(np.uint8), bwd_x.view(np.uint8), _rows(eff, n_dst))
-        else:  # no reached source: nothing is effective (fresh zero pages, never written)
-            eff = np.zeros(mask.shape, dtype=bool)
-            _kernels.mask_or(_rows(mask, n_dst), e.b, bwd[e.dst].view(np.uint8),
-                             bwd_x.view(np.uint8))
+        if counts is not None:
+            counts[e.layer] = _kernels.mask_count(rows, e.b, _expand(fwd[e.src], e.k), bwd_dst,
+                                                  bwd_x.view(np.uint8))
+        elif fwd[e.src].any():
+            eff = np.empty(mask.shape, dtype=bool) if out is None else out[e.layer]
+            _kernels.mask_pull(rows, e.b, _expand(fwd[e.src], e.k), bwd_dst,
+                               bwd_x.view(np.uint8), _rows(eff, n_dst))
+        else:  # no reached source: nothing is effective
+            _kernels.mask_or(rows, e.b, bwd_dst, bwd_x.view(np.uint8))
+            if out is None:
+                eff = np.zeros(mask.shape, dtype=bool)  # fresh zero pages, never written
+            else:  # after the mask's last read: it may be the same array
+                eff = out[e.layer]
+                eff[...] = False
         if e.k > 1:
             bwd[e.src] |= bwd_x.reshape(-1, e.k).any(axis=1)
             if arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads
                 units[e.src] = bwd_x
-        effective[e.layer] = eff
+        if counts is None:
+            effective[e.layer] = eff
     forward, backward = {}, {}
     for k, node in enumerate(arch.nodes):
         forward[node.name], backward[node.name] = fwd[k], bwd[k]
@@ -140,11 +154,12 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
             per = node.size // topo.sizes[k]
             forward[node.name] = np.repeat(fwd[k], per)
             backward[node.name] = units.get(k, np.repeat(bwd[k], per))  # the output: all units
-    effective = {name: effective[name] for name in arch.layer_names}
+    effective = {name: effective[name] for name in arch.layer_names if name in effective}
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 
-def _position_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity:
+def _position_level(arch: Architecture, masks: dict, keep: dict, out: dict | None = None
+                    ) -> Connectivity:
     cache = {n.name: OPS[n.op].prepare(n, masks[n.name]) for n in arch.layers}
     keep = {name: k.reshape((-1,) + (1,) * (len(arch[name].shape) - 1)) for name, k in keep.items()}
     fwd = {arch.nodes[0].name: np.ones(arch.input_shape, dtype=bool)}
@@ -163,12 +178,61 @@ def _position_level(arch: Architecture, masks: dict, keep: dict) -> Connectivity
     effective = {n.name: OPS[n.op].effective(n, masks[n.name], cache[n.name],
                                              fwd[n.inputs[0]], bwd[n.name])
                  for n in arch.layers}
+    if out is not None:  # every mask has been read: ``out`` may be the masks
+        for name, eff in effective.items():
+            np.copyto(out[name], eff)
+        effective = {name: out[name] for name in effective}
     return Connectivity(arch, "position", masks, fwd, bwd, effective)
+
+
+def _check_out(arch: Architecture, out, masks: dict) -> dict:
+    """``out`` as the effective masks' destination: one writeable, C-contiguous boolean array per
+    layer, of the layer's PyTorch-layout shape, that overlaps no other layer's mask or output. It
+    may be the layer's own mask (the same memory, not a shifted view of it)."""
+    if not isinstance(out, Mapping):
+        raise InvalidType("out", "a mapping from layer name to a boolean array",
+                          got=str(type(out)))
+    names = arch.layer_names
+    if sorted(out) != sorted(names):
+        raise InvalidArgument("out", f"one array for each layer of {arch.name!r}, exactly "
+                              f"{list(names)}", got=f"the keys {list(out)}")
+    fix = ("allocate it with np.empty(arch.weight_shape(name), dtype=bool), or pass the masks "
+           "themselves (as boolean PyTorch-layout arrays) to overwrite them")
+    checked = {}
+    for name in names:
+        a, where = out[name], f"out[{name!r}]"
+        if not isinstance(a, np.ndarray) or a.dtype != bool:
+            raise InvalidType(where, "a boolean ndarray", fix=fix,
+                              got=type(a).__name__ if not isinstance(a, np.ndarray)
+                              else f"an array of dtype {a.dtype}")
+        if a.shape != arch.weight_shape(name):
+            raise InvalidArgument(where, f"of shape {arch.weight_shape(name)} (PyTorch layout)",
+                                  fix=fix, got=f"shape {a.shape}")
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            raise InvalidArgument(where, "a writeable, C-contiguous array", fix=fix,
+                                  got="a read-only array" if a.flags.c_contiguous
+                                  else "a non-contiguous array")
+        for other, b in [*masks.items(), *checked.items()]:
+            same = other == name and b.ctypes.data == a.ctypes.data
+            if not same and np.may_share_memory(a, b):
+                what = "mask" if b is masks.get(other) else "output"
+                raise InvalidArgument(where, "memory of its own (or its own layer's mask)",
+                                      fix=fix, got=f"an array that overlaps the {what} of "
+                                      f"layer {other!r}")
+        checked[name] = a
+    return checked
+
+
+def _prepare(arch: Architecture, masks: Mapping, level: str, layout: str, units):
+    check_level(level)
+    masks = check_masks(arch, masks, layout=layout)
+    keep = dict(units.check(arch).keep) if units is not None else {}
+    return masks, keep
 
 
 def connectivity(
     arch: Architecture, masks: Mapping, *, level: str = "channel", layout: str = "torch",
-    units=None,
+    units=None, out: Mapping | None = None,
 ) -> Connectivity:
     """Reachability and effective masks of a pruned architecture.
 
@@ -185,6 +249,12 @@ def connectivity(
         Units whose output is masked (:class:`connsim.granularity.UnitMasks`, the ``output``
         channel semantics): each masked unit is deleted with every edge into it, so nothing
         reaches it and nothing downstream is reached through it.
+    out : mapping of str to ndarray of bool, optional
+        Where to write the effective masks: one writeable, C-contiguous boolean array per layer,
+        in PyTorch layout. Buffers reused across calls save the cost of fresh pages, which is
+        most of the time on large masks (``docs/performance.md``). ``out`` may be the masks
+        themselves (boolean, PyTorch layout, C-contiguous), which are then overwritten by their
+        effective masks. The result's ``effective`` holds these arrays.
 
     Returns
     -------
@@ -215,15 +285,16 @@ def connectivity(
     >>> c.disconnected, int(c.effective["fc1"].sum())
     (True, 0)
     """
-    check_level(level)
-    masks = check_masks(arch, masks, layout=layout)
-    keep = dict(units.check(arch).keep) if units is not None else {}
+    masks, keep = _prepare(arch, masks, level, layout, units)
+    if out is not None:
+        out = _check_out(arch, out, masks)
     if level == "channel":
-        return _channel_level(arch, masks, keep)
-    return _position_level(arch, masks, keep)
+        return _channel_level(arch, masks, keep, out)
+    return _position_level(arch, masks, keep, out)
 
 
-def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layout="torch"):
+def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layout="torch",
+                    out: Mapping | None = None):
     """The effective mask of every prunable layer (PyTorch layout); see :func:`connectivity`.
 
     A kept weight is effective iff it lies on a path from an input unit to an output unit.
@@ -238,11 +309,15 @@ def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layo
         Channel-level topology, or the exact position level.
     layout : {'torch', 'keras'}
         Layout of the given masks; the result is in PyTorch layout.
+    out : mapping of str to ndarray of bool, optional
+        Arrays to write the result into (see :func:`connectivity`); ``out=masks`` overwrites
+        boolean PyTorch-layout masks with their effective masks.
 
     Returns
     -------
     dict of str to ndarray of bool
-        One effective mask per prunable layer, a subset of its mask.
+        One effective mask per prunable layer, a subset of its mask (the arrays of ``out`` when
+        given).
 
     See Also
     --------
@@ -258,5 +333,12 @@ def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layo
     >>> effective_masks(arch, m)["fc1"].astype(int)
     array([[1, 1],
            [0, 0]])
+
+    In place, on boolean masks:
+
+    >>> m = {name: a.astype(bool) for name, a in m.items()}
+    >>> eff = effective_masks(arch, m, out=m)
+    >>> eff["fc1"] is m["fc1"], m["fc1"].astype(int).tolist()
+    (True, [[1, 1], [0, 0]])
     """
-    return connectivity(arch, masks, level=level, layout=layout).effective
+    return connectivity(arch, masks, level=level, layout=layout, out=out).effective

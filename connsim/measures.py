@@ -13,7 +13,7 @@ import numpy as np
 
 from ._validation import check_compression, check_density, check_fraction
 from .architectures import Architecture
-from .effective import Connectivity, connectivity
+from .effective import Connectivity, _channel_level, _prepare, connectivity
 
 __all__ = [
     "LayerMeasure", "Measurement", "compression_of", "measure", "resolve_density", "summarize",
@@ -264,15 +264,22 @@ def summarize(conn: Connectivity) -> Measurement:
     >>> summarize(connectivity(arch, ones_masks(arch))).effective
     18
     """
-    arch, masks = conn.arch, conn.masks
+    return _summary(conn, {name: (np.count_nonzero(conn.masks[name]),
+                                  np.count_nonzero(conn.effective[name]))
+                           for name in conn.arch.layer_names})
+
+
+def _summary(conn: Connectivity, counts: dict) -> Measurement:
+    """:func:`summarize` with each layer's ``(kept, effective)`` counts given."""
+    arch = conn.arch
     layers = []
     for node in arch.layers:
         src = node.inputs[0]
         act_in, act_out = conn.active(src), conn.active(node.name)
+        kept, effective = counts[node.name]
         layers.append(LayerMeasure(
             name=node.name, kind=node.op, shape=arch.weight_shape(node),
-            params=arch.n_params(node), kept=int(np.count_nonzero(masks[node.name])),
-            effective=int(np.count_nonzero(conn.effective[node.name])),
+            params=arch.n_params(node), kept=int(kept), effective=int(effective),
             units_in=act_in.size, units_out=act_out.size,
             active_in=int(act_in.sum()), active_out=int(act_out.sum()),
         ))
@@ -318,6 +325,13 @@ def measure(
     connsim.effective.effective_masks : The effective masks themselves.
     connsim.maskio.load_masks : Read masks from a file.
 
+    Notes
+    -----
+    At the channel level the counts are taken during the backward pass, and no effective mask
+    is written: a forward step that stops in each row at its first kept weight from a reached
+    input, then one read of every mask (``docs/performance.md``). The result equals
+    ``summarize(connectivity(...))``, which writes the effective masks and counts them.
+
     Examples
     --------
     >>> import numpy as np
@@ -327,4 +341,8 @@ def measure(
     >>> m.kept, m.effective, m.removable_units
     (4, 3, 1)
     """
-    return summarize(connectivity(arch, masks, level=level, layout=layout, units=units))
+    if level != "channel":
+        return summarize(connectivity(arch, masks, level=level, layout=layout, units=units))
+    masks, keep = _prepare(arch, masks, level, layout, units)
+    counts = {}  # counted in the backward pass: no effective mask is written
+    return _summary(_channel_level(arch, masks, keep, counts=counts), counts)

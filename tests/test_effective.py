@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connsim import ArchBuilder, connectivity, effective_masks, get_arch, measure, ones_masks
+from connsim.granularity import unit_masks
+from connsim.measures import summarize
 from tests.naive import synflow_effective
-from tests.strategies import conv_archs, random_masks
+from tests.strategies import conv_archs, modern_archs, random_masks
 
 densities = st.floats(0.05, 0.9)
 seeds = st.integers(0, 2**32 - 1)
@@ -158,3 +160,62 @@ def test_level_and_layout_validation():
     assert measure(arch, keras, layout="keras").kept == 6
     with pytest.raises(ValueError, match="layout='keras'"):
         measure(arch, keras)
+
+
+@settings(max_examples=40)
+@given(st.one_of(modern_archs(), conv_archs()), densities, seeds, st.booleans())
+def test_measure_counts_what_the_effective_masks_hold(arch, d, seed, with_units):
+    """``measure`` counts in its backward pass and writes no effective mask: its result equals
+    the counts of the written masks, with and without deleted units."""
+    masks = random_masks(arch, d, seed)
+    units = unit_masks(arch, masks, "channel", "output") if with_units else None
+    assert measure(arch, masks, units=units) == summarize(connectivity(arch, masks, units=units))
+
+
+@settings(max_examples=30)
+@given(st.one_of(modern_archs(), conv_archs()), densities, seeds, st.sampled_from(["channel",
+                                                                                   "position"]))
+def test_effective_masks_into_given_arrays_and_in_place(arch, d, seed, level):
+    masks = random_masks(arch, d, seed)
+    want = effective_masks(arch, masks, level=level)
+    out = {name: np.ones(a.shape, bool) for name, a in want.items()}  # every byte must be written
+    got = effective_masks(arch, masks, level=level, out=out)
+    assert all(got[name] is out[name] for name in out)
+    assert_masks_equal(got, want)
+    own = {name: m.copy() for name, m in masks.items()}
+    got = effective_masks(arch, own, level=level, out=own)
+    assert all(got[name] is own[name] for name in own)
+    assert_masks_equal(own, want)
+
+
+def test_effective_masks_out_is_checked():
+    arch = get_arch("mlp:4-3-2")
+    masks = ones_masks(arch)
+    fresh = {"fc1": np.empty((3, 4), bool), "fc2": np.empty((2, 3), bool)}
+    both = np.empty(18, bool)
+    cases = [
+        ([np.empty((3, 4), bool)], "out must be a mapping"),
+        ({"fc1": fresh["fc1"]}, r"exactly \['fc1', 'fc2'\]"),
+        ({**fresh, "fc1": np.empty((3, 4), np.uint8)}, "out\\['fc1'\\] must be a boolean"),
+        ({**fresh, "fc1": [[True] * 4] * 3}, "boolean ndarray, got list"),
+        ({**fresh, "fc2": np.empty((3, 2), bool)}, r"of shape \(2, 3\).*got shape \(3, 2\)"),
+        ({**fresh, "fc1": np.empty((4, 3), bool).T}, "non-contiguous"),
+        ({**fresh, "fc1": np.broadcast_to(np.empty((1, 4), bool), (3, 4))}, "contiguous"),
+        ({**fresh, "fc2": masks["fc1"][:2, :3]}, "non-contiguous"),
+        ({"fc1": both[:12].reshape(3, 4), "fc2": both[6:12].reshape(2, 3)},
+         "overlaps the output of layer 'fc1'"),
+        ({**fresh, "fc2": masks["fc1"].reshape(-1)[:6].reshape(2, 3)},
+         "overlaps the mask of layer 'fc1'"),
+    ]
+    read_only = np.empty((3, 4), bool)
+    read_only.flags.writeable = False
+    cases.append(({**fresh, "fc1": read_only}, "read-only"))
+    for out, match in cases:
+        before = {name: m.copy() for name, m in masks.items()}
+        with pytest.raises(ValueError, match=match):
+            effective_masks(arch, masks, out=out)
+        assert_masks_equal(masks, before)  # nothing written
+    base = np.ones(13, bool)  # fc1's mask, and the same bytes shifted by one
+    masks["fc1"] = base[:12].reshape(3, 4)
+    with pytest.raises(ValueError, match="overlaps the mask of layer 'fc1'"):
+        effective_masks(arch, masks, out={**fresh, "fc1": base[1:].reshape(3, 4)})

@@ -20,10 +20,12 @@ from connsim import (
     effective_edges,
     from_dict,
     get_arch,
+    measure,
     predict,
     quota,
     reachability,
 )
+from connsim.measures import summarize
 from connsim.montecarlo import count_effective, monte_carlo
 from connsim.ops import OPS, lower
 from tests.naive import nx_channel_effective, nx_position_effective, synflow_effective
@@ -77,6 +79,8 @@ def test_parallel_mask_kernels_equal_the_oracles(arch, d, seed, level):
     for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
         with parallel_mask_kernels(threads):
             got = connectivity(arch, masks, level=level)
+            counted = measure(arch, masks, level=level)
+        assert counted == summarize(got)
         assert_same_masks(got.effective, want)
         assert_same_masks(got.forward, serial.forward)
         assert_same_masks(got.backward, serial.backward)
@@ -116,6 +120,41 @@ def test_parallel_pull_equals_serial_pull(groups, per_group, width, d, seed):
         _kernels._pull_parallel(mask, per_group, fwd_x, bwd_dst, got_x, got_eff, parts)
         np.testing.assert_array_equal(got_eff, want_eff)
         np.testing.assert_array_equal(got_x, want_x | start)
+        got_x, counts = start.copy(), np.zeros((parts, 2), np.int64)
+        _kernels._count_parallel(mask, per_group, fwd_x, bwd_dst, got_x, counts, parts)
+        assert counts.sum(axis=0).tolist() == [np.count_nonzero(mask), np.count_nonzero(want_eff)]
+        np.testing.assert_array_equal(got_x, want_x | start)
+
+
+@settings(max_examples=60)
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 4200), st.floats(0.0, 1.0),
+       st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+@example(2, 2, 2048, 1.0, 1.0, 0)  # 256 all-ones words a row: one more than a lane holds
+@example(1, 3, 4107, 1.0, 0.5, 1)  # words that start between bytes 0 and 7, and a tail
+def test_mask_count_equals_the_effective_mask_it_would_write(groups, per_group, width, d, co,
+                                                            seed):
+    """The counting kernel reads 8-byte words and folds their byte lanes: its counts are those
+    of the mask and of the effective mask ``mask_pull`` writes, at every width (tails of 1-7
+    bytes, words off their alignment, rows of more words than a lane can count), thread count
+    and density up to all ones; it ORs the same co-reachability."""
+    from connsim import _kernels
+
+    rng = np.random.default_rng(seed)
+    n = groups * per_group
+    mask = (rng.random((n, width)) < d).astype(np.uint8)
+    fwd_x = (rng.random(groups * width) < 0.8).astype(np.uint8)
+    bwd_dst = (rng.random(n) < co).astype(np.uint8)
+    want_x, want_eff = np.zeros(groups * width, np.uint8), np.empty_like(mask)
+    _kernels._pull_serial(mask, per_group, fwd_x, bwd_dst, want_x, want_eff)
+    want = (int(mask.sum()), int(want_eff.sum()))
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        with parallel_mask_kernels(threads):
+            got_x = np.zeros_like(want_x)
+            assert _kernels.mask_count(mask, per_group, fwd_x, bwd_dst, got_x) == want
+        np.testing.assert_array_equal(got_x, want_x)
+    got_x = np.zeros_like(want_x)  # serially, as small masks run
+    assert _kernels.mask_count(mask, per_group, fwd_x, bwd_dst, got_x) == want
+    np.testing.assert_array_equal(got_x, want_x)
 
 
 @settings(max_examples=40)

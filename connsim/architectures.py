@@ -159,9 +159,11 @@ class Architecture:
     name: str
     nodes: tuple[Node, ...]
     _index: dict = field(init=False, repr=False, compare=False)
+    _shapes: dict = field(init=False, repr=False, compare=False)  # weight shapes, as asked for
 
     def __post_init__(self):
         object.__setattr__(self, "_index", {n.name: i for i, n in enumerate(self.nodes)})
+        object.__setattr__(self, "_shapes", {})
 
     def __getitem__(self, name: str) -> Node:
         try:
@@ -197,12 +199,18 @@ class Architecture:
 
     def weight_shape(self, layer: str | Node) -> tuple[int, ...]:
         """Weight shape of a prunable layer in PyTorch layout."""
+        node = self[layer] if isinstance(layer, str) else layer
+        mine = node.name in self._index and self.nodes[self._index[node.name]] is node
+        if mine and node.name in self._shapes:
+            return self._shapes[node.name]
         from .ops import OPS
 
-        node = self[layer] if isinstance(layer, str) else layer
         if not node.prunable:
             raise ValueError(f"node {node.name!r} ({node.op}) has no prunable weight")
-        return OPS[node.op].weight_shape(node, self)
+        shape = OPS[node.op].weight_shape(node, self)
+        if mine:  # a node of this (immutable) architecture: its shape never changes
+            self._shapes[node.name] = shape
+        return shape
 
     def n_params(self, layer: str | Node) -> int:
         """Number of prunable weights of ``layer``."""

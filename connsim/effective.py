@@ -109,12 +109,14 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
     bwd = [np.zeros(n, dtype=bool) for n in topo.sizes]
     fwd[0][:] = True
     bwd[-1][:] = True
+    fwd_x = {}  # per layer, its settled sources expanded to weights; absent: none reached
     for e in topo.edges:  # by destination: every source is settled before it is read
         if e.layer is None:
             fwd[e.dst][e.offset:e.offset + topo.sizes[e.src]] |= fwd[e.src]
         elif fwd[e.src].any():  # else no row can reach: the mask is not read
-            _kernels.mask_push(_rows(masks[e.layer], topo.sizes[e.dst]), e.b,
-                               _expand(fwd[e.src], e.k), fwd[e.dst].view(np.uint8))
+            fwd_x[e.layer] = _expand(fwd[e.src], e.k)
+            _kernels.mask_push(_rows(masks[e.layer], topo.sizes[e.dst]), e.b, fwd_x[e.layer],
+                               fwd[e.dst].view(np.uint8))
         if e.dst in keep:  # a deleted unit has no in-edges, and is on no path
             fwd[e.dst] &= keep[e.dst]
     effective, units = {}, {}
@@ -128,12 +130,13 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
         rows, bwd_dst = _rows(mask, n_dst), bwd[e.dst].view(np.uint8)
         bwd_x = bwd[e.src] if e.k == 1 else np.zeros(topo.sizes[e.src] * e.k, dtype=bool)
         if counts is not None:
-            counts[e.layer] = _kernels.mask_count(rows, e.b, _expand(fwd[e.src], e.k), bwd_dst,
-                                                  bwd_x.view(np.uint8))
-        elif fwd[e.src].any():
+            x = fwd_x.get(e.layer)
+            x = np.zeros(topo.sizes[e.src] * e.k, np.uint8) if x is None else x
+            counts[e.layer] = _kernels.mask_count(rows, e.b, x, bwd_dst, bwd_x.view(np.uint8))
+        elif e.layer in fwd_x:
             eff = np.empty(mask.shape, dtype=bool) if out is None else out[e.layer]
-            _kernels.mask_pull(rows, e.b, _expand(fwd[e.src], e.k), bwd_dst,
-                               bwd_x.view(np.uint8), _rows(eff, n_dst))
+            _kernels.mask_pull(rows, e.b, fwd_x[e.layer], bwd_dst, bwd_x.view(np.uint8),
+                               _rows(eff, n_dst))
         else:  # no reached source: nothing is effective
             _kernels.mask_or(rows, e.b, bwd_dst, bwd_x.view(np.uint8))
             if out is None:
@@ -198,7 +201,6 @@ def _check_out(arch: Architecture, out, masks: dict) -> dict:
                               f"{list(names)}", got=f"the keys {list(out)}")
     fix = ("allocate it with np.empty(arch.weight_shape(name), dtype=bool), or pass the masks "
            "themselves (as boolean PyTorch-layout arrays) to overwrite them")
-    checked = {}
     for name in names:
         a, where = out[name], f"out[{name!r}]"
         if not isinstance(a, np.ndarray) or a.dtype != bool:
@@ -212,15 +214,24 @@ def _check_out(arch: Architecture, out, masks: dict) -> dict:
             raise InvalidArgument(where, "a writeable, C-contiguous array", fix=fix,
                                   got="a read-only array" if a.flags.c_contiguous
                                   else "a non-contiguous array")
-        for other, b in [*masks.items(), *checked.items()]:
-            same = other == name and b.ctypes.data == a.ctypes.data
-            if not same and np.may_share_memory(a, b):
-                what = "mask" if b is masks.get(other) else "output"
-                raise InvalidArgument(where, "memory of its own (or its own layer's mask)",
-                                      fix=fix, got=f"an array that overlaps the {what} of "
-                                      f"layer {other!r}")
-        checked[name] = a
-    return checked
+    # every array is C-contiguous: overlaps are those of byte ranges, checked all pairs at once
+    def spans(arrays):
+        start = np.array([a.ctypes.data for a in arrays], dtype=np.int64)
+        return start, start + np.array([a.nbytes for a in arrays], dtype=np.int64)
+
+    o0, o1 = spans([out[n] for n in names])
+    for what, (m0, m1) in (("mask", spans([masks[n] for n in names])), ("output", (o0, o1))):
+        hit = (o0[:, None] < m1[None, :]) & (m0[None, :] < o1[:, None])
+        if what == "output":  # each pair once, named by its later layer
+            hit = np.tril(hit, -1)
+        else:  # a layer's own mask, exactly, is allowed
+            np.fill_diagonal(hit, hit.diagonal() & ((o0 != m0) | (o1 != m1)))
+        if hit.any():
+            i, j = np.argwhere(hit)[0]
+            raise InvalidArgument(f"out[{names[i]!r}]", "memory of its own (or its own "
+                                  "layer's mask)", fix=fix, got=f"an array that overlaps the "
+                                  f"{what} of layer {names[j]!r}")
+    return {name: out[name] for name in names}
 
 
 def _prepare(arch: Architecture, masks: Mapping, level: str, layout: str, units):

@@ -149,7 +149,8 @@ class Dense:
         self.x = x
         if self.csr is not None:
             self.csr.data = self.params["weight"].ravel()[self.kept[2]]
-            y = (self.csr @ x.T).T
+            self.xt = x.T.copy()  # SciPy multiplies C-ordered operands; the gradient reads it too
+            y = (self.csr @ self.xt).T
         else:
             y = x @ self._w().T
         if "bias" in self.params:
@@ -161,7 +162,7 @@ class Dense:
         if self.csr is not None:
             rows, cols, flat = self.kept
             gw = self.xp.zeros(self.params["weight"].shape, dtype=dy.dtype)
-            dyt, xt = dy.T.copy(), self.x.T.copy()  # rows of the batch: contiguous gathers
+            dyt, xt = dy.T.copy(), self.xt  # rows of the batch: contiguous gathers
             out = gw.ravel()
             kernels = fused_kernels(self.xp)
             if kernels is not None:
@@ -179,7 +180,7 @@ class Dense:
             self.grads["bias"] = dy.sum(axis=0)
         if not self.input_grad:
             return None
-        return (self.csr.T @ dy.T).T if self.csr is not None else dy @ self._w()
+        return (self.csr.T @ dyt).T if self.csr is not None else dy @ self._w()
 
 
 class Conv2d:

@@ -6,7 +6,8 @@ kernels work on boolean feature maps ``(C, H, W)`` and on the kept weights of on
 as parallel int arrays grouped by output channel (``ptr``/``ci``/``ky``/``kx``) or by input
 channel (``ptr``/``co``/``ky``/``kx``).
 Mask kernels read one prunable layer's boolean mask directly, as a ``uint8`` matrix with one row
-per output node: ``(n_dst, a*k)``, ``a`` input nodes per output and ``k`` weights per group edge
+per output node (any nonzero byte is a kept weight: a boolean array may hold bytes other than 1):
+``(n_dst, a*k)``, ``a`` input nodes per output and ``k`` weights per group edge
 (:mod:`connsim.ops`). Source reachability comes expanded to weights (``x[s*k + j]`` = node ``s``),
 so that every row is one contiguous, vectorisable pass; output ``o`` reads the slice that starts at
 ``(o // b) * a*k`` (``b`` outputs per group).
@@ -110,7 +111,7 @@ def _any_and(a, b):
     """Whether ``a[j] & b[j]`` is nonzero for some ``j`` (a branch-free, vectorised scan)."""
     acc = 0
     for j in range(a.shape[0]):
-        acc |= a[j] & b[j]
+        acc |= (a[j] != 0) & b[j]
     return acc != 0
 
 
@@ -151,9 +152,9 @@ def mask_or(mask, b, bwd_dst, bwd_x):
 
 def mask_count(mask, b, fwd_x, bwd_dst, bwd_x):
     """:func:`mask_pull` that counts instead of writing: returns ``(kept, effective)``, the
-    nonzero bytes of ``mask`` and of the effective mask it would write, and ORs into ``bwd_x`` as
-    :func:`mask_pull` does. Every row is read once (rows of outputs that are not co-reached are
-    only counted), and nothing is written but ``bwd_x``."""
+    nonzero bytes of ``mask`` (any nonzero byte counts once) and of the effective mask it would
+    write, and ORs into ``bwd_x`` as :func:`mask_pull` does. Every row is read once (rows of
+    outputs that are not co-reached are only counted), and nothing is written but ``bwd_x``."""
     if _parallel(mask):
         t_n = numba.get_num_threads()
         counts = np.zeros((t_n, 2), np.int64)
@@ -211,12 +212,12 @@ def _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, lo, hi):
         y = bwd_x[(o // b) * w:(o // b) * w + w]
         if not write:
             for j in range(w):
-                y[j] |= row[j]
+                y[j] |= row[j] != 0
         else:
             x = fwd_x[(o // b) * w:(o // b) * w + w]
             out = eff[o]
             for j in range(w):
-                m = row[j]
+                m = row[j] != 0
                 out[j] = m & x[j]
                 y[j] |= m
 
@@ -262,9 +263,10 @@ LANES = 255  # 8-byte words summed lane by lane before a byte lane (0/1 per word
 
 @njit
 def _count_rows(mask, b, fwd_x, bwd_dst, bwd_x, lo, hi):
-    """:func:`mask_count` on rows ``lo:hi``; ``(kept, effective)``. Mask bytes are 0 or 1, so
-    each row is read as 8-byte words whose byte lanes are summed (at most ``LANES`` words before
-    the lanes are folded into the count), with the last ``w % 8`` bytes one by one."""
+    """:func:`mask_count` on rows ``lo:hi``; ``(kept, effective)``. Each row is read as 8-byte
+    words, each byte made 0 or 1 (a boolean array may hold other nonzero bytes; ``fwd_x`` holds
+    0 and 1 only), and the byte lanes are summed (at most ``LANES`` words before the lanes are
+    folded into the count), with the last ``w % 8`` bytes one by one."""
     w = mask.shape[1]
     w8 = w - w % 8
     kept = eff = 0
@@ -273,14 +275,14 @@ def _count_rows(mask, b, fwd_x, bwd_dst, bwd_x, lo, hi):
         if not bwd_dst[o]:
             kept += _words_kept(row[:w8].view(np.uint64))
             for j in range(w8, w):
-                kept += row[j]
+                kept += row[j] != 0
             continue
         x = fwd_x[(o // b) * w:(o // b) * w + w]
         y = bwd_x[(o // b) * w:(o // b) * w + w]
         k, e = _words_pull(row[:w8].view(np.uint64), x[:w8].view(np.uint64),
                            y[:w8].view(np.uint64))
         for j in range(w8, w):
-            m = row[j]
+            m = row[j] != 0
             k += m
             e += m & x[j]
             y[j] |= m
@@ -296,7 +298,7 @@ def _words_kept(rw):
         r = rw[start:start + LANES]  # a slice: a computed loop bound stops vectorisation
         k = np.uint64(0)
         for j in range(r.shape[0]):
-            k += r[j]
+            k += _ones(r[j])
         kept += _lane_sum(k)
     return kept
 
@@ -308,13 +310,23 @@ def _words_pull(rw, xw, yw):
         r, x, y = rw[start:start + LANES], xw[start:start + LANES], yw[start:start + LANES]
         k = e = np.uint64(0)
         for j in range(r.shape[0]):
-            m = r[j]
+            m = _ones(r[j])
             k += m
             e += m & x[j]
             y[j] |= m
         kept += _lane_sum(k)
         eff += _lane_sum(e)
     return kept, eff
+
+
+@njit
+def _ones(v):
+    """Each byte of ``v`` (``uint64``) as 1 if nonzero, else 0: bit 0 of a byte ORs its 8 bits
+    (each shift moves a byte's bits 4-7, 2-3, then 1 onto its bits 0-3, 0-1, then 0)."""
+    v |= v >> np.uint64(4)
+    v |= v >> np.uint64(2)
+    v |= v >> np.uint64(1)
+    return v & np.uint64(0x0101010101010101)
 
 
 @njit

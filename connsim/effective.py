@@ -157,7 +157,7 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
             per = node.size // topo.sizes[k]
             forward[node.name] = np.repeat(fwd[k], per)
             backward[node.name] = units.get(k, np.repeat(bwd[k], per))  # the output: all units
-    effective = {name: effective[name] for name in arch.layer_names if name in effective}
+    effective = {} if counts is not None else {name: effective[name] for name in arch.layer_names}
     return Connectivity(arch, "channel", masks, forward, backward, effective)
 
 
@@ -188,19 +188,20 @@ def _position_level(arch: Architecture, masks: dict, keep: dict, out: dict | Non
     return Connectivity(arch, "position", masks, fwd, bwd, effective)
 
 
-def _check_out(arch: Architecture, out, masks: dict) -> dict:
+def _check_out(arch: Architecture, out, masks: dict, given: Mapping, in_place: bool) -> dict:
     """``out`` as the effective masks' destination: one writeable, C-contiguous boolean array per
-    layer, of the layer's PyTorch-layout shape, that overlaps no other layer's mask or output. It
-    may be the layer's own mask (the same memory, not a shifted view of it)."""
+    layer, of the layer's PyTorch-layout shape, that overlaps no other output, no mask as given
+    and no canonical mask, except (with ``in_place``) exactly its own layer's canonical mask."""
     if not isinstance(out, Mapping):
         raise InvalidType("out", "a mapping from layer name to a boolean array",
                           got=str(type(out)))
     names = arch.layer_names
-    if sorted(out) != sorted(names):
+    if set(out) != set(names) or len(out) != len(names):
         raise InvalidArgument("out", f"one array for each layer of {arch.name!r}, exactly "
                               f"{list(names)}", got=f"the keys {list(out)}")
-    fix = ("allocate it with np.empty(arch.weight_shape(name), dtype=bool), or pass the masks "
-           "themselves (as boolean PyTorch-layout arrays) to overwrite them")
+    fix = ("allocate it with np.empty(arch.weight_shape(name), dtype=bool)" + (
+        ", or pass the masks themselves (as boolean PyTorch-layout arrays) to overwrite them"
+        if in_place else "; effective_masks can overwrite the masks themselves"))
     for name in names:
         a, where = out[name], f"out[{name!r}]"
         if not isinstance(a, np.ndarray) or a.dtype != bool:
@@ -220,17 +221,21 @@ def _check_out(arch: Architecture, out, masks: dict) -> dict:
         return start, start + np.array([a.nbytes for a in arrays], dtype=np.int64)
 
     o0, o1 = spans([out[n] for n in names])
-    for what, (m0, m1) in (("mask", spans([masks[n] for n in names])), ("output", (o0, o1))):
+    raw = [n for n in names if isinstance(given[n], np.ndarray) and given[n] is not masks[n]]
+    others = [("mask", names, spans([masks[n] for n in names])), ("output", names, (o0, o1))]
+    if raw:  # masks given in another layout or dtype: their canonical form is a copy
+        others.append(("mask as given", raw, spans([given[n] for n in raw])))
+    for what, of, (m0, m1) in others:
         hit = (o0[:, None] < m1[None, :]) & (m0[None, :] < o1[:, None])
         if what == "output":  # each pair once, named by its later layer
             hit = np.tril(hit, -1)
-        else:  # a layer's own mask, exactly, is allowed
+        elif what == "mask" and in_place:  # a layer's own mask, exactly, is allowed
             np.fill_diagonal(hit, hit.diagonal() & ((o0 != m0) | (o1 != m1)))
         if hit.any():
             i, j = np.argwhere(hit)[0]
-            raise InvalidArgument(f"out[{names[i]!r}]", "memory of its own (or its own "
-                                  "layer's mask)", fix=fix, got=f"an array that overlaps the "
-                                  f"{what} of layer {names[j]!r}")
+            raise InvalidArgument(f"out[{names[i]!r}]", "memory of its own" + (
+                " (or its own layer's boolean PyTorch-layout mask)" if in_place else ""),
+                fix=fix, got=f"an array that overlaps the {what} of layer {of[j]!r}")
     return {name: out[name] for name in names}
 
 
@@ -262,10 +267,11 @@ def connectivity(
         reaches it and nothing downstream is reached through it.
     out : mapping of str to ndarray of bool, optional
         Where to write the effective masks: one writeable, C-contiguous boolean array per layer,
-        in PyTorch layout. Buffers reused across calls save the cost of fresh pages, which is
-        most of the time on large masks (``docs/performance.md``). ``out`` may be the masks
-        themselves (boolean, PyTorch layout, C-contiguous), which are then overwritten by their
-        effective masks. The result's ``effective`` holds these arrays.
+        in PyTorch layout, that overlaps no mask and no other output. At the channel level,
+        buffers reused across calls save the cost of fresh pages, which is most of the time on
+        large masks (``docs/performance.md``); the position level computes the masks, then
+        copies them in. The result's ``effective`` holds these arrays. (To overwrite the masks
+        with their effective masks, use :func:`effective_masks` with ``out=masks``.)
 
     Returns
     -------
@@ -296,9 +302,13 @@ def connectivity(
     >>> c.disconnected, int(c.effective["fc1"].sum())
     (True, 0)
     """
-    masks, keep = _prepare(arch, masks, level, layout, units)
+    return _connectivity(arch, masks, level, layout, units, out, in_place=False)
+
+
+def _connectivity(arch, given, level, layout, units, out, in_place):
+    masks, keep = _prepare(arch, given, level, layout, units)
     if out is not None:
-        out = _check_out(arch, out, masks)
+        out = _check_out(arch, out, masks, given, in_place)
     if level == "channel":
         return _channel_level(arch, masks, keep, out)
     return _position_level(arch, masks, keep, out)
@@ -321,8 +331,9 @@ def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layo
     layout : {'torch', 'keras'}
         Layout of the given masks; the result is in PyTorch layout.
     out : mapping of str to ndarray of bool, optional
-        Arrays to write the result into (see :func:`connectivity`); ``out=masks`` overwrites
-        boolean PyTorch-layout masks with their effective masks.
+        Arrays to write the result into (see :func:`connectivity`). ``out=masks`` overwrites
+        boolean, C-contiguous, PyTorch-layout masks with their effective masks (checked before
+        anything is written; a call interrupted while it writes leaves some layers overwritten).
 
     Returns
     -------
@@ -352,4 +363,4 @@ def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layo
     >>> eff["fc1"] is m["fc1"], m["fc1"].astype(int).tolist()
     (True, [[1, 1], [0, 0]])
     """
-    return connectivity(arch, masks, level=level, layout=layout, out=out).effective
+    return _connectivity(arch, masks, level, layout, None, out, in_place=True).effective

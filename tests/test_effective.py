@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connsim import ArchBuilder, connectivity, effective_masks, get_arch, measure, ones_masks
+from connsim import ArchBuilder, _kernels, connectivity, effective_masks, get_arch, measure, ones_masks
 from connsim.granularity import unit_masks
 from connsim.measures import summarize
 from tests.naive import synflow_effective
@@ -219,3 +219,44 @@ def test_effective_masks_out_is_checked():
     masks["fc1"] = base[:12].reshape(3, 4)
     with pytest.raises(ValueError, match="overlaps the mask of layer 'fc1'"):
         effective_masks(arch, masks, out={**fresh, "fc1": base[1:].reshape(3, 4)})
+    with pytest.raises(ValueError, match=r"exactly \['fc1', 'fc2'\]"):  # not sortable keys
+        effective_masks(arch, masks, out={"fc1": fresh["fc1"], 2: fresh["fc2"]})
+    # connectivity keeps its masks: it never overwrites them
+    with pytest.raises(ValueError, match="overlaps the mask of layer 'fc1'.*effective_masks can"):
+        connectivity(arch, masks, out={**fresh, "fc1": masks["fc1"]})
+    # masks given in Keras layout are copied to PyTorch layout: a square one is not the output
+    square = get_arch("mlp:4-4-4")
+    keras = {name: np.ones((4, 4), bool) for name in square.layer_names}
+    with pytest.raises(ValueError, match="overlaps the mask as given of layer 'fc1'"):
+        effective_masks(square, keras, layout="keras", out=keras)
+    assert all(m.all() for m in keras.values())
+
+
+def test_in_place_on_masks_large_enough_for_threads():
+    """``out=masks`` on layers split over Numba's threads (masks of 1 MiB and more)."""
+    arch = get_arch("mlp:1100-1100-1100-10")
+    masks = random_masks(arch, 0.002, 5)
+    want = effective_masks(arch, masks)
+    assert masks["fc2"].nbytes >= _kernels.PARALLEL_BYTES
+    assert 0 < sum(int(w.sum()) for w in want.values()) < sum(int(m.sum()) for m in masks.values())
+    got = effective_masks(arch, masks, out=masks)
+    assert_masks_equal(got, want)
+    assert all(got[name] is masks[name] for name in masks)
+
+
+def test_boolean_bytes_other_than_one_are_kept_weights():
+    """A boolean array may hold any nonzero byte (a view of uint8 data): each is one kept
+    weight, to every mask kernel (forward, backward, counts)."""
+    arch = get_arch("mlp:20-9-3")
+    rng = np.random.default_rng(0)
+    raw = {n.name: (rng.random(arch.weight_shape(n)) < 0.6) * rng.integers(1, 256, arch.weight_shape(n))
+           for n in arch.layers}
+    masks = {name: a.astype(np.uint8).view(bool) for name, a in raw.items()}
+    canonical = {name: a != 0 for name, a in raw.items()}
+    want = summarize(connectivity(arch, canonical))
+    assert measure(arch, masks) == want
+    got = connectivity(arch, masks)
+    assert_masks_equal(got.effective, effective_masks(arch, canonical))
+    assert all(np.isin(a.view(np.uint8), (0, 1)).all() for a in [*got.effective.values(),
+                                                                 *got.backward.values()])
+    assert want.kept == sum(int(np.count_nonzero(a)) for a in raw.values())

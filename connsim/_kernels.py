@@ -331,9 +331,12 @@ def _ones(v):
 
 @njit
 def _lane_sum(v):
-    """The sum of the eight byte lanes of ``v`` (``uint64``)."""
-    pairs = (v & np.uint64(0x00FF00FF00FF00FF)) + ((v >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF))
-    return np.int64((pairs * np.uint64(0x0001000100010001)) >> np.uint64(48))
+    """The sum of the eight byte lanes of ``v`` (``uint64``), with no product that wraps."""
+    m = np.uint64(0x00FF00FF00FF00FF)
+    pairs = (v & m) + ((v >> np.uint64(8)) & m)  # four 16-bit lanes, each at most 510
+    s = pairs + (pairs >> np.uint64(16))
+    s = s + (s >> np.uint64(32))
+    return np.int64(s & np.uint64(0xFFFF))
 
 
 @pnjit

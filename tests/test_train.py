@@ -147,6 +147,49 @@ def test_sparse_path_equals_dense_path(optimizer):
         np.testing.assert_allclose(gb[name], ga[name], rtol=1e-10, atol=1e-12)
 
 
+def test_sgd_updates_sparse_weights_in_place_but_never_a_snapshot():
+    """After its first step, SGD updates a sparse layer's weight in place (no dense copy per
+    step). A snapshot from ``state_dict``/``weights`` is a copy and never changes; an array put
+    into the layer from outside is copied, not written; the result equals the dense path's."""
+    from connsim import quota, random_masks
+    from connsim.trainer.layers import cross_entropy
+    from connsim.trainer.network import Network
+
+    arch = get_arch("mlp:64-40-30-5")
+    masks = random_masks(arch, quota(arch, "uniform", 0.2), rng=1)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 64)), rng.integers(0, 5, 16)
+    nets = [Network(arch, masks, rng=3, dtype="float64", sparse=s) for s in (False, True)]
+    opts = [SGD(net, momentum=0.9, weight_decay=1e-2) for net in nets]
+    layer = nets[1].ops["fc1"][0]
+
+    def step(k):
+        _, g = cross_entropy(np, nets[k].forward(x), y)
+        nets[k].backward(g)
+        opts[k].step(0.1)
+
+    first = layer.params["weight"]
+    step(0), step(1)
+    assert layer.params["weight"] is not first  # the first step writes a new array
+    mine, state, weights = layer.params["weight"], nets[1].state_dict(), nets[1].weights()
+    frozen = [mine.copy(), state["fc1.weight"].copy(), weights["fc1"].copy()]
+    step(0), step(1)
+    assert layer.params["weight"] is mine  # updated in place
+    assert not np.array_equal(mine, frozen[0])
+    np.testing.assert_array_equal(state["fc1.weight"], frozen[1])
+    np.testing.assert_array_equal(weights["fc1"], frozen[2])
+    outside = nets[1].weights()["fc1"]
+    layer.params["weight"] = outside  # not the optimiser's: copied before it is updated
+    before = outside.copy()
+    step(0), step(1)
+    np.testing.assert_array_equal(outside, before)
+    assert layer.params["weight"] is not outside
+    step(0), step(1)
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
 def test_sparse_path_is_chosen_by_density_and_size():
     from connsim import quota, random_masks
     from connsim.trainer.layers import SPARSE_BELOW, SPARSE_MIN

@@ -1,6 +1,6 @@
 """Fused NumPy-only kernels of the trainer: the SGD update of one parameter in a single pass
-(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes, pooling, and the weight
-gradient of a sparse dense layer at its kept weights (:mod:`connsim.trainer.layers`).
+(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes, pooling, and a sparse
+dense layer's products and weight gradient at its kept weights (:mod:`connsim.trainer.layers`).
 
 The array versions stay for other backends and under ``NUMBA_DISABLE_JIT``. Every kernel is
 serial: a second Numba thread would fight BLAS's for the cores.
@@ -10,11 +10,11 @@ serial: a second Numba thread would fight BLAS's for the cores.
   no fastmath is used, so every operation rounds as NumPy's does: bit-identical.
 - Pooling does NumPy's operations in NumPy's order and dtype: bit-identical, except that the
   sign of a zero maximum may differ (NumPy's vectorised maximum leaves it open).
-- BatchNorm's sums (mean, variance, the gradients of its scale and shift) and the sparse weight
-  gradient accumulate in float64 and may be reassociated (``sum_njit``), and BatchNorm's input
-  gradient is evaluated in float64 and rounded once: they differ from NumPy's float32 pairwise
-  sums by rounding, and are the more accurate. Normalising, scaling and shifting round as
-  NumPy's element-wise operations do.
+- BatchNorm's sums (mean, variance, the gradients of its scale and shift) and a sparse layer's
+  products and weight gradient accumulate in float64 and may be reassociated (``sum_njit``),
+  and BatchNorm's input gradient is evaluated in float64 and rounded once: they differ from
+  NumPy's float32 pairwise sums by rounding, and are the more accurate. Normalising, scaling
+  and shifting round as NumPy's element-wise operations do.
 
 BatchNorm kernels see an ``(N, C, H, W)`` or ``(N, C)`` array as a C-contiguous 3-D array of
 *planes* whose channel axis is ``axis``: ``(C, 1, N*H*W)`` (0) when channels come first in
@@ -211,3 +211,26 @@ def kept_weight_grad(dyt, xt, rows, cols, flat, out):
         for j in range(dyt.shape[1]):
             t += np.float64(dyt[r, j]) * xt[c, j]
         out[flat[k]] = t
+
+
+@sum_njit
+def sparse_matmul(src, ptr, idx, pos, w, bias, out):
+    """``out[:, j] = bias[j] + sum(w[pos[k]] * src[idx[k]] for k in range(ptr[j], ptr[j + 1]))``,
+    accumulated in float64 and rounded once (``bias`` with no elements: none).
+
+    ``src`` holds the batch on its last axis (a transposed input or output gradient), so every
+    term adds one contiguous row; ``out`` is ``(batch, len(ptr) - 1)``, C-ordered like the dense
+    products'. With the kept weights grouped by output (``ptr`` a CSR row pointer, ``idx`` their
+    inputs) it is a sparse layer's forward pass; grouped by input (``idx`` their outputs), its
+    input gradient.
+    """
+    acc = np.empty(src.shape[1], np.float64)
+    for j in range(ptr.size - 1):
+        acc[:] = bias[j] if bias.size else 0.0
+        for k in range(ptr[j], ptr[j + 1]):
+            wk = np.float64(w[pos[k]])
+            row = src[idx[k]]
+            for b in range(acc.size):
+                acc[b] += wk * row[b]
+        for b in range(acc.size):
+            out[b, j] = acc[b]

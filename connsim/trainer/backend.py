@@ -114,13 +114,15 @@ def get_backend(name: str = "numpy"):
     return _BACKENDS[check_choice(name, _BACKENDS, "backend", "register_backend adds one")]()
 
 
-def to_numpy(a) -> np.ndarray:
-    """A host NumPy copy of an array of any backend (``.get()`` for device arrays).
+def to_numpy(a, copy: bool = False) -> np.ndarray:
+    """A host NumPy array of an array of any backend (``.get()``, a copy, for device arrays).
 
     Parameters
     ----------
     a : array
         A NumPy or device array.
+    copy : bool
+        Copy a NumPy array too (else it is returned as it is).
 
     Returns
     -------
@@ -136,7 +138,9 @@ def to_numpy(a) -> np.ndarray:
     >>> to_numpy([1, 2]).tolist()
     [1, 2]
     """
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    if hasattr(a, "get"):
+        return a.get()
+    return np.array(a) if copy else np.asarray(a)
 
 
 _FUSED: list = []

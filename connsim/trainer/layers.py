@@ -9,9 +9,11 @@ pooling and a sparse layer's weight gradient run as fused Numba kernels instead
 (``connsim.trainer._fused``, which says how their arithmetic compares).
 
 A large NumPy :class:`Dense` layer whose mask keeps less than :data:`SPARSE_BELOW` of its weights
-multiplies through a SciPy CSR matrix of its kept weights instead (``sparse='auto'``; measured in
+multiplies through its kept weights only instead (``sparse='auto'``; measured in
 ``docs/performance.md``): the forward pass and the input gradient cost ``kept x batch`` instead of
-``weights x batch``, and the weight gradient is computed at the kept weights only.
+``weights x batch`` (fused kernels with C-ordered results, as the dense products give; SciPy's CSR
+products where the kernels do not run), and the weight gradient is computed at the kept weights
+only.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def _blocked_matmul_t(xp, a, b):
 class Dense:
     """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``.
 
-    ``sparse``: ``'auto'`` multiplies through a CSR matrix of the kept weights when the backend is
+    ``sparse``: ``'auto'`` multiplies through the kept weights only (CSR order) when the backend is
     NumPy, the layer has at least :data:`SPARSE_MIN` weights and its mask keeps less than
     :data:`SPARSE_BELOW` of them; ``True`` does so for any masked layer (NumPy only), ``False``
     never. Both paths give the same values up to the order of floating-point sums.
@@ -136,9 +138,17 @@ class Dense:
                 import scipy.sparse
 
                 rows, cols = xp.nonzero(mask)  # row-major: the order of the CSR's data
-                self.kept = (rows, cols, rows * mask.shape[1] + cols)
+                flat = rows * mask.shape[1] + cols
+                self.kept = (rows, cols, flat)
                 self.csr = scipy.sparse.csr_matrix(
                     (weight[rows, cols], (rows, cols)), shape=mask.shape)
+                by_input = np.argsort(cols, kind="stable")
+                starts = np.zeros(mask.shape[1] + 1, dtype=np.int64)
+                np.cumsum(np.bincount(cols, minlength=mask.shape[1]), out=starts[1:])
+                # the kernels' (pointer, other end, flat position) of the kept weights, grouped
+                # by output (forward) and by input (input gradient)
+                self.groups = ((self.csr.indptr, cols, flat),
+                               (starts, rows[by_input], flat[by_input]))
 
     def _w(self):
         w = self.params["weight"]
@@ -148,8 +158,15 @@ class Dense:
         """Forward pass; keeps ``x`` for the backward pass."""
         self.x = x
         if self.csr is not None:
-            self.csr.data = self.params["weight"].ravel()[self.kept[2]]
-            self.xt = x.T.copy()  # SciPy multiplies C-ordered operands; the gradient reads it too
+            self.xt = x.T.copy()  # the batch along memory, for the products and the gradient
+            w = self.params["weight"].ravel()
+            kernels = fused_kernels(self.xp)
+            if kernels is not None:  # bias added in the kernel; C-ordered as the dense product
+                y = np.empty((x.shape[0], self.csr.shape[0]), dtype=np.result_type(x, w))
+                bias = self.params.get("bias", w[:0])
+                kernels.sparse_matmul(self.xt, *self.groups[0], w, bias, y)
+                return y
+            self.csr.data = w[self.kept[2]]
             y = (self.csr @ self.xt).T
         else:
             y = x @ self._w().T
@@ -180,7 +197,14 @@ class Dense:
             self.grads["bias"] = dy.sum(axis=0)
         if not self.input_grad:
             return None
-        return (self.csr.T @ dyt).T if self.csr is not None else dy @ self._w()
+        if self.csr is None:
+            return dy @ self._w()
+        if kernels is not None:
+            w = self.params["weight"].ravel()
+            dx = np.empty((dy.shape[0], self.csr.shape[1]), dtype=np.result_type(dy, w))
+            kernels.sparse_matmul(dyt, *self.groups[1], w, w[:0], dx)
+            return dx
+        return (self.csr.T @ dyt).T
 
 
 class Conv2d:

@@ -116,13 +116,14 @@ class Network:
         return out
 
     def state_dict(self) -> dict:
-        """Host copies of all parameters and BatchNorm running statistics."""
-        state = {name: to_numpy(op.params[key]) for name, op, key in self.parameters()}
+        """Host copies of all parameters and BatchNorm running statistics (never the arrays
+        that training goes on to change)."""
+        state = {name: to_numpy(op.params[key], copy=True) for name, op, key in self.parameters()}
         for node, ops in self.ops.items():
             for op in ops:
                 if isinstance(op, BatchNorm):
-                    state[f"{node}.bn.running_mean"] = to_numpy(op.running_mean)
-                    state[f"{node}.bn.running_var"] = to_numpy(op.running_var)
+                    state[f"{node}.bn.running_mean"] = to_numpy(op.running_mean, copy=True)
+                    state[f"{node}.bn.running_var"] = to_numpy(op.running_var, copy=True)
         return state
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -149,8 +150,10 @@ class Network:
             layer.params["weight"] = layer.params["weight"] * m
 
     def weights(self) -> dict:
-        """Host copies of the prunable weights, keyed by layer name."""
-        return {n.name: to_numpy(self.ops[n.name][0].params["weight"]) for n in self.arch.layers}
+        """Host copies of the prunable weights, keyed by layer name (never the arrays that
+        training goes on to change)."""
+        return {n.name: to_numpy(self.ops[n.name][0].params["weight"], copy=True)
+                for n in self.arch.layers}
 
     def set_weights(self, weights: Mapping) -> None:
         """Replace prunable weights (host arrays keyed by layer name), then re-apply the masks."""

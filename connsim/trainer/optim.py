@@ -23,6 +23,7 @@ class SGD:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.net, self.momentum, self.nesterov, self.wd = network, momentum, nesterov, weight_decay
         self.buf: dict[str, object] = {}
+        self.made: dict[str, object] = {}  # the sparse-path weights this optimiser last returned
 
     def step(self, lr: float) -> None:
         """One update with learning rate ``lr``; masked weights come out masked.
@@ -30,6 +31,10 @@ class SGD:
         The weight of a layer on the sparse path (:class:`connsim.trainer.layers.Dense`) is
         updated at its kept weights only: its pruned weights and their gradients are 0, so the
         dense update would leave them 0, and the momentum buffer holds the kept entries only.
+        The first step writes a new array; later steps update the array that this optimiser
+        returned, in place, as long as the layer still holds it (no dense copy per step).
+        :meth:`~connsim.trainer.network.Network.weights` and ``state_dict`` return copies, so
+        a snapshot taken through them never changes.
         """
         fused = fused_kernels(self.net.xp)
         for name, layer, key in self.net.parameters():
@@ -41,13 +46,15 @@ class SGD:
     def _update(self, name, p, g, mask, lr, kept, kernels):
         """The new value of one parameter (a new array): by the fused kernel when ``kernels`` is
         given (NumPy), else by array operations; at the ``kept`` entries only for a layer on the
-        sparse path (into a copy: ``p`` may be shared)."""
+        sparse path (in place when ``p`` is the array this optimiser returned last time, else
+        into a copy: ``p`` may be shared)."""
         update = self._arrays if kernels is None else self._fused
         if kept is None:
             return update(kernels, name, p, g, mask, lr)
         flat = kept[2]
-        full = p.copy()
+        full = p if self.made.get(name) is p else p.copy()
         full.ravel()[flat] = update(kernels, name, p.ravel()[flat], g.ravel()[flat], None, lr)
+        self.made[name] = full
         return full
 
     def _arrays(self, kernels, name, p, g, mask, lr):

@@ -70,7 +70,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "against a strict CPU double of CuPy, see docs/training.md)")
     p.add_argument("--sparse", choices=("auto", "on", "off"), default="auto",
                    help="multiply masked dense layers through CSR matrices of their kept weights: "
-                        "auto (default: NumPy layers of 16384+ weights below 2.5 %% density), on, off")
+                        "auto (default: NumPy layers of 16384+ weights below 5 %% density), on, off")
 
 
 def train_config(args):

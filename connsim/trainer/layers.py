@@ -73,8 +73,8 @@ def _memory_order(x):
     return (x if x.flags.c_contiguous else x.copy()), False
 
 
-SPARSE_BELOW = 0.025  # mask density below which a NumPy Dense layer multiplies through CSR
-SPARSE_MIN = 16384  # weights below which SciPy's call overhead outweighs the saving
+SPARSE_BELOW = 0.05  # mask density below which a NumPy Dense layer multiplies its kept weights
+SPARSE_MIN = 16384  # weights below which the call overhead outweighs the saving
 SPARSE_CHUNK = 1 << 21  # kept weights x batch gathered at once for the weight gradient
 SPARSE_CHOICES = ("auto", True, False)
 GEMM_COLUMNS = 4096  # batch x output positions per matrix product of a NumPy conv layer

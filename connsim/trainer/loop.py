@@ -70,7 +70,7 @@ class TrainConfig:
     sparse : {'auto', True, False}
         Whether masked dense layers multiply through CSR matrices of their kept weights
         (:class:`connsim.trainer.network.Network`'s ``sparse``): ``'auto'`` on NumPy for large
-        layers below 2.5 % density; ``False`` always multiplies dense masked weights.
+        layers below 5 % density; ``False`` always multiplies dense masked weights.
 
     Raises
     ------

@@ -399,6 +399,47 @@ def test_sparse_dense_products_match_the_dense_oracle(n_out, n_in, batch, densit
             assert y.flags.c_contiguous and dx.flags.c_contiguous
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([1, 2]), st.integers(1, 2), st.integers(0, 1), st.integers(1, 3),
+       st.sampled_from([0.0, 0.15, 1.0]), st.booleans(), st.sampled_from(["float32", "float64"]),
+       st.integers(0, 2**31 - 1))
+def test_sparse_conv_matches_the_dense_products(groups, stride, pad, k, density, bias, dtype,
+                                                seed):
+    """A conv layer on the sparse path (its kept weights only, through the kernels) against the
+    same layer's dense masked products: output, input gradient and both parameter gradients, with
+    groups, strides, padding, no kept weight at all and every weight kept."""
+    from connsim.trainer import _fused, layers
+
+    rng = np.random.default_rng(seed)
+    c_in, c_out = 2 * groups, 2 * groups
+    mask = (rng.random((c_out, c_in // groups, k, k)) < density).astype(dtype)
+    w = rng.normal(size=mask.shape).astype(dtype) * mask
+    b = rng.normal(size=c_out).astype(dtype) if bias else None
+    x = rng.normal(size=(3, c_in, 7, 6)).astype(dtype)
+    tol = {"float32": dict(rtol=1e-4, atol=1e-4), "float64": dict(rtol=1e-11, atol=1e-12)}[dtype]
+    old = layers.fused_kernels
+    layers.fused_kernels = lambda xp: _fused  # the kernels, also under NUMBA_DISABLE_JIT
+    try:
+        got = []
+        for sparse in (True, False):
+            layer = Conv2d(np, w.copy(), None if b is None else b.copy(), mask, (stride, stride),
+                           (pad, pad), groups, sparse=sparse)
+            assert (layer.kept is not None) == sparse
+            y = layer.forward(x)
+            dy = np.random.default_rng(seed + 1).normal(size=y.shape).astype(dtype)
+            got.append((y, layer.backward(dy), layer.grads["weight"], layer.grads.get("bias")))
+    finally:
+        layers.fused_kernels = old
+    (y, dx, gw, gb), (y0, dx0, gw0, gb0) = got
+    assert y.dtype == dx.dtype == gw.dtype == np.dtype(dtype)
+    for a, a0 in ((y, y0), (dx, dx0), (gw, gw0)):
+        assert a.shape == a0.shape
+        np.testing.assert_allclose(a, a0, **tol)
+    assert np.all(gw[mask == 0] == 0)
+    if bias:
+        np.testing.assert_allclose(gb, gb0, **tol)
+
+
 def test_sparse_dense_kernel_gradient_matches_the_array_version(monkeypatch):
     rng = np.random.default_rng(11)
     w = rng.normal(size=(40, 30))

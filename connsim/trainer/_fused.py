@@ -218,11 +218,14 @@ def sparse_matmul(src, ptr, idx, pos, w, bias, out):
     """``out[:, j] = bias[j] + sum(w[pos[k]] * src[idx[k]] for k in range(ptr[j], ptr[j + 1]))``,
     accumulated in float64 and rounded once (``bias`` with no elements: none).
 
-    ``src`` holds the batch on its last axis (a transposed input or output gradient), so every
-    term adds one contiguous row; ``out`` is ``(batch, len(ptr) - 1)``, C-ordered like the dense
-    products'. With the kept weights grouped by output (``ptr`` a CSR row pointer, ``idx`` their
-    inputs) it is a sparse layer's forward pass; grouped by input (``idx`` their outputs), its
-    input gradient.
+    ``src`` holds the batch on its last axis (a transposed input or output gradient, or a conv
+    layer's window matrix), so every term adds one contiguous row; ``out`` is
+    ``(batch, len(ptr) - 1)``: C-ordered like a dense layer's product, or the transposed view of
+    a conv layer's ``(channels, batch)`` product. With the kept weights grouped by output
+    (``ptr`` a CSR row pointer, ``idx`` their sources) it is a sparse layer's forward pass;
+    grouped by source (``idx`` their outputs), its input gradient. (Splitting long batches into
+    blocks that stay in cache made the loops 1.4-3.7x slower on LeNet-300-100: the bound and
+    the offset stop LLVM from vectorising them.)
     """
     acc = np.empty(src.shape[1], np.float64)
     for j in range(ptr.size - 1):

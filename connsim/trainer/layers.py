@@ -110,6 +110,28 @@ def _blocked_matmul_t(xp, a, b):
     return out
 
 
+def _sparse_on(xp, mask, sparse) -> bool:
+    """Whether a layer with ``mask`` takes the sparse path (``sparse``: 'auto', True, False)."""
+    if sparse not in SPARSE_CHOICES:
+        raise ValueError(f"sparse must be one of {SPARSE_CHOICES}, got {sparse!r}")
+    if mask is None or sparse is False or getattr(xp, "__name__", "") != "numpy":
+        return False
+    return sparse is True or (mask.size >= SPARSE_MIN
+                              and xp.count_nonzero(mask) < SPARSE_BELOW * mask.size)
+
+
+def _sparse_plan(rows, src, flat, n_out, n_src):
+    """The kernels' ``(pointer, other end, flat position)`` of the kept weights (row-major
+    ``rows``, their sources ``src``), grouped by output (forward pass) and by source (input
+    gradient)."""
+    by_out = np.zeros(n_out + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_out), out=by_out[1:])
+    by_src = np.zeros(n_src + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=n_src), out=by_src[1:])
+    order = np.argsort(src, kind="stable")
+    return (by_out, src, flat), (by_src, rows[order], flat[order])
+
+
 class Dense:
     """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``.
 
@@ -130,25 +152,15 @@ class Dense:
         self.mask = mask
         self.grads = {}
         self.csr = None  # the kept weights as CSR (rows = outputs), when the sparse path is on
-        if sparse not in SPARSE_CHOICES:
-            raise ValueError(f"sparse must be one of {SPARSE_CHOICES}, got {sparse!r}")
-        if mask is not None and sparse is not False and getattr(xp, "__name__", "") == "numpy":
-            kept = xp.count_nonzero(mask)
-            if sparse is True or (kept < SPARSE_BELOW * mask.size and mask.size >= SPARSE_MIN):
-                import scipy.sparse
+        if _sparse_on(xp, mask, sparse):
+            import scipy.sparse  # the products where the kernels do not run
 
-                rows, cols = xp.nonzero(mask)  # row-major: the order of the CSR's data
-                flat = rows * mask.shape[1] + cols
-                self.kept = (rows, cols, flat)
-                self.csr = scipy.sparse.csr_matrix(
-                    (weight[rows, cols], (rows, cols)), shape=mask.shape)
-                by_input = np.argsort(cols, kind="stable")
-                starts = np.zeros(mask.shape[1] + 1, dtype=np.int64)
-                np.cumsum(np.bincount(cols, minlength=mask.shape[1]), out=starts[1:])
-                # the kernels' (pointer, other end, flat position) of the kept weights, grouped
-                # by output (forward) and by input (input gradient)
-                self.groups = ((self.csr.indptr, cols, flat),
-                               (starts, rows[by_input], flat[by_input]))
+            rows, cols = xp.nonzero(mask)  # row-major: the order of the CSR's data
+            flat = rows * mask.shape[1] + cols
+            self.kept = (rows, cols, flat)
+            self.csr = scipy.sparse.csr_matrix(
+                (weight[rows, cols], (rows, cols)), shape=mask.shape)
+            self.plan = _sparse_plan(rows, cols, flat, *mask.shape)
 
     def _w(self):
         w = self.params["weight"]
@@ -164,7 +176,7 @@ class Dense:
             if kernels is not None:  # bias added in the kernel; C-ordered as the dense product
                 y = np.empty((x.shape[0], self.csr.shape[0]), dtype=np.result_type(x, w))
                 bias = self.params.get("bias", w[:0])
-                kernels.sparse_matmul(self.xt, *self.groups[0], w, bias, y)
+                kernels.sparse_matmul(self.xt, *self.plan[0], w, bias, y)
                 return y
             self.csr.data = w[self.kept[2]]
             y = (self.csr @ self.xt).T
@@ -202,7 +214,7 @@ class Dense:
         if kernels is not None:
             w = self.params["weight"].ravel()
             dx = np.empty((dy.shape[0], self.csr.shape[1]), dtype=np.result_type(dy, w))
-            kernels.sparse_matmul(dyt, *self.groups[1], w, w[:0], dx)
+            kernels.sparse_matmul(dyt, *self.plan[1], w, w[:0], dx)
             return dx
         return (self.csr.T @ dyt).T
 
@@ -214,12 +226,18 @@ class Conv2d:
     ``groups = in = out`` is a depthwise convolution. One batched matrix product per layer.
     ``input_grad = False`` (set by the network for a layer that reads the data) skips the input
     gradient: :meth:`backward` then returns ``None``.
+
+    ``sparse`` is :class:`Dense`'s, on NumPy where the fused kernels run (elsewhere the layer
+    keeps the dense products): the window matrix is multiplied by the kept weights only, and
+    the weight gradient is computed at the kept weights only. The windows are still gathered
+    (and their gradients summed) in full.
     """
 
     multi = False
     input_grad = True
 
-    def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0), groups=1):
+    def __init__(self, xp, weight, bias=None, mask=None, stride=(1, 1), padding=(0, 0), groups=1,
+                 sparse="auto"):
         self.xp = xp
         self.params = {"weight": weight}
         if bias is not None:
@@ -227,6 +245,13 @@ class Conv2d:
         self.mask, self.stride, self.padding = mask, tuple(stride), tuple(padding)
         self.groups = groups
         self.grads = {}
+        self.kept = None  # (output, window row, flat position) of the kept weights: sparse path
+        if _sparse_on(xp, mask, sparse) and fused_kernels(xp) is not None:
+            m = mask.reshape(mask.shape[0], -1)  # (out, in/groups*kh*kw)
+            rows, cols = np.nonzero(m)
+            src = rows // (m.shape[0] // groups) * m.shape[1] + cols  # the window matrix's row
+            self.kept = (rows, src, rows * m.shape[1] + cols)
+            self.plan = _sparse_plan(rows, src, self.kept[2], m.shape[0], groups * m.shape[1])
 
     def _wg(self):
         """The masked weight as ``(groups, out/groups, in/groups*kh*kw)``."""
@@ -248,6 +273,12 @@ class Conv2d:
             cols[:, k] = xpad[s].transpose(1, 0, 2, 3)
         self.cols = cols.reshape(self.groups, -1, n * ho * wo)
         self.shape = (n, c, h, w, ho, wo)
+        if self.kept is not None:  # bias added in the kernel
+            wf = self.params["weight"].ravel()
+            y = np.empty((o, n * ho * wo), dtype=np.result_type(x, wf))
+            fused_kernels(xp).sparse_matmul(self.cols.reshape(-1, n * ho * wo), *self.plan[0], wf,
+                                            self.params.get("bias", wf[:0]), y.T)
+            return y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
         y = _blocked_matmul(xp, self._wg(), self.cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
         if "bias" in self.params:
             y = y + self.params["bias"][None, :, None, None]
@@ -260,15 +291,29 @@ class Conv2d:
         o, _, kh, kw = self.params["weight"].shape
         (sh, sw), (ph, pw) = self.stride, self.padding
         dy2 = dy.transpose(1, 0, 2, 3).reshape(self.groups, o // self.groups, n * ho * wo)
-        gw = _blocked_matmul_t(xp, dy2, self.cols).reshape(self.params["weight"].shape)
-        self.grads["weight"] = gw if self.mask is None else gw * self.mask
+        kernels = fused_kernels(xp) if self.kept is not None else None
+        if kernels is not None:
+            dy2, cols = dy2.reshape(o, -1), self.cols.reshape(-1, n * ho * wo)
+            wf = self.params["weight"].ravel()
+            gw = np.zeros(self.params["weight"].shape, dtype=dy.dtype)
+            kernels.kept_weight_grad(dy2, cols, *self.kept, gw.ravel())
+            self.grads["weight"] = gw
+        else:
+            gw = _blocked_matmul_t(xp, dy2, self.cols).reshape(self.params["weight"].shape)
+            self.grads["weight"] = gw if self.mask is None else gw * self.mask
         if "bias" in self.params:
             self.grads["bias"] = dy.sum(axis=(0, 2, 3))
         if not self.input_grad:
             return None
         # summed channel-first, (C, N, H, W), where every window's gradient dcols[:, k] is
         # contiguous: no transposed copy, and fewer, longer inner loops than batch-first
-        dcols = _blocked_matmul(xp, self._wg().transpose(0, 2, 1), dy2).reshape(c, kh * kw, n, ho, wo)
+        if kernels is not None:
+            dcols = np.empty(cols.shape, dtype=np.result_type(dy, wf))
+            kernels.sparse_matmul(dy2, *self.plan[1], wf, wf[:0], dcols.T)
+            dcols = dcols.reshape(c, kh * kw, n, ho, wo)
+        else:
+            dcols = _blocked_matmul(xp, self._wg().transpose(0, 2, 1), dy2).reshape(
+                c, kh * kw, n, ho, wo)
         dx = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
         for k, s in _slices(kh, kw, sh, sw, ho, wo):
             dx[s] += dcols[:, k]
@@ -548,13 +593,14 @@ def make_layer(xp, node, weight=None, bias=None, mask=None, *, linear: bool = Fa
     """The trainer's layer for an architecture node (the trainer's table of operations).
 
     ``weight``, ``bias`` and ``mask`` are backend arrays for prunable nodes. ``linear`` builds the
-    linearised layer SynFlow scores: every pool averages. ``sparse`` is :class:`Dense`'s.
+    linearised layer SynFlow scores: every pool averages. ``sparse`` is :class:`Dense`'s (and
+    :class:`Conv2d`'s).
     """
     op = node.op
     if op == "dense":
         return Dense(xp, weight, bias, mask, sparse)
     if op == "conv":
-        return Conv2d(xp, weight, bias, mask, node.stride, node.padding, node.groups)
+        return Conv2d(xp, weight, bias, mask, node.stride, node.padding, node.groups, sparse)
     if op == "pool":
         return Pool2d(xp, "avg" if linear else node.mode, node.kernel, node.stride)
     if op == "add":

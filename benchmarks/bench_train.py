@@ -11,9 +11,12 @@ For each thread count (BLAS threads through threadpoolctl, ``torch.set_num_threa
   dense     connsim and PyTorch on the dense models (goals: LeNet-300-100 <= 1.0x PyTorch,
             LeNet-5 <= 1.3x)
   sparse    LeNet-300-100 with uniform random masks at densities 0.1 ... 0.005: connsim's masked
-            dense products (``sparse=False``), its automatic choice (``sparse='auto'``: CSR below
-            2.5 % density) and PyTorch's dense model (goal: at density 0.01, auto <= 0.5x connsim's
-            dense epoch)
+            dense products (``sparse=False``), its automatic choice (``sparse='auto'``: kept weights
+            only below 5 % density) and PyTorch's dense model (goal: at density 0.01, auto <= 0.5x
+            connsim's dense epoch)
+  conv      VGG-11 on CIFAR-10 shapes (random data, batch 64), uniform random masks at densities
+            0.04 and 0.01: seconds per step of the masked dense products and of ``sparse='auto'``
+            (its conv and dense layers multiply their kept weights only)
 """
 
 import argparse
@@ -43,6 +46,24 @@ def time_connsim(arch, masks, x, y, iters, sparse="auto"):
         if k >= 5:
             times.append(time.perf_counter() - t)
     return statistics.median(times), n // bs
+
+
+def time_steps(arch, masks, batch, iters, sparse):
+    """Median seconds per training step on random data (shapes only matter)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, *arch.input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    net = Network(arch, masks, rng=0, sparse=sparse)
+    opt = SGD(net, momentum=0.9, weight_decay=1e-3)
+    times = []
+    for k in range(iters + 2):
+        t = time.perf_counter()
+        _, g = cross_entropy(np, net.forward(x), y)
+        net.backward(g)
+        opt.step(0.01)
+        if k >= 2:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def torch_model(torch, arch):
@@ -122,6 +143,14 @@ def main():
                 if tt is not None:
                     line += f"   PyTorch dense {tt * per_epoch:6.2f}   auto/PyTorch {t_auto / tt:4.2f}"
                 print(line, flush=True)
+            arch = connsim.get_arch("vgg-11", classes=10)
+            for d in (0.04, 0.01):
+                masks = connsim.random_masks(arch, connsim.quota(arch, "uniform", d), rng=0)
+                iters = max(3, min(args.iterations, 8))
+                t_dense = time_steps(arch, masks, 64, iters, sparse=False)
+                t_auto = time_steps(arch, masks, 64, iters, sparse="auto")
+                print(f"conv   vgg-11 d={d:<5} s/step: masked dense {t_dense:6.3f}  auto "
+                      f"{t_auto:6.3f}  auto/dense {t_auto / t_dense:4.2f}", flush=True)
 
 
 if __name__ == "__main__":

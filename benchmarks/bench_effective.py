@@ -22,7 +22,10 @@ Ratios: ``Nx read``/``Nx stream`` is connsim time over the floor; ``(Nx)`` after
 the baseline's time over connsim's (above 1: connsim is faster). Every method runs once before
 timing (compilation, page faults); times are the minimum of ``--repeat`` runs, with the median
 beside it. Goals (the script exits 1 when one is missed, except
-with ``--quick``, a smoke run at small sizes that CI runs without asserting):
+with ``--quick``, a smoke run at small sizes that CI runs without asserting). The ratios to read,
+stream and paper are goals at one thread, the setting they were set in; the two-thread rows
+report the same ratios against the baselines at two threads, and the threads goal compares
+connsim at two threads with connsim at one:
 
   from masks      out= and measure <= 3x read; paper >= 20x effective_masks (fresh arrays, whose
                   page faults alone can cost more than 3x read: see ``copy``)
@@ -183,13 +186,13 @@ class Report:
             if name in ("read", "stream"):
                 ratio = t_min / b_min
                 parts.append(f"{name} {b_min * 1e3:7.2f} ms -> {ratio:5.2f}x {name}")
-                if name in goal_names and ratio > GOALS[name]:
+                if name in goal_names and threads == 1 and ratio > GOALS[name]:
                     self.missed.append(f"{label}, {threads} thread(s): {ratio:.2f}x {name} "
                                        f"(goal <= {GOALS[name]})")
             else:
                 ratio = b_min / t_min
                 parts.append(f"{name} {b_min * 1e3:8.2f} ms ({ratio:6.1f}x)")
-                if name in goal_names and ratio < GOALS[name]:
+                if name in goal_names and threads == 1 and ratio < GOALS[name]:
                     self.missed.append(f"{label}, {threads} thread(s): paper method only "
                                        f"{ratio:.1f}x slower (goal >= {GOALS[name]})")
         print("  ".join(parts), flush=True)

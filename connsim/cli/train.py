@@ -69,8 +69,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="numpy (default) or cupy (pip install 'connsim[gpu]'; verified so far "
                         "against a strict CPU double of CuPy, see docs/training.md)")
     p.add_argument("--sparse", choices=("auto", "on", "off"), default="auto",
-                   help="multiply masked dense layers through CSR matrices of their kept weights: "
-                        "auto (default: NumPy layers of 16384+ weights below 5 %% density), on, off")
+                   help="multiply masked dense and conv layers by their kept weights only: "
+                        "auto (default: NumPy layers of 16384+ weights of at most 5 %% density), on, off")
 
 
 def train_config(args):

@@ -5,15 +5,15 @@ layer's backend ``xp``). Prunable layers (:class:`Dense`, :class:`Conv2d`) carry
 multiplies the weight in the forward pass and the weight gradient in the backward pass.
 Convolution and pooling gather their windows as ``kh*kw`` strided slices (an im2col without
 ``as_strided``) and run one matrix product per layer. On NumPy, BatchNorm's training passes,
-pooling and a sparse layer's weight gradient run as fused Numba kernels instead
+pooling and a sparse layer's products and weight gradient run as fused Numba kernels instead
 (``connsim.trainer._fused``, which says how their arithmetic compares).
 
-A large NumPy :class:`Dense` layer whose mask keeps less than :data:`SPARSE_BELOW` of its weights
-multiplies through its kept weights only instead (``sparse='auto'``; measured in
-``docs/performance.md``): the forward pass and the input gradient cost ``kept x batch`` instead of
-``weights x batch`` (fused kernels with C-ordered results, as the dense products give; SciPy's CSR
-products where the kernels do not run), and the weight gradient is computed at the kept weights
-only.
+A large NumPy :class:`Dense` or :class:`Conv2d` layer whose mask keeps at most
+:data:`SPARSE_BELOW` of its weights multiplies by its kept weights only instead
+(``sparse='auto'``; measured in ``docs/performance.md``): the forward pass and the input gradient
+cost ``kept x batch`` instead of ``weights x batch`` (fused kernels with the dense products'
+layouts; SciPy's CSR products for a dense layer where the kernels do not run), and the weight
+gradient is computed at the kept weights only.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _memory_order(x):
     return (x if x.flags.c_contiguous else x.copy()), False
 
 
-SPARSE_BELOW = 0.05  # mask density below which a NumPy Dense layer multiplies its kept weights
+SPARSE_BELOW = 0.05  # mask density up to which a NumPy layer multiplies its kept weights only
 SPARSE_MIN = 16384  # weights below which the call overhead outweighs the saving
 SPARSE_CHUNK = 1 << 21  # kept weights x batch gathered at once for the weight gradient
 SPARSE_CHOICES = ("auto", True, False)
@@ -117,7 +117,7 @@ def _sparse_on(xp, mask, sparse) -> bool:
     if mask is None or sparse is False or getattr(xp, "__name__", "") != "numpy":
         return False
     return sparse is True or (mask.size >= SPARSE_MIN
-                              and xp.count_nonzero(mask) < SPARSE_BELOW * mask.size)
+                              and xp.count_nonzero(mask) <= SPARSE_BELOW * mask.size)
 
 
 def _sparse_plan(rows, src, flat, n_out, n_src):
@@ -136,7 +136,7 @@ class Dense:
     """``y = x (W * M)^T + b`` with ``W`` of shape ``(out, in)``.
 
     ``sparse``: ``'auto'`` multiplies through the kept weights only (CSR order) when the backend is
-    NumPy, the layer has at least :data:`SPARSE_MIN` weights and its mask keeps less than
+    NumPy, the layer has at least :data:`SPARSE_MIN` weights and its mask keeps at most
     :data:`SPARSE_BELOW` of them; ``True`` does so for any masked layer (NumPy only), ``False``
     never. Both paths give the same values up to the order of floating-point sums.
     """

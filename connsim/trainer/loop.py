@@ -68,9 +68,9 @@ class TrainConfig:
     backend : str
         Array backend (``'numpy'``, ``'cupy'`` or a registered one).
     sparse : {'auto', True, False}
-        Whether masked dense layers multiply through CSR matrices of their kept weights
+        Whether masked dense and conv layers multiply by their kept weights only
         (:class:`connsim.trainer.network.Network`'s ``sparse``): ``'auto'`` on NumPy for large
-        layers below 5 % density; ``False`` always multiplies dense masked weights.
+        layers of at most 5 % density; ``False`` always multiplies dense masked weights.
 
     Raises
     ------

@@ -42,10 +42,11 @@ class Network:
         at ``'post'`` after the node's activation, at ``'pre'`` just before it. A masked unit
         outputs exactly 0.
     sparse : {'auto', True, False}
-        Whether masked dense layers multiply through CSR matrices of their kept weights:
-        ``'auto'`` on NumPy for layers of at least :data:`connsim.trainer.layers.SPARSE_MIN`
-        weights below :data:`connsim.trainer.layers.SPARSE_BELOW` density
-        (:class:`connsim.trainer.layers.Dense`).
+        Whether masked dense and conv layers multiply by their kept weights only (sparse
+        products, and weight gradients at the kept weights): ``'auto'`` on NumPy for layers of
+        at least :data:`connsim.trainer.layers.SPARSE_MIN` weights and at most
+        :data:`connsim.trainer.layers.SPARSE_BELOW` density (:class:`connsim.trainer.layers.Dense`,
+        :class:`connsim.trainer.layers.Conv2d`).
 
     See Also
     --------

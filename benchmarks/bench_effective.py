@@ -19,10 +19,9 @@ products, ``scipy.sparse.csgraph`` breadth-first search and, when installed, a S
 autograd pass (never a dependency).
 
 Ratios: ``Nx read``/``Nx stream`` is connsim time over the floor; ``(Nx)`` after a baseline is
-the baseline's time over connsim's (above 1: connsim is faster). Every method runs before
+the baseline's time over connsim's (above 1: connsim is faster). Every method runs once before
 timing (compilation, page faults); times are the minimum of ``--repeat`` runs, with the median
-beside it. connsim, read, stream and copy are called in turn in every round, so that a shared
-host's load weighs on them alike. Goals (the script exits 1 when one is missed, except
+beside it. Goals (the script exits 1 when one is missed, except
 with ``--quick``, a smoke run at small sizes that CI runs without asserting). The ratios to read,
 stream and paper are goals at one thread, the setting they were set in; the two-thread rows
 report the same ratios against the baselines at two threads, and the threads goal compares
@@ -55,23 +54,14 @@ GOALS = {"read": 3.0, "paper": 20.0, "stream": 3.0, "threads": 1.10}
 
 
 def timed(fn, repeat):
-    return timed_together([fn], repeat)[0]
-
-
-def timed_together(fns, repeat):
-    """``(min, median)`` seconds of each function, called in turn in every round, so that a
-    host's load weighs on a method and its floor alike (timed in separate blocks, a floor and
-    the method it divides were minutes apart on a shared host)."""
     for _ in range(3):  # warm-up: compile, fault in pages, let the allocator settle
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
+        fn()
+    times = []
     for _ in range(repeat):
-        for fn, ts in zip(fns, times, strict=True):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [(min(ts), statistics.median(ts)) for ts in times]
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -242,19 +232,18 @@ def from_masks(report, threads, label, arch, masks, repeat, goals=True):
     assert all((paper[k] == got[k]).all() for k in got), "paper method disagrees"
     out = {k: np.empty_like(m) for k, m in got.items()}
     assert connsim.measure(arch, masks).effective == sum(int(m.sum()) for m in got.values())
+    read = ("read", timed(lambda: read_masks(masks), repeat))
+    res = [read, ("copy", timed(lambda: [m.copy() for m in masks.values()], repeat)),
+           ("sparse", timed(lambda: sparse_path(arch, masks), max(1, repeat // 2))),
+           ("paper", timed(lambda: paper_numpy(arch, masks), max(1, repeat // 3)))]
     fresh = lambda: connsim.effective_masks(arch, masks)  # noqa: E731
     into = lambda: connsim.effective_masks(arch, masks, out=out)  # noqa: E731
     count = lambda: connsim.measure(arch, masks)  # noqa: E731
-    t_read, t_copy, t_fresh, t_into, t_count = timed_together(
-        [lambda: read_masks(masks), lambda: [m.copy() for m in masks.values()], fresh, into, count],
-        repeat)
-    read = ("read", t_read)
-    res = [read, ("copy", t_copy),
-           ("sparse", timed(lambda: sparse_path(arch, masks), max(1, repeat // 2))),
-           ("paper", timed(lambda: paper_numpy(arch, masks), max(1, repeat // 3)))]
-    report.line(threads, label, t_fresh, res, ("paper",) if goals else (), fresh)
-    report.line(threads, f"{label} into out=", t_into, [read], ("read",) if goals else (), into)
-    report.line(threads, f"{label} measure", t_count, [read], ("read",) if goals else (), count)
+    report.line(threads, label, timed(fresh, repeat), res, ("paper",) if goals else (), fresh)
+    report.line(threads, f"{label} into out=", timed(into, repeat), [read],
+                ("read",) if goals else (), into)
+    report.line(threads, f"{label} measure", timed(count, repeat), [read],
+                ("read",) if goals else (), count)
 
 
 def prebuilt(report, threads, label, graph, repeat, torch, mats, goals=True):
@@ -262,8 +251,7 @@ def prebuilt(report, threads, label, graph, repeat, torch, mats, goals=True):
         return effective_edges(graph, *reachability(graph))
 
     ref = connsim_pass()
-    t_stream, t_connsim = timed_together([lambda: stream_read(graph), connsim_pass], repeat)
-    res = [("stream", t_stream)]
+    res = [("stream", timed(lambda: stream_read(graph), repeat))]
     if threads == 1:
         res.append(("scipy", timed(lambda: scipy_products(graph), repeat)))
         big, big_t, off = big_matrix(graph)
@@ -273,7 +261,8 @@ def prebuilt(report, threads, label, graph, repeat, torch, mats, goals=True):
         if torch is not None:
             tw = [torch.from_numpy(m.T.astype(np.float64)) for m in mats]
             res.append(("torch", timed(lambda: torch_synflow_mlp(torch, tw), max(1, repeat // 3))))
-    report.line(threads, label, t_connsim, res, ("stream",) if goals else (), connsim_pass)
+    report.line(threads, label, timed(connsim_pass, repeat), res, ("stream",) if goals else (),
+                connsim_pass)
 
 
 def main():

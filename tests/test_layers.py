@@ -361,14 +361,16 @@ def test_pool_kernels_are_bit_identical_to_the_array_version(monkeypatch, mode, 
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 9), st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-       st.booleans(), st.sampled_from(["float32", "float64"]), st.integers(0, 2**31 - 1))
+@given(st.integers(1, 30), st.integers(2, 30), st.integers(1, 9), st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+       st.booleans(), st.sampled_from(["float32", "float64"]),
+       st.sampled_from(["c", "channel-first", "strided"]), st.integers(0, 2**31 - 1))
 def test_sparse_dense_products_match_the_dense_oracle(n_out, n_in, batch, density, bias, dtype,
-                                                      seed):
+                                                      layout, seed):
     """The sparse path's forward pass and input gradient (the kernels, and SciPy's products of
     the array version) against the dense products of the masked weight, in float64: empty rows
-    and columns, a layer with no kept weight, batches of one. Both come out C-ordered, as the
-    dense products do (mixed layouts slowed the next layer 4-8x)."""
+    and columns, a layer with no kept weight, batches of one, inputs and gradients in C order,
+    Fortran order or strided. With the kernels both come out C-ordered, as the dense products
+    do (mixed layouts slowed the next layer 4-8x)."""
     from connsim.trainer import _fused, layers
 
     rng = np.random.default_rng(seed)
@@ -377,6 +379,8 @@ def test_sparse_dense_products_match_the_dense_oracle(n_out, n_in, batch, densit
     b = rng.normal(size=n_out).astype(dtype) if bias else None
     x = rng.normal(size=(batch, n_in)).astype(dtype)
     dy = rng.normal(size=(batch, n_out)).astype(dtype)
+    if batch > 1 and n_out > 1:
+        x, dy = _layout(x, layout), _layout(dy, layout)
     wm = w.astype(np.float64) * mask
     want_y = x.astype(np.float64) @ wm.T + (0 if b is None else b)
     want_dx = dy.astype(np.float64) @ wm
@@ -399,45 +403,72 @@ def test_sparse_dense_products_match_the_dense_oracle(n_out, n_in, batch, densit
             assert y.flags.c_contiguous and dx.flags.c_contiguous
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.sampled_from([1, 2]), st.integers(1, 2), st.integers(0, 1), st.integers(1, 3),
-       st.sampled_from([0.0, 0.15, 1.0]), st.booleans(), st.sampled_from(["float32", "float64"]),
-       st.integers(0, 2**31 - 1))
-def test_sparse_conv_matches_the_dense_products(groups, stride, pad, k, density, bias, dtype,
-                                                seed):
+@settings(max_examples=40, deadline=None)
+@given(groups=st.sampled_from([1, 2, 3]), per_in=st.integers(1, 2), per_out=st.integers(1, 3),
+       kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pad=st.tuples(st.integers(0, 1), st.integers(0, 2)),
+       density=st.sampled_from([0.0, 0.15, 1.0]), bias=st.booleans(),
+       dtypes=st.sampled_from([("float32", "float32"), ("float64", "float64"),
+                               ("float32", "float64"), ("float64", "float32")]),
+       layout=st.sampled_from(["c", "channel-first", "strided"]), seed=st.integers(0, 2**31 - 1))
+def test_sparse_conv_matches_the_dense_products(groups, per_in, per_out, kernel, stride, pad,
+                                                density, bias, dtypes, layout, seed):
     """A conv layer on the sparse path (its kept weights only, through the kernels) against the
-    same layer's dense masked products: output, input gradient and both parameter gradients, with
-    groups, strides, padding, no kept weight at all and every weight kept."""
+    same layer's dense masked products: output, input gradient and both parameter gradients,
+    values and dtypes. Grouped and depthwise layers (with channel multipliers), non-square
+    kernels, strides and padding, inputs and gradients in other memory layouts, weights and
+    data of different float types, no kept weight at all and every weight kept."""
     from connsim.trainer import _fused, layers
 
     rng = np.random.default_rng(seed)
-    c_in, c_out = 2 * groups, 2 * groups
-    mask = (rng.random((c_out, c_in // groups, k, k)) < density).astype(dtype)
-    w = rng.normal(size=mask.shape).astype(dtype) * mask
-    b = rng.normal(size=c_out).astype(dtype) if bias else None
-    x = rng.normal(size=(3, c_in, 7, 6)).astype(dtype)
-    tol = {"float32": dict(rtol=1e-4, atol=1e-4), "float64": dict(rtol=1e-11, atol=1e-12)}[dtype]
+    wdt, xdt = dtypes
+    c_in, c_out = groups * per_in, groups * per_out
+    mask = (rng.random((c_out, per_in, *kernel)) < density).astype(wdt)
+    w = rng.normal(size=mask.shape).astype(wdt) * mask
+    b = rng.normal(size=c_out).astype(wdt) if bias else None
+    x = _layout(rng.normal(size=(3, c_in, 7, 6)).astype(xdt), layout)
+    tol = dict(rtol=1e-4, atol=1e-4) if "float32" in dtypes else dict(rtol=1e-11, atol=1e-12)
     old = layers.fused_kernels
     layers.fused_kernels = lambda xp: _fused  # the kernels, also under NUMBA_DISABLE_JIT
     try:
         got = []
         for sparse in (True, False):
-            layer = Conv2d(np, w.copy(), None if b is None else b.copy(), mask, (stride, stride),
-                           (pad, pad), groups, sparse=sparse)
+            layer = Conv2d(np, w.copy(), None if b is None else b.copy(), mask, stride, pad,
+                           groups, sparse=sparse)
             assert (layer.kept is not None) == sparse
             y = layer.forward(x)
-            dy = np.random.default_rng(seed + 1).normal(size=y.shape).astype(dtype)
-            got.append((y, layer.backward(dy), layer.grads["weight"], layer.grads.get("bias")))
+            dy = np.random.default_rng(seed + 1).normal(size=y.shape).astype(xdt)
+            dx = layer.backward(_layout(dy, layout))
+            got.append((y, dx, layer.grads["weight"], layer.grads.get("bias")))
     finally:
         layers.fused_kernels = old
     (y, dx, gw, gb), (y0, dx0, gw0, gb0) = got
-    assert y.dtype == dx.dtype == gw.dtype == np.dtype(dtype)
     for a, a0 in ((y, y0), (dx, dx0), (gw, gw0)):
-        assert a.shape == a0.shape
+        assert a.shape == a0.shape and a.dtype == a0.dtype
         np.testing.assert_allclose(a, a0, **tol)
     assert np.all(gw[mask == 0] == 0)
     if bias:
         np.testing.assert_allclose(gb, gb0, **tol)
+
+
+@pytest.mark.parametrize("wdt, xdt", [("float64", "float32"), ("float32", "float64")])
+def test_sparse_dense_gives_the_dense_products_dtypes(wdt, xdt):
+    """With weights (and mask and bias) of one float type and data of another, the sparse path
+    returns and stores what the dense products would: the promoted type."""
+    rng = np.random.default_rng(5)
+    mask = (rng.random((4, 6)) < 0.5).astype(wdt)
+    w, b = rng.normal(size=(4, 6)).astype(wdt) * mask, np.ones(4, dtype=wdt)
+    x, dy = rng.normal(size=(3, 6)).astype(xdt), rng.normal(size=(3, 4)).astype(xdt)
+    got = []
+    for sparse in (True, False):
+        layer = Dense(np, w.copy(), b.copy(), mask, sparse=sparse)
+        y = layer.forward(x)
+        dx = layer.backward(dy)
+        got.append((y, dx, layer.grads["weight"]))
+    for a, a0 in zip(*got, strict=True):
+        assert a.dtype == a0.dtype == np.float64
+        np.testing.assert_allclose(a, a0, rtol=1e-5, atol=1e-5)
 
 
 def test_sparse_dense_kernel_gradient_matches_the_array_version(monkeypatch):

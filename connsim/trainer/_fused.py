@@ -1,6 +1,6 @@
 """Fused NumPy-only kernels of the trainer: the SGD update of one parameter in a single pass
-(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes, pooling, and a sparse
-dense layer's products and weight gradient at its kept weights (:mod:`connsim.trainer.layers`).
+(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes, pooling, and the products and
+weight gradient of a dense or conv layer at its kept weights (:mod:`connsim.trainer.layers`).
 
 The array versions stay for other backends and under ``NUMBA_DISABLE_JIT``. Every kernel is
 serial: a second Numba thread would fight BLAS's for the cores.
@@ -204,7 +204,8 @@ def pool_backward(dy, arg, kh, kw, sh, sw, avg, div, dx):
 @sum_njit
 def kept_weight_grad(dyt, xt, rows, cols, flat, out):
     """``out[flat[k]] = dyt[rows[k]] . xt[cols[k]]`` (batch on the last axis of both): the weight
-    gradient of a dense layer at its kept weights, accumulated in float64."""
+    gradient of a dense or conv layer at its kept weights (``xt`` a transposed input or a window
+    matrix), accumulated in float64."""
     for k in range(rows.size):
         r, c = rows[k], cols[k]
         t = 0.0

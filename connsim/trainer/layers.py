@@ -174,8 +174,8 @@ class Dense:
             w = self.params["weight"].ravel()
             kernels = fused_kernels(self.xp)
             if kernels is not None:  # bias added in the kernel; C-ordered as the dense product
-                y = np.empty((x.shape[0], self.csr.shape[0]), dtype=np.result_type(x, w))
                 bias = self.params.get("bias", w[:0])
+                y = np.empty((x.shape[0], self.csr.shape[0]), dtype=np.result_type(x, w, self.mask, bias))
                 kernels.sparse_matmul(self.xt, *self.plan[0], w, bias, y)
                 return y
             self.csr.data = w[self.kept[2]]
@@ -190,7 +190,8 @@ class Dense:
         """Store the weight (and bias) gradients; return the input gradient."""
         if self.csr is not None:
             rows, cols, flat = self.kept
-            gw = self.xp.zeros(self.params["weight"].shape, dtype=dy.dtype)
+            gw = self.xp.zeros(self.params["weight"].shape,
+                               dtype=np.result_type(dy, self.xt, self.mask))
             dyt, xt = dy.T.copy(), self.xt  # rows of the batch: contiguous gathers
             out = gw.ravel()
             kernels = fused_kernels(self.xp)
@@ -213,7 +214,7 @@ class Dense:
             return dy @ self._w()
         if kernels is not None:
             w = self.params["weight"].ravel()
-            dx = np.empty((dy.shape[0], self.csr.shape[1]), dtype=np.result_type(dy, w))
+            dx = np.empty((dy.shape[0], self.csr.shape[1]), dtype=np.result_type(dy, w, self.mask))
             kernels.sparse_matmul(dyt, *self.plan[1], w, w[:0], dx)
             return dx
         return (self.csr.T @ dyt).T
@@ -275,9 +276,10 @@ class Conv2d:
         self.shape = (n, c, h, w, ho, wo)
         if self.kept is not None:  # bias added in the kernel
             wf = self.params["weight"].ravel()
-            y = np.empty((o, n * ho * wo), dtype=np.result_type(x, wf))
+            bias = self.params.get("bias", wf[:0])
+            y = np.empty((o, n * ho * wo), dtype=np.result_type(x, wf, self.mask, bias))
             fused_kernels(xp).sparse_matmul(self.cols.reshape(-1, n * ho * wo), *self.plan[0], wf,
-                                            self.params.get("bias", wf[:0]), y.T)
+                                            bias, y.T)
             return y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
         y = _blocked_matmul(xp, self._wg(), self.cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
         if "bias" in self.params:
@@ -295,7 +297,7 @@ class Conv2d:
         if kernels is not None:
             dy2, cols = dy2.reshape(o, -1), self.cols.reshape(-1, n * ho * wo)
             wf = self.params["weight"].ravel()
-            gw = np.zeros(self.params["weight"].shape, dtype=dy.dtype)
+            gw = np.zeros(self.params["weight"].shape, dtype=np.result_type(dy, cols, self.mask))
             kernels.kept_weight_grad(dy2, cols, *self.kept, gw.ravel())
             self.grads["weight"] = gw
         else:
@@ -308,7 +310,7 @@ class Conv2d:
         # summed channel-first, (C, N, H, W), where every window's gradient dcols[:, k] is
         # contiguous: no transposed copy, and fewer, longer inner loops than batch-first
         if kernels is not None:
-            dcols = np.empty(cols.shape, dtype=np.result_type(dy, wf))
+            dcols = np.empty(cols.shape, dtype=np.result_type(dy, wf, self.mask))
             kernels.sparse_matmul(dy2, *self.plan[1], wf, wf[:0], dcols.T)
             dcols = dcols.reshape(c, kh * kw, n, ho, wo)
         else:

@@ -70,7 +70,8 @@ class TrainConfig:
     sparse : {'auto', True, False}
         Whether masked dense and conv layers multiply by their kept weights only
         (:class:`connsim.trainer.network.Network`'s ``sparse``): ``'auto'`` on NumPy for large
-        layers of at most 5 % density; ``False`` always multiplies dense masked weights.
+        layers of at most 5 % density (conv layers only where the Numba kernels run, not under
+        ``NUMBA_DISABLE_JIT``); ``False`` always multiplies dense masked weights.
 
     Raises
     ------

@@ -3,8 +3,8 @@
 The architecture that drives the graph and the theory also drives the model: every node becomes
 the layer that :func:`connsim.trainer.layers.make_layer` (the trainer's table of operations) builds
 for it, followed by BatchNorm and its activation when the node says so. Masks multiply the prunable weights;
-every optimiser step leaves pruned weights at exactly zero (SGD masks the arrays it writes, Adam
-calls :meth:`Network.apply_masks`).
+every optimiser step leaves pruned weights at exactly zero (SGD masks the arrays it writes, or on a
+layer's sparse path updates its kept weights only; Adam calls :meth:`Network.apply_masks`).
 
 The pruning scores that need gradients use only :meth:`Network.forward`, :meth:`Network.backward`,
 :meth:`Network.set_weights` and :meth:`Network.weight_gradients` (``docs/pruning.md``).

@@ -28,9 +28,10 @@ class SGD:
     def step(self, lr: float) -> None:
         """One update with learning rate ``lr``; masked weights come out masked.
 
-        The weight of a layer on the sparse path (:class:`connsim.trainer.layers.Dense`) is
-        updated at its kept weights only: its pruned weights and their gradients are 0, so the
-        dense update would leave them 0, and the momentum buffer holds the kept entries only.
+        The weight of a layer on the sparse path (:class:`connsim.trainer.layers.Dense`,
+        :class:`connsim.trainer.layers.Conv2d`) is updated at its kept weights only: its pruned
+        weights and their gradients are 0, so the dense update would leave them 0, and the
+        momentum buffer holds the kept entries only.
         The first step writes a new array; later steps update the array that this optimiser
         returned, in place, as long as the layer still holds it (no dense copy per step).
         :meth:`~connsim.trainer.network.Network.weights` and ``state_dict`` return copies, so
@@ -44,10 +45,10 @@ class SGD:
                                              kept, fused)
 
     def _update(self, name, p, g, mask, lr, kept, kernels):
-        """The new value of one parameter (a new array): by the fused kernel when ``kernels`` is
-        given (NumPy), else by array operations; at the ``kept`` entries only for a layer on the
-        sparse path (in place when ``p`` is the array this optimiser returned last time, else
-        into a copy: ``p`` may be shared)."""
+        """The new value of one parameter: by the fused kernel when ``kernels`` is given (NumPy),
+        else by array operations, into a new array; at the ``kept`` entries only for a layer on
+        the sparse path, in place when ``p`` is the array this optimiser returned last time, else
+        into a copy (``p`` may be shared)."""
         update = self._arrays if kernels is None else self._fused
         if kept is None:
             return update(kernels, name, p, g, mask, lr)

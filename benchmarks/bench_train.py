@@ -4,8 +4,10 @@ measured in the same run (PyTorch only if installed: pip install torch==2.13.0).
     python benchmarks/bench_train.py [--iterations N] [--threads 1 2]
 
 Seconds per epoch = time per training iteration (forward, backward, SGD step with momentum and
-weight decay; median of N after warm-up) x iterations per epoch. Models: LeNet-300-100 on MNIST
-(batch 100) and LeNet-5 on 1x28x28 MNIST (batch 128), BatchNorm and ReLU after hidden layers.
+weight decay) x iterations per epoch. The methods compared on a row run in alternating blocks
+(``race``): N // 3 timed steps each per round, three rounds, each method's best round median.
+Models: LeNet-300-100 on MNIST (batch 100) and LeNet-5 on 1x28x28 MNIST (batch 128), BatchNorm
+and ReLU after hidden layers.
 For each thread count (BLAS threads through threadpoolctl, ``torch.set_num_threads``):
 
   dense     connsim and PyTorch on the dense models (goals: LeNet-300-100 <= 1.0x PyTorch,
@@ -31,39 +33,44 @@ from connsim.trainer.layers import cross_entropy
 from connsim.trainer.network import Network
 from connsim.trainer.optim import SGD
 
+BATCH = {"lenet-300-100": 100, "lenet-5": 128}
+ROUNDS = 3
 
-def time_connsim(arch, masks, x, y, iters, sparse="auto"):
+
+def connsim_steps(arch, masks, x, y, batch, sparse="auto"):
+    """One connsim training step (forward, backward, SGD with momentum and weight decay) per
+    call, on the next batch of ``x``."""
     net = Network(arch, masks, rng=0, sparse=sparse)
     opt = SGD(net, momentum=0.9, weight_decay=1e-3)
-    n, bs = len(y), {"lenet-300-100": 100, "lenet-5": 128}[arch.name]
-    times = []
-    for k in range(iters + 5):
-        idx = np.arange(k * bs, (k + 1) * bs) % n
-        t = time.perf_counter()
+    calls = iter(range(1 << 62))
+
+    def step():
+        idx = np.arange(batch) + next(calls) * batch
+        idx %= len(y)
         _, g = cross_entropy(np, net.forward(x[idx]), y[idx])
         net.backward(g)
         opt.step(0.01)
-        if k >= 5:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times), n // bs
+    return step
 
 
-def time_steps(arch, masks, batch, iters, sparse):
-    """Median seconds per training step on random data (shapes only matter)."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, *arch.input_shape)).astype(np.float32)
-    y = rng.integers(0, 10, batch)
-    net = Network(arch, masks, rng=0, sparse=sparse)
-    opt = SGD(net, momentum=0.9, weight_decay=1e-3)
-    times = []
-    for k in range(iters + 2):
-        t = time.perf_counter()
-        _, g = cross_entropy(np, net.forward(x), y)
-        net.backward(g)
-        opt.step(0.01)
-        if k >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def race(steps, iters, warmup=5):
+    """Median seconds per call of each function, in alternating blocks: after ``warmup`` untimed
+    calls each, every function runs ``iters // ROUNDS`` timed calls per round, for ``ROUNDS``
+    rounds, and keeps its best round's median. A shared host's load then falls on every
+    function alike, while each block keeps its own caches warm."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    best = [float("inf")] * len(steps)
+    for _ in range(ROUNDS):
+        for i, step in enumerate(steps):
+            times = []
+            for _ in range(max(1, iters // ROUNDS)):
+                t = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t)
+            best[i] = min(best[i], statistics.median(times))
+    return best
 
 
 def torch_model(torch, arch):
@@ -87,22 +94,20 @@ def torch_model(torch, arch):
     return nn.Sequential(*mods)
 
 
-def time_torch(torch, arch, x, y, iters):
+def torch_steps(torch, arch, x, y, batch):
+    """The same training step in PyTorch, on the same batches."""
     model = torch_model(torch, arch)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    n, bs = len(y), {"lenet-300-100": 100, "lenet-5": 128}[arch.name]
-    times = []
-    for k in range(iters + 5):
-        idx = torch.arange(k * bs, (k + 1) * bs) % n
-        t = time.perf_counter()
+    calls = iter(range(1 << 62))
+
+    def step():
+        idx = (torch.arange(batch) + next(calls) * batch) % len(y)
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
         loss.backward()
         opt.step()
-        if k >= 5:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return step
 
 
 def main():
@@ -126,29 +131,40 @@ def main():
             print(f"-- {threads} thread(s)")
             for name in ("lenet-300-100", "lenet-5"):
                 arch = connsim.get_arch(name, input_shape=(1, 28, 28))
-                t, per_epoch = time_connsim(arch, None, x, y, args.iterations)
-                line = f"dense  {name:<14} connsim {t * per_epoch:6.2f}"
+                bs = BATCH[name]
+                per_epoch = len(y) // bs
+                steps = [connsim_steps(arch, None, x, y, bs)]
                 if torch is not None:
-                    tt = time_torch(torch, arch, x, y, args.iterations)
-                    line += f"   PyTorch {tt * per_epoch:6.2f}   connsim/PyTorch {t / tt:4.2f}"
+                    steps.append(torch_steps(torch, arch, x, y, bs))
+                t, *tt = race(steps, args.iterations)
+                line = f"dense  {name:<14} connsim {t * per_epoch:6.2f}"
+                if tt:
+                    line += f"   PyTorch {tt[0] * per_epoch:6.2f}   connsim/PyTorch {t / tt[0]:4.2f}"
                 print(line, flush=True)
             arch = connsim.get_arch("lenet-300-100", input_shape=(1, 28, 28))
-            tt = time_torch(torch, arch, x, y, args.iterations) if torch is not None else None
+            per_epoch = len(y) // BATCH[arch.name]
             for d in (0.1, 0.05, 0.03, 0.02, 0.01, 0.005):
                 masks = connsim.random_masks(arch, connsim.quota(arch, "uniform", d), rng=0)
-                t_dense, per_epoch = time_connsim(arch, masks, x, y, args.iterations, sparse=False)
-                t_auto, _ = time_connsim(arch, masks, x, y, args.iterations)
+                steps = [connsim_steps(arch, masks, x, y, 100, sparse=False),
+                         connsim_steps(arch, masks, x, y, 100)]
+                if torch is not None:
+                    steps.append(torch_steps(torch, arch, x, y, 100))
+                t_dense, t_auto, *tt = race(steps, args.iterations)
                 line = (f"sparse lenet-300-100 d={d:<5} masked dense {t_dense * per_epoch:6.2f}  "
                         f"auto {t_auto * per_epoch:6.2f}  auto/dense {t_auto / t_dense:4.2f}")
-                if tt is not None:
-                    line += f"   PyTorch dense {tt * per_epoch:6.2f}   auto/PyTorch {t_auto / tt:4.2f}"
+                if tt:
+                    line += (f"   PyTorch dense {tt[0] * per_epoch:6.2f}   "
+                             f"auto/PyTorch {t_auto / tt[0]:4.2f}")
                 print(line, flush=True)
             arch = connsim.get_arch("vgg-11", classes=10)
+            rng = np.random.default_rng(0)
+            xc = rng.normal(size=(64, *arch.input_shape)).astype(np.float32)
+            yc = rng.integers(0, 10, 64)
             for d in (0.04, 0.01):
                 masks = connsim.random_masks(arch, connsim.quota(arch, "uniform", d), rng=0)
-                iters = max(3, min(args.iterations, 8))
-                t_dense = time_steps(arch, masks, 64, iters, sparse=False)
-                t_auto = time_steps(arch, masks, 64, iters, sparse="auto")
+                t_dense, t_auto = race([connsim_steps(arch, masks, xc, yc, 64, sparse=False),
+                                        connsim_steps(arch, masks, xc, yc, 64)],
+                                       ROUNDS * max(1, min(args.iterations, 9) // ROUNDS), warmup=2)
                 print(f"conv   vgg-11 d={d:<5} s/step: masked dense {t_dense:6.3f}  auto "
                       f"{t_auto:6.3f}  auto/dense {t_auto / t_dense:4.2f}", flush=True)
 

@@ -314,6 +314,68 @@ def test_batchnorm_kernels_match_the_array_version(monkeypatch, shape, dtype, la
         assert y.flags.c_contiguous and dx.flags.c_contiguous
 
 
+@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("shape, layout", [((6, 3), "c"), ((4, 3, 5, 6), "c"),
+                                           ((4, 3, 5, 6), "channel-first"),
+                                           ((4, 3, 5, 6), "strided")])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_with_relu_is_batchnorm_then_relu_bit_for_bit(monkeypatch, kernels, train,
+                                                               shape, layout, dtype):
+    """``BatchNorm(relu=True)`` against ``BatchNorm`` followed by ``ReLU``: the same bytes for
+    the output, the input gradient and both parameter gradients, on the kernels and on the
+    array version, in training and evaluation, with outputs at exactly 0, gradients of inf and
+    NaN and -0.0 (ReLU's product keeps NaN, turns negatives into -0.0 and inf * 0 into NaN)."""
+    from connsim.trainer import _fused, layers
+
+    monkeypatch.setattr(layers, "fused_kernels", lambda xp: _fused if kernels else None)
+    rng = np.random.default_rng(9)
+    x = _layout(rng.normal(size=shape).astype(dtype), layout)
+    w, b = rng.normal(size=shape[1]).astype(dtype), rng.normal(size=shape[1]).astype(dtype)
+    mean = rng.normal(size=shape[1]).astype(dtype)  # eval: nonzero running statistics
+    dy = rng.normal(size=shape).astype(dtype)
+    special = dy.copy()  # in channel 0 only: a NaN spreads over its channel's sums
+    special[:4, 0] = np.array([np.inf, np.nan, -0.0, -np.inf]).reshape(
+        (4,) + (1,) * (len(shape) - 2))
+
+    def run(fused, grad):
+        bn = BatchNorm(np, shape[1], dtype=dtype, relu=fused)
+        bn.params["weight"], bn.params["bias"] = w.copy(), b.copy()
+        bn.running_mean = mean.copy()
+        ops = [bn] if fused else [bn, ReLU()]
+        y = x
+        for op in ops:
+            y = op.forward(y, train=train)
+        g = _layout(grad, layout)
+        for op in reversed(ops):
+            with np.errstate(invalid="ignore"):  # inf * 0
+                g = op.backward(g)
+        return y, g, bn.grads["weight"], bn.grads["bias"]
+
+    for grad in (dy, special):
+        fused = run(True, grad)
+        for got, want in zip(fused, run(False, grad), strict=True):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
+        assert (fused[0] == 0).any()  # the ReLU cut some values
+        assert np.isfinite(fused[1][:, 1:]).all()  # the other channels stay finite
+    assert np.isnan(fused[1][:, 0]).any()
+
+
+def test_network_fuses_batchnorm_and_relu_unless_a_unit_mask_comes_between():
+    from connsim.granularity import UnitMasks
+
+    arch = get_arch("lenet-300-100")
+    ops = Network(arch, rng=0).ops["fc1"]
+    assert [type(op).__name__ for op in ops] == ["Dense", "BatchNorm"] and ops[1].relu
+    keep = {"fc1": np.ones(300, dtype=bool)}
+    for position, names in [("pre", ["Dense", "BatchNorm", "UnitMask", "ReLU"]),
+                            ("post", ["Dense", "BatchNorm", "UnitMask"])]:
+        net = Network(arch, rng=0, units=UnitMasks(keep, position=position))
+        assert [type(op).__name__ for op in net.ops["fc1"]] == names
+        assert net.ops["fc1"][1].relu == (position == "post")
+
+
 def test_batchnorm_kernel_sums_are_the_more_accurate():
     from connsim.trainer import _fused
 

@@ -85,9 +85,11 @@ def bn_moments(x, axis, mean, var):
 
 
 @njit
-def bn_apply(x, axis, mean, inv_std, weight, bias, xhat, y):
+def bn_apply(x, axis, mean, inv_std, weight, bias, relu, xhat, y):
     """``xhat = (x - mean) * inv_std`` and ``y = weight * xhat + bias`` per channel, in the
-    arrays' dtype, as NumPy's element-wise operations round them."""
+    arrays' dtype, as NumPy's element-wise operations round them; with ``relu``, then
+    ``y * (y > 0)`` (:class:`connsim.trainer.layers.ReLU`'s product: -0.0 for negatives, NaN
+    kept)."""
     a, b, s = x.shape
     for i in range(a):
         for j in range(b):
@@ -95,21 +97,26 @@ def bn_apply(x, axis, mean, inv_std, weight, bias, xhat, y):
                 for k in range(s):
                     h = (x[i, j, k] - mean[k]) * inv_std[k]
                     xhat[i, j, k] = h
-                    y[i, j, k] = weight[k] * h + bias[k]
+                    r = weight[k] * h + bias[k]
+                    y[i, j, k] = r * 0.0 if relu and not r > 0 else r
             else:
                 c = i if axis == 0 else j
                 m, v, w, o = mean[c], inv_std[c], weight[c], bias[c]
                 for k in range(s):
                     h = (x[i, j, k] - m) * v
                     xhat[i, j, k] = h
-                    y[i, j, k] = w * h + o
+                    r = w * h + o
+                    y[i, j, k] = r * 0.0 if relu and not r > 0 else r
 
 
 @sum_njit
-def bn_grad_sums(dy, xhat, axis, gbias, gweight):
+def bn_grad_sums(dy, xhat, axis, out, gbias, gweight):
     """Per-channel sums of ``dy`` and ``dy * xhat`` into the float64 arrays ``gbias`` and
-    ``gweight`` (the gradients of the shift and the scale)."""
+    ``gweight`` (the gradients of the shift and the scale). With an ``out`` (the forward
+    output after a fused ReLU; no elements: none), ``dy`` counts only where ``out > 0``, as
+    ``dy * (out > 0)`` (``ReLU``'s backward product)."""
     a, b, s = dy.shape
+    relu = out.size > 0
     gbias[:] = 0.0
     gweight[:] = 0.0
     for i in range(a):
@@ -117,12 +124,16 @@ def bn_grad_sums(dy, xhat, axis, gbias, gweight):
             if axis == 2:
                 for k in range(s):
                     g = np.float64(dy[i, j, k])
+                    if relu and not out[i, j, k] > 0:
+                        g = g * 0.0
                     gbias[k] += g
                     gweight[k] += g * xhat[i, j, k]
             else:
                 t = u = 0.0
                 for k in range(s):
                     g = np.float64(dy[i, j, k])
+                    if relu and not out[i, j, k] > 0:
+                        g = g * 0.0
                     t += g
                     u += g * xhat[i, j, k]
                 c = i if axis == 0 else j
@@ -131,19 +142,27 @@ def bn_grad_sums(dy, xhat, axis, gbias, gweight):
 
 
 @njit
-def bn_input_grad(dy, xhat, axis, scale, shift, slope, dx):
-    """``dx = scale * (dy - shift - xhat * slope)`` per channel, in float64, rounded once."""
+def bn_input_grad(dy, xhat, axis, out, scale, shift, slope, dx):
+    """``dx = scale * (dy - shift - xhat * slope)`` per channel, in float64, rounded once
+    (``out``: as in :func:`bn_grad_sums`)."""
     a, b, s = dy.shape
+    relu = out.size > 0
     for i in range(a):
         for j in range(b):
             if axis == 2:
                 for k in range(s):
-                    dx[i, j, k] = scale[k] * (dy[i, j, k] - shift[k] - xhat[i, j, k] * slope[k])
+                    g = np.float64(dy[i, j, k])
+                    if relu and not out[i, j, k] > 0:
+                        g = g * 0.0
+                    dx[i, j, k] = scale[k] * (g - shift[k] - xhat[i, j, k] * slope[k])
             else:
                 c = i if axis == 0 else j
                 f, m, r = scale[c], shift[c], slope[c]
                 for k in range(s):
-                    dx[i, j, k] = f * (dy[i, j, k] - m - xhat[i, j, k] * r)
+                    g = np.float64(dy[i, j, k])
+                    if relu and not out[i, j, k] > 0:
+                        g = g * 0.0
+                    dx[i, j, k] = f * (g - m - xhat[i, j, k] * r)
 
 
 @njit

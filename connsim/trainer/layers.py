@@ -442,10 +442,12 @@ class BatchNorm:
 
     Training uses batch statistics (biased variance) and updates running statistics with
     ``momentum`` (unbiased variance, as PyTorch); evaluation uses the running statistics.
+    ``relu=True`` applies the :class:`ReLU` that follows in the same pass, with the same values
+    and gradients, bit for bit: the network fuses the two where nothing comes between them.
     """
 
-    def __init__(self, xp, channels, momentum=0.1, eps=1e-5, dtype="float32"):
-        self.xp, self.momentum, self.eps = xp, momentum, eps
+    def __init__(self, xp, channels, momentum=0.1, eps=1e-5, dtype="float32", relu=False):
+        self.xp, self.momentum, self.eps, self.relu = xp, momentum, eps, relu
         self.params = {"weight": xp.ones(channels, dtype=dtype), "bias": xp.zeros(channels,
                                                                                   dtype=dtype)}
         self.running_mean = xp.zeros(channels, dtype=dtype)
@@ -480,10 +482,15 @@ class BatchNorm:
         w, b = self.params["weight"], self.params["bias"]
         if kernels is None:
             self.xhat = centred * self.inv_std.reshape(shape)
-            return w.reshape(shape) * self.xhat + b.reshape(shape)
+            y = w.reshape(shape) * self.xhat + b.reshape(shape)
+            if not self.relu:
+                return y
+            self.positive = y > 0
+            return y * self.positive
         xhat, y = np.empty_like(planes), np.empty_like(planes)
-        kernels.bn_apply(planes, axis, mean, self.inv_std, w, b, xhat, y)
+        kernels.bn_apply(planes, axis, mean, self.inv_std, w, b, self.relu, xhat, y)
         self.xhat = _from_planes(xhat, axis, x.shape)
+        self.out = y if self.relu else y[:0]  # where the ReLU passed gradients: out > 0
         return _from_planes(y, axis, x.shape)
 
     def backward(self, dy):
@@ -494,14 +501,17 @@ class BatchNorm:
             xhat, axis = _planes(self.xhat)
             dyp = _like_planes(dy, axis)
             gbias, gweight = np.empty(dy.shape[1]), np.empty(dy.shape[1])
-            kernels.bn_grad_sums(dyp, xhat, axis, gbias, gweight)
+            kernels.bn_grad_sums(dyp, xhat, axis, self.out, gbias, gweight)
             self.grads["weight"], self.grads["bias"] = (gweight.astype(dy.dtype),
                                                        gbias.astype(dy.dtype))
             count = dy.size // dy.shape[1]
             scale = self.params["weight"].astype(np.float64) * self.inv_std
             dx = np.empty_like(dyp)
-            kernels.bn_input_grad(dyp, xhat, axis, scale, gbias / count, gweight / count, dx)
+            kernels.bn_input_grad(dyp, xhat, axis, self.out, scale, gbias / count,
+                                  gweight / count, dx)
             return _from_planes(dx, axis, dy.shape)
+        if self.relu:
+            dy = dy * self.positive
         self.grads["weight"] = (dy * self.xhat).sum(axis=axes)
         self.grads["bias"] = dy.sum(axis=axes)
         g = dy * self.params["weight"].reshape(shape)

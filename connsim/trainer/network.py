@@ -89,15 +89,19 @@ class Network:
                     ops[0].input_grad = False
                 elif not node.batchnorm:  # no parameters: still a function of the data alone
                     self.data_only.add(node.name)
-            if node.batchnorm:
-                ops.append(BatchNorm(xp, node.channels, dtype=dtype))
             unit = None
             if node.name in keep:
                 unit = self.unit_masks[node.name] = UnitMask(
                     xp, xp.asarray(keep[node.name].astype(dtype)))
-                if units.position == "pre":
-                    ops.append(unit)
-            if node.activation:
+            # BatchNorm runs the ReLU that follows it straight away, unless a unit mask comes
+            # between them (the same values, one pass fewer)
+            fuse = node.batchnorm and node.activation == "relu" and not (
+                unit is not None and units.position == "pre")
+            if node.batchnorm:
+                ops.append(BatchNorm(xp, node.channels, dtype=dtype, relu=fuse))
+            if unit is not None and units.position == "pre":
+                ops.append(unit)
+            if node.activation and not fuse:
                 ops.append(make_activation(xp, node.activation))
             if unit is not None and units.position == "post":
                 ops.append(unit)

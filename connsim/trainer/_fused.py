@@ -1,6 +1,7 @@
 """Fused NumPy-only kernels of the trainer: the SGD update of one parameter in a single pass
-(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes, pooling, and the products and
-weight gradient of a dense or conv layer at its kept weights (:mod:`connsim.trainer.layers`).
+(:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes (with the ReLU that
+follows it, when fused), pooling, and the products and weight gradient of a dense or conv layer at
+its kept weights (:mod:`connsim.trainer.layers`).
 
 The array versions stay for other backends and under ``NUMBA_DISABLE_JIT``. Every kernel is
 serial: a second Numba thread would fight BLAS's for the cores.

@@ -240,6 +240,14 @@ def _row_blocks(n_dst, b, t_n):
     return ends, own
 
 
+@njit
+def _merge(ys, bwd_x):
+    """OR the threads' own copies of the co-reachability (rows of ``ys``) into ``bwd_x``."""
+    for t in range(ys.shape[0]):
+        for j in range(bwd_x.shape[0]):
+            bwd_x[j] |= ys[t, j]
+
+
 @pnjit
 def _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, t_n):
     """Each of ``t_n`` threads takes whole groups of ``b`` rows when there are enough groups,
@@ -253,9 +261,7 @@ def _pull_parallel(mask, b, fwd_x, bwd_dst, bwd_x, eff, t_n):
         ys = np.zeros((t_n, bwd_x.shape[0]), np.uint8)
         for t in prange(t_n):
             _pull_rows(mask, b, fwd_x, bwd_dst, ys[t], eff, ends[t], ends[t + 1])
-        for t in range(t_n):
-            for j in range(bwd_x.shape[0]):
-                bwd_x[j] |= ys[t, j]
+        _merge(ys, bwd_x)
 
 
 LANES = 255  # 8-byte words summed lane by lane before a byte lane (0/1 per word) can overflow
@@ -352,9 +358,7 @@ def _count_parallel(mask, b, fwd_x, bwd_dst, bwd_x, counts, t_n):
         for t in prange(t_n):
             counts[t, 0], counts[t, 1] = _count_rows(mask, b, fwd_x, bwd_dst, ys[t], ends[t],
                                                      ends[t + 1])
-        for t in range(t_n):
-            for j in range(bwd_x.shape[0]):
-                bwd_x[j] |= ys[t, j]
+        _merge(ys, bwd_x)
 
 
 # ---------------------------------------------------------------- position-level kernels

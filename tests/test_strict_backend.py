@@ -23,7 +23,7 @@ from tests.strict import TRANSFERS, DeviceArray, strict
 def _array_versions(monkeypatch):
     """NumPy runs the array versions too, which the double runs: its fused Numba kernels sum in
     another order and are compared with those versions in test_layers.py (BatchNorm, pooling,
-    the sparse weight gradient) and test_train.py (SGD)."""
+    a sparse layer's products and weight gradient) and test_train.py (SGD)."""
     from connsim.trainer import backend
 
     monkeypatch.setattr(backend, "_FUSED", [None])

@@ -653,26 +653,28 @@ def _distinct_draws(n, picked, seen):
     bits = 0
     while (n - 1) >> bits:
         bits += 1
-    mask = np.uint32((1 << bits) - 1)
-    idx = index[0]
-    if idx < 624:
+    # unsigned throughout: indexing skips the wraparound of negative indices
+    one, u6, u63, u624 = np.uint64(1), np.uint64(6), np.uint64(63), np.uint64(624)
+    mask, below, top = np.uint64((1 << bits) - 1), np.uint64(n), np.uint64(n - 1)
+    idx = np.uint64(index[0])
+    if idx < u624:
         _tempered(mt, idx, out)
-    c = 0
-    while c < picked.shape[0]:
-        if idx >= 624:
+    c, m = np.uint64(0), np.uint64(picked.shape[0])
+    while c < m:
+        if idx >= u624:
             _mt_twist(mt)
             _tempered(mt, 0, out)
-            idx = 0
-        r = np.int64(out[idx] & mask)
-        idx += 1
-        q = min(r, n - 1)  # a rejected draw reads a word of the bitmap and leaves it unchanged
-        w, b = q >> 6, np.uint64(1) << np.uint64(q & 63)
+            idx = np.uint64(0)
+        r = np.uint64(out[idx]) & mask
+        idx += one
+        q = min(r, top)  # a rejected draw reads a word of the bitmap and leaves it unchanged
+        w, b = q >> u6, one << (q & u63)
         old = seen[w]
-        new = (r < n) & ((old & b) == 0)
-        seen[w] = old | (b * np.uint64(new))
+        new = np.uint64((r < below) & ((old & b) == 0))
+        seen[w] = old | (b * new)
         picked[c] = r
         c += new
-    index[0] = idx
+    index[0] = np.int32(idx)
 
 
 @njit
@@ -734,34 +736,30 @@ def _draw(seed, bernoulli, l_nw, l_d, l_kept, seen):
 
 
 @njit
-def _edge_ends(p, k, a, b, inv_ak, inv_k):
-    """Source and destination node of the group edge of kept weight ``p`` (``connsim.ops``);
-    ``b = 0`` marks a layer with one group (every output reads all ``a`` inputs).
+def _quotient(x, d, inv):
+    """``x // d`` for ``0 <= x < 2**51`` and ``inv = 1 / d``, without an integer division or a
+    branch. The two roundings of ``x * inv`` err by less than ``x * 2**-52 < 1/2``, so the
+    truncated product is the quotient or one below it (when ``x / d`` is an integer or just
+    above one); the remainder tells which."""
+    q = np.int64(x * inv)
+    return q + (x - q * d >= d)
 
-    The quotients come from products with the reciprocals ``inv_ak = 1 / (a*k)`` and
-    ``inv_k = 1 / k``, off by at most one and corrected by the remainder: exact, without an
-    integer division per weight."""
+
+@njit
+def _edge_ends(pos, k, a, b, s0, d0, src, dst):
+    """Source and destination node (``s0 + i``, ``d0 + o``) of the group edge of each kept weight
+    at flat positions ``pos`` (``connsim.ops``), into ``src`` and ``dst``; ``b = 0`` marks a layer
+    with one group (every output reads all ``a`` inputs). One branch-free pass that vectorises:
+    quotients by :func:`_quotient`, ``k = 1`` included."""
     ak = a * k
-    o = np.int64(p * inv_ak)
-    g = p - o * ak
-    if g < 0:
-        o -= 1
-        g += ak
-    elif g >= ak:
-        o += 1
-        g -= ak
-    if k > 1:
-        i = np.int64(g * inv_k)
-        r = g - i * k
-        if r < 0:
-            i -= 1
-        elif r >= k:
-            i += 1
-    else:
-        i = g
-    if b == 0:
-        return i, o
-    return (o // b) * a + i, o
+    inv_ak, inv_k, inv_b = 1.0 / ak, 1.0 / k, 1.0 / max(b, 1)
+    for t in range(pos.shape[0]):
+        o = _quotient(pos[t], ak, inv_ak)
+        i = _quotient(pos[t] - o * ak, k, inv_k)
+        if b != 0:
+            i += _quotient(o, b, inv_b) * a
+        src[t] = s0 + i
+        dst[t] = d0 + o
 
 
 @njit
@@ -774,54 +772,58 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
     Layer ``l`` joins group ``l_src`` to group ``l_dst``; the kept weight at flat position ``p`` lies
     on the group edge of :func:`_edge_ends`. Edges ``e_*`` (sorted by destination, so a group's
     inputs come before its outputs) are layers (kind 0) or structural edges (kind 1) joining
-    source node ``j`` to node ``e_off + j``. Two passes: the forward pass works out each kept
-    weight's edge ends and keeps them; the backward pass counts a layer's effective weights as it
-    goes, since the co-reachability of the layer's destinations is final by then.
+    source node ``j`` to node ``e_off + j``. The forward pass works out each layer's edge ends
+    (kept for the backward pass), then propagates; the backward pass counts a layer's effective
+    weights as it goes, since the co-reachability of the layer's destinations is final by then.
+    Node indices are unsigned, so that indexing has no check for negative indices.
     """
     n_layers = l_src.shape[0]
     n_groups = offsets.shape[0] - 1
-    fwd = np.zeros(offsets[-1], dtype=np.bool_)
-    bwd = np.zeros(offsets[-1], dtype=np.bool_)
-    fwd[offsets[0]:offsets[1]] = True
-    bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
+    fwd = np.zeros(offsets[-1], dtype=np.uint8)
+    bwd = np.zeros(offsets[-1], dtype=np.uint8)
+    fwd[offsets[0]:offsets[1]] = 1
+    bwd[offsets[n_groups - 1]:offsets[n_groups]] = 1
     start = np.zeros(n_layers + 1, dtype=np.int64)
     for lay in range(n_layers):
         start[lay + 1] = start[lay] + pos[lay].shape[0]
-    src = np.empty(start[n_layers], dtype=np.int32)  # global node index of each kept weight's ends
-    dst = np.empty(start[n_layers], dtype=np.int32)
+    src = np.empty(start[n_layers], dtype=np.uint32)  # global node index of each weight's ends
+    dst = np.empty(start[n_layers], dtype=np.uint32)
     for e in range(e_kind.shape[0]):
         a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
         if e_kind[e] == 1:
             for j in range(offsets[e_src[e] + 1] - a):
                 if fwd[a + j]:
-                    fwd[b + j] = True
+                    fwd[b + j] = 1
+            continue
+        lay = e_layer[e]
+        t0, t1 = start[lay], start[lay + 1]
+        _edge_ends(pos[lay], l_k[lay], l_a[lay], l_b[lay], a, b, src[t0:t1], dst[t0:t1])
+        if e_src[e] == 0:  # from the input: every source reached
+            for t in range(t0, t1):
+                fwd[dst[t]] = 1
         else:
-            lay = e_layer[e]
-            k, na, nb, t = l_k[lay], l_a[lay], l_b[lay], start[lay]
-            inv_ak, inv_k = 1.0 / (na * k), 1.0 / k
-            for p in pos[lay]:
-                i, o = _edge_ends(p, k, na, nb, inv_ak, inv_k)
-                src[t] = a + i
-                dst[t] = b + o
-                if fwd[a + i]:
-                    fwd[b + o] = True
-                t += 1
+            for t in range(t0, t1):
+                fwd[dst[t]] |= fwd[src[t]]
     for e in range(e_kind.shape[0] - 1, -1, -1):
         a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
         if e_kind[e] == 1:
             for j in range(offsets[e_src[e] + 1] - a):
                 if bwd[b + j]:
-                    bwd[a + j] = True
-        else:
-            lay = e_layer[e]
-            c = 0
+                    bwd[a + j] = 1
+            continue
+        lay = e_layer[e]
+        c = np.int64(0)  # uint8 states: the sum must not take their type
+        if e_src[e] == 0:  # the input's co-reachability is never read
             for t in range(start[lay], start[lay + 1]):
-                if bwd[dst[t]]:
-                    bwd[src[t]] = True
-                    c += fwd[src[t]]
-            eff_row[lay] = c
+                c += bwd[dst[t]]
+        else:  # no branch: a co-reached destination is a coin flip at low density
+            for t in range(start[lay], start[lay + 1]):
+                x = bwd[dst[t]]
+                bwd[src[t]] |= x
+                c += x & fwd[src[t]]
+        eff_row[lay] = c
     for lay in range(n_layers):
-        act = 0
+        act = np.int64(0)
         for j in range(offsets[l_dst[lay]], offsets[l_dst[lay] + 1]):
             act += fwd[j] & bwd[j]
         active_row[lay] = act

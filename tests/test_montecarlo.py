@@ -7,8 +7,10 @@ import math
 import numba
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from connsim import get_arch, quota
+from connsim import _kernels, get_arch, quota
 from connsim.montecarlo import monte_carlo, wilson_interval
 from connsim.theory import predict
 from connsim.zoo import ZOO
@@ -102,6 +104,56 @@ def test_same_seed_same_samples_as_recorded(name, c, model, first, total, active
     assert mc.effective.sum(axis=0).tolist()[:6] == first
     assert (int(mc.effective.sum()), int(mc.active.sum()), int(mc.disconnected.sum())) == \
         (total, active, disc)
+
+
+@numba.njit
+def _stream(seed, n, counts, fast):
+    """Distinct draws below ``n`` in runs of ``counts``, each followed by a binomial draw from
+    ``np.random``: through the sampler's reads of the generator state (``fast``) or through
+    ``np.random.randint`` calls. The binomials check that the state is left where the calls
+    leave it."""
+    np.random.seed(seed)  # noqa: NPY002
+    seen = np.zeros((n + 63) // 64, np.uint64)
+    out = np.empty(counts.sum() + counts.shape[0], np.int64)
+    t = 0
+    for m in counts:
+        picked = np.empty(m, np.int64)
+        if fast:
+            _kernels._distinct_draws(n, picked, seen)
+        else:
+            _kernels._distinct_calls(n, picked, seen)
+        out[t:t + m] = picked
+        for c in range(m):
+            seen[picked[c] >> 6] = 0
+        out[t + m] = np.random.binomial(1000, 0.3)  # noqa: NPY002
+        t += m + 1
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 3, 63, 64, 65, 1000, 2**16, 235_200, 2_359_296, 2**27 + 1])
+def test_draws_from_the_generator_state_equal_numbas_calls(n):
+    """The sampler reads Numba's Mersenne Twister state itself (regeneration and tempering
+    included); its draws must be Numba's ``np.random.randint(0, n)`` draws, number for number,
+    across regenerations of the state (runs longer than 624 words)."""
+    counts = np.minimum(np.array([1, 700, 5, 1300, 2000]), n // 2)
+    for seed in (0, 1, 2**32 - 1):
+        fast, calls = _stream(seed, n, counts, True), _stream(seed, n, counts, False)
+        np.testing.assert_array_equal(fast, calls)
+    runs = np.split(fast, np.cumsum(counts + 1))[:-1]
+    assert all(np.unique(r[:-1]).size == m for r, m in zip(runs, counts, strict=True))
+    assert all(((r[:-1] >= 0) & (r[:-1] < n)).all() for r in runs)
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.integers(0, 2**51 - 1), st.integers(1, 2**32))
+@example(784 * 300 - 1, 784)
+@example(784 * 300, 784)
+@example(2**51 - 1, 3)
+@example(2**51 - 2, 2**32)
+@example(2**51 - 1, 2**51 - 1)
+def test_quotient_is_floor_division(x, d):
+    """The count's edge ends divide by a reciprocal product, corrected by the remainder."""
+    assert _kernels._quotient(x, d, 1.0 / d) == x // d
 
 
 @pytest.mark.parametrize(("model", "sums"), [

@@ -533,6 +533,30 @@ def test_sparse_dense_gives_the_dense_products_dtypes(wdt, xdt):
         np.testing.assert_allclose(a, a0, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("k", "stride", "padding", "groups"),
+                         [((3, 3), (1, 1), (1, 1), 1), ((5, 3), (2, 1), (0, 2), 2),
+                          ((2, 2), (3, 3), (0, 0), 1), ((3, 3), (2, 2), (1, 1), 4)])
+@pytest.mark.parametrize(("xdt", "wdt"), [("float32", "float32"), ("float64", "float64"),
+                                          ("float32", "float64")])
+def test_conv_input_gradient_kernel_is_bit_identical_to_the_array_version(
+        monkeypatch, k, stride, padding, groups, xdt, wdt):
+    """The window gradients summed into the input gradient plane by plane (``window_sum``):
+    the same additions, in the same order and types, as the array version's slices."""
+    rng = np.random.default_rng(12)
+    w = rng.normal(size=(8, 4 // groups, *k)).astype(wdt)
+    x = rng.normal(size=(3, 4, 9, 10)).astype(xdt)
+
+    def run():
+        layer = Conv2d(np, w.copy(), None, stride=stride, padding=padding, groups=groups)
+        y = layer.forward(x)
+        dy = np.random.default_rng(13).normal(size=y.shape).astype(xdt)
+        return layer.backward(dy)
+
+    dx, dx0 = _both_paths(monkeypatch, run)
+    assert dx.dtype == dx0.dtype and dx.shape == dx0.shape == x.shape
+    assert np.ascontiguousarray(dx).tobytes() == np.ascontiguousarray(dx0).tobytes()
+
+
 def test_sparse_dense_kernel_gradient_matches_the_array_version(monkeypatch):
     rng = np.random.default_rng(11)
     w = rng.normal(size=(40, 30))

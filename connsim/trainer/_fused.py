@@ -172,6 +172,9 @@ def pool_forward(x, kh, kw, sh, sw, avg, div, out, arg):
     C-contiguous ``(A, B, H, W)`` array ``x`` into ``out``; max pooling stores in ``arg`` the
     first kernel offset holding the maximum (NaN counts as the maximum, as NumPy's). Each output
     row takes the kernel offsets in turn, as NumPy's reduction over the stacked windows does."""
+    if kh == kw == sh == sw == 2:
+        _pool2_forward(x, avg, div, out, arg)
+        return
     a, b, ho, wo = out.shape
     for i in range(a):
         for j in range(b):
@@ -204,6 +207,9 @@ def pool_backward(dy, arg, kh, kw, sh, sw, avg, div, dx):
     kernel offset as the array version does: ``dy / div`` everywhere (average; ``div`` is the
     window's size) or ``dy`` where ``arg`` picked the offset and ``dy * div`` elsewhere (max;
     ``div`` is 0). ``div`` comes in the arrays' dtype."""
+    if kh == kw == sh == sw == 2:
+        _pool2_backward(dy, arg, avg, div, dx)
+        return
     a, b, ho, wo = dy.shape
     for i in range(a):
         for j in range(b):
@@ -219,6 +225,80 @@ def pool_backward(dy, arg, kh, kw, sh, sw, avg, div, dx):
                             elif arg[i, j, r, q] != at:
                                 g = g * div
                             dst[q * sw + v] += g
+
+
+@njit
+def _max_step(e, m, at, k):
+    """One kernel offset ``k`` of max pooling: the new maximum and its offset (the first
+    offset holding the maximum; NaN counts as the maximum)."""
+    if e > m or (e != e and m == m):
+        return e, k
+    return m, at
+
+
+@njit
+def _pool2_forward(x, avg, div, out, arg):
+    """:func:`pool_forward` for 2x2 windows at stride 2, the same operations in the same order:
+    with the window's shape and stride known to the compiler, the row loops vectorise."""
+    a, b, ho, wo = out.shape
+    for i in range(a):
+        for j in range(b):
+            for r in range(ho):
+                x0, x1, row = x[i, j, 2 * r], x[i, j, 2 * r + 1], out[i, j, r]
+                if avg:
+                    for q in range(wo):
+                        row[q] = (((x0[2 * q] + x0[2 * q + 1]) + x1[2 * q]) + x1[2 * q + 1]) / div
+                    continue
+                pick = arg[i, j, r]
+                for q in range(wo):
+                    m, at = _max_step(x0[2 * q + 1], x0[2 * q], 0, 1)
+                    m, at = _max_step(x1[2 * q], m, at, 2)
+                    row[q], pick[q] = _max_step(x1[2 * q + 1], m, at, 3)
+
+
+@njit
+def _pool2_backward(dy, arg, avg, div, dx):
+    """:func:`pool_backward` for 2x2 windows at stride 2: every input position gets one
+    output's share, added to ``dx``'s zero as there."""
+    a, b, ho, wo = dy.shape
+    for i in range(a):
+        for j in range(b):
+            for r in range(ho):
+                d0, d1, g = dx[i, j, 2 * r], dx[i, j, 2 * r + 1], dy[i, j, r]
+                if avg:
+                    for q in range(wo):
+                        v = g[q] / div
+                        d0[2 * q] += v
+                        d0[2 * q + 1] += v
+                        d1[2 * q] += v
+                        d1[2 * q + 1] += v
+                    continue
+                pick = arg[i, j, r]
+                for q in range(wo):
+                    v, z = g[q], g[q] * div
+                    d0[2 * q] += v if pick[q] == 0 else z
+                    d0[2 * q + 1] += v if pick[q] == 1 else z
+                    d1[2 * q] += v if pick[q] == 2 else z
+                    d1[2 * q + 1] += v if pick[q] == 3 else z
+
+
+@njit
+def window_sum(dcols, kh, kw, sh, sw, dx):
+    """A conv layer's input gradient from its window gradients: ``dx[c, n, i*sh + u, j*sw + v]
+    += dcols[c, u*kw + v, n, i, j]``, in the arrays' types as NumPy's ``+=`` rounds them. Every
+    element adds its terms in kernel-offset order, as the array version's slice additions do,
+    but one ``(c, n)`` plane at a time, so that the plane stays in cache for all offsets."""
+    nc, _, nb, ho, wo = dcols.shape
+    for c in range(nc):
+        for n in range(nb):
+            plane = dx[c, n]
+            for u in range(kh):
+                for v in range(kw):
+                    src = dcols[c, u * kw + v, n]
+                    for i in range(ho):
+                        row, g = plane[i * sh + u], src[i]
+                        for j in range(wo):
+                            row[j * sw + v] += g[j]
 
 
 @sum_njit

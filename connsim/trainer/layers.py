@@ -317,8 +317,11 @@ class Conv2d:
             dcols = _blocked_matmul(xp, self._wg().transpose(0, 2, 1), dy2).reshape(
                 c, kh * kw, n, ho, wo)
         dx = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
-        for k, s in _slices(kh, kw, sh, sw, ho, wo):
-            dx[s] += dcols[:, k]
+        if fused_kernels(xp) is not None:
+            fused_kernels(xp).window_sum(dcols, kh, kw, sh, sw, dx)
+        else:
+            for k, s in _slices(kh, kw, sh, sw, ho, wo):
+                dx[s] += dcols[:, k]
         return dx[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
 
 

@@ -1,7 +1,8 @@
 """Fused NumPy-only kernels of the trainer: the SGD update of one parameter in a single pass
 (:class:`connsim.trainer.optim.SGD`), BatchNorm's statistics and passes (with the ReLU that
-follows it, when fused), pooling, and the products and weight gradient of a dense or conv layer at
-its kept weights (:mod:`connsim.trainer.layers`).
+follows it, when fused), pooling, a conv layer's input gradient from its window gradients, and
+the products and weight gradient of a dense or conv layer at its kept weights
+(:mod:`connsim.trainer.layers`).
 
 The array versions stay for other backends and under ``NUMBA_DISABLE_JIT``. Every kernel is
 serial: a second Numba thread would fight BLAS's for the cores.
@@ -10,7 +11,8 @@ serial: a second Numba thread would fight BLAS's for the cores.
   array update reads and writes them about eight times). Scalars arrive in the arrays' dtype and
   no fastmath is used, so every operation rounds as NumPy's does: bit-identical.
 - Pooling does NumPy's operations in NumPy's order and dtype: bit-identical, except that the
-  sign of a zero maximum may differ (NumPy's vectorised maximum leaves it open).
+  sign of a zero maximum may differ (NumPy's vectorised maximum leaves it open). So does the
+  sum of a conv layer's window gradients, plane by plane.
 - BatchNorm's sums (mean, variance, the gradients of its scale and shift) and a sparse layer's
   products and weight gradient accumulate in float64 and may be reassociated (``sum_njit``),
   and BatchNorm's input gradient is evaluated in float64 and rounded once: they differ from

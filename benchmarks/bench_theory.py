@@ -17,9 +17,10 @@
    1000, against ``previous release``: the previous release's channel-level kernel (one
    ``np.random.randint`` call per draw into a fresh byte bitmap, the group edge of every kept
    weight worked out with integer divisions in each of three passes), on the same seeds; the two
-   must give the same samples exactly. Goal: >= 3x its samples/s.
+   must give the same samples exactly. The two alternate, 5 rounds each (min and median time).
+   Goal: >= 3x its samples/s, by the minimum times.
 
-Every method runs once before timing; times are the minimum of 3 runs. With ``--quick`` (what CI
+Every method runs once before timing; times are the minimum of 3 runs (4: see there). With ``--quick`` (what CI
 runs) the sizes are small and no goal is asserted; otherwise the script exits 1 when a goal is
 missed. ``--plot`` draws the width scaling (log-log) to PATH.
 """

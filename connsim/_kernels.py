@@ -663,7 +663,7 @@ def _distinct_draws(n, picked, seen):
     while c < m:
         if idx >= u624:
             _mt_twist(mt)
-            _tempered(mt, 0, out)
+            _tempered(mt, np.uint64(0), out)
             idx = np.uint64(0)
         r = np.uint64(out[idx]) & mask
         idx += one

@@ -14,13 +14,14 @@
    Monte Carlo sample count that brings the standard error of the mean effective weights to 1 %
    of the mean (from a 50-sample pilot per point), as projected time over theory time.
 4. Monte Carlo throughput (samples/s, 1 thread) on LeNet-300-100 at compression 100 and VGG-19 at
-   1000, against ``previous release``: the previous release's channel-level kernel (one
-   ``np.random.randint`` call per draw into a fresh byte bitmap, the group edge of every kept
-   weight worked out with integer divisions in each of three passes), on the same seeds; the two
-   must give the same samples exactly. The two alternate, 5 rounds each (min and median time).
-   Goal: >= 3x its samples/s, by the minimum times.
+   1000, against ``previous release``: the previous release's channel-level sampler and counter,
+   as they were (one ``np.random.randint`` call per draw into a fresh byte bitmap, the group
+   edge of every kept weight worked out with integer divisions in each of three passes), on the
+   same seeds; the two must give the same samples exactly. The two alternate, 5 rounds each (min
+   and median time). Goal: >= 3x its samples/s, by the minimum times.
 
-Every method runs once before timing; times are the minimum of 3 runs (4: see there). With ``--quick`` (what CI
+Every method runs once before timing; times are the minimum of 3 runs (in section 4, of 5
+alternating rounds). With ``--quick`` (what CI
 runs) the sizes are small and no goal is asserted; otherwise the script exits 1 when a goal is
 missed. ``--plot`` draws the width scaling (log-log) to PATH.
 """
@@ -164,49 +165,79 @@ def _previous_ends(p, k, a, b):
     g = p // k if k > 1 else p
     o = g // a
     i = g - o * a
-    return (i, o) if b == 0 else ((o // b) * a + i, o)
+    if b == 0:
+        return i, o
+    return (o // b) * a + i, o
+
+
+@njit
+def _previous_count(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_dst, e_layer,
+                    e_off, eff_row, active_row):
+    n_layers = l_src.shape[0]
+    n_groups = offsets.shape[0] - 1
+    fwd = np.zeros(offsets[-1], dtype=np.bool_)
+    bwd = np.zeros(offsets[-1], dtype=np.bool_)
+    fwd[offsets[0]:offsets[1]] = True
+    bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
+    for e in range(e_kind.shape[0]):
+        a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
+        if e_kind[e] == 1:
+            for j in range(offsets[e_src[e] + 1] - a):
+                if fwd[a + j]:
+                    fwd[b + j] = True
+        else:
+            lay = e_layer[e]
+            for p in pos[lay]:
+                i, o = _previous_ends(p, l_k[lay], l_a[lay], l_b[lay])
+                if fwd[a + i]:
+                    fwd[b + o] = True
+    for e in range(e_kind.shape[0] - 1, -1, -1):
+        a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
+        if e_kind[e] == 1:
+            for j in range(offsets[e_src[e] + 1] - a):
+                if bwd[b + j]:
+                    bwd[a + j] = True
+        else:
+            lay = e_layer[e]
+            for p in pos[lay]:
+                i, o = _previous_ends(p, l_k[lay], l_a[lay], l_b[lay])
+                if bwd[b + o]:
+                    bwd[a + i] = True
+    for lay in range(n_layers):
+        a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
+        c = 0
+        for p in pos[lay]:
+            i, o = _previous_ends(p, l_k[lay], l_a[lay], l_b[lay])
+            if fwd[a + i] and bwd[b + o]:
+                c += 1
+        eff_row[lay] = c
+        act = 0
+        for j in range(b, offsets[l_dst[lay] + 1]):
+            if fwd[j] and bwd[j]:
+                act += 1
+        active_row[lay] = act
+    for j in range(offsets[n_groups - 1], offsets[n_groups]):
+        if fwd[j]:
+            return False
+    return True
 
 
 @njit
 def previous_release(seeds, bernoulli, offsets, l_src, l_dst, l_a, l_b, l_k, l_nw, l_d, l_kept,
-                     e_kind, e_src, e_dst, e_layer, e_off, eff, disc):
-    """Baseline: the previous release's channel-level Monte Carlo (one thread): Numba's
-    ``np.random.randint`` per draw into a fresh byte bitmap per layer, and the group edge of
-    every kept weight worked out again in each of the three passes."""
-    n_layers, n_groups = l_src.shape[0], offsets.shape[0] - 1
+                     e_kind, e_src, e_dst, e_layer, e_off, eff, disc, active):
+    """Baseline: the previous release's channel-level Monte Carlo, its sampler and counter as
+    they were (run on one thread): Numba's ``np.random.randint`` per draw into a fresh byte
+    bitmap per layer, and the group edge of every kept weight worked out again in each of the
+    three passes over the kept weights."""
+    n_layers = l_src.shape[0]
     for s in range(seeds.shape[0]):
         np.random.seed(seeds[s])  # noqa: NPY002
         pos = []
         for lay in range(n_layers):
             k = np.random.binomial(l_nw[lay], l_d[lay]) if bernoulli else l_kept[lay]  # noqa: NPY002
             pos.append(_previous_distinct(l_nw[lay], k))
-        fwd = np.zeros(offsets[-1], dtype=np.bool_)
-        bwd = np.zeros(offsets[-1], dtype=np.bool_)
-        fwd[offsets[0]:offsets[1]] = True
-        bwd[offsets[n_groups - 1]:offsets[n_groups]] = True
-        for back in (False, True):
-            state, order = (bwd, range(e_kind.shape[0] - 1, -1, -1)) if back else \
-                (fwd, range(e_kind.shape[0]))
-            for e in order:
-                a, b = offsets[e_src[e]], offsets[e_dst[e]] + e_off[e]
-                if e_kind[e] == 1:
-                    for j in range(offsets[e_src[e] + 1] - a):
-                        if state[b + j if back else a + j]:
-                            state[a + j if back else b + j] = True
-                else:
-                    lay = e_layer[e]
-                    for p in pos[lay]:
-                        i, o = _previous_ends(p, l_k[lay], l_a[lay], l_b[lay])
-                        if state[b + o if back else a + i]:
-                            state[a + i if back else b + o] = True
-        for lay in range(n_layers):
-            a, b = offsets[l_src[lay]], offsets[l_dst[lay]]
-            c = 0
-            for p in pos[lay]:
-                i, o = _previous_ends(p, l_k[lay], l_a[lay], l_b[lay])
-                c += fwd[a + i] and bwd[b + o]
-            eff[s, lay] = c
-        disc[s] = not fwd[offsets[n_groups - 1]:].any()
+        disc[s] = _previous_count(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_dst,
+                                  e_layer, e_off, eff[s], active[s])
 
 
 def race_montecarlo(name, c, n, rounds):
@@ -217,14 +248,16 @@ def race_montecarlo(name, c, n, rounds):
     low = _Lowered.of(arch)
     sampling = (np.asarray(q.params, np.int64), np.asarray(q.densities, np.float64),
                 np.asarray(q.kept, np.int64))
-    eff, disc = np.zeros((n, len(q.params)), np.int64), np.zeros(n, bool)
+    eff, active = np.zeros((2, n, len(q.params)), np.int64)
+    disc = np.zeros(n, bool)
     seeds = sample_seeds(n, 2)
     runs = {"connsim": lambda: monte_carlo(arch, q, samples=n, rng=2),
             "previous": lambda: previous_release(seeds, True, low.offsets, *low.layers, *sampling,
-                                                 *low.edges, eff, disc)}
+                                                 *low.edges, eff, disc, active)}
     mc = runs["connsim"]()
     runs["previous"]()
-    if not (np.array_equal(eff, mc.effective) and np.array_equal(disc, mc.disconnected)):
+    if not (np.array_equal(eff, mc.effective) and np.array_equal(disc, mc.disconnected)
+            and np.array_equal(active, mc.active)):
         raise AssertionError(f"{name}: samples differ from the previous release's")
     times = {k: [] for k in runs}
     for _ in range(rounds):

@@ -701,8 +701,9 @@ def sample_distinct(n, k, seen):
     Sequential ``np.random.randint(0, n)`` draws with rejection of repeats, tracked in the bit
     words ``seen`` (``uint64``, at least ``n`` bits, all 0; left all 0 again, so that one bitmap
     serves every draw of a thread without being cleared in full): every k-subset is equally
-    likely, and the expected number of draws is at most ``n ln 2 < 1.4 k`` for ``k <= n/2``. For
-    ``k > n/2`` the complement is drawn and the rest returned, in increasing order.
+    likely, and the expected number of draws, the sum of ``n / (n - j)`` for ``j < k``, is at most
+    ``2 ln 2 k < 1.4 k`` for ``k <= n/2``. For ``k > n/2`` the complement is drawn and the rest
+    returned, in increasing order.
     """
     m = k if 2 * k <= n else n - k
     picked = np.empty(m, dtype=np.int64)
@@ -738,9 +739,9 @@ def _draw(seed, bernoulli, l_nw, l_d, l_kept, seen):
 @njit
 def _quotient(x, d, inv):
     """``x // d`` for ``0 <= x < 2**51`` and ``inv = 1 / d``, without an integer division or a
-    branch. The two roundings of ``x * inv`` err by less than ``x * 2**-52 < 1/2``, so the
-    truncated product is the quotient or one below it (when ``x / d`` is an integer or just
-    above one); the remainder tells which."""
+    branch. The two roundings of ``x * inv`` err by less than ``(x / d) * 2**-52 < 1 / (2d)``,
+    while ``x / d`` lies a multiple of ``1 / d`` from an integer: the truncated product is the
+    quotient, or one below it when ``x / d`` is an integer; the remainder tells which."""
     q = np.int64(x * inv)
     return q + (x - q * d >= d)
 
@@ -775,7 +776,8 @@ def count_effective(pos, offsets, l_src, l_dst, l_a, l_b, l_k, e_kind, e_src, e_
     source node ``j`` to node ``e_off + j``. The forward pass works out each layer's edge ends
     (kept for the backward pass), then propagates; the backward pass counts a layer's effective
     weights as it goes, since the co-reachability of the layer's destinations is final by then.
-    Node indices are unsigned, so that indexing has no check for negative indices.
+    Node indices are unsigned 32-bit (a lowering has far fewer than ``2**32`` channels), so
+    that indexing has no check for negative indices.
     """
     n_layers = l_src.shape[0]
     n_groups = offsets.shape[0] - 1

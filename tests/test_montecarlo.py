@@ -130,13 +130,16 @@ def _stream(seed, n, counts, fast):
     return out
 
 
-@pytest.mark.parametrize("n", [2, 3, 63, 64, 65, 1000, 2**16, 235_200, 2_359_296, 2**27 + 1])
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: the sampler makes the "
+                    "np.random calls themselves")
+@pytest.mark.parametrize("n", [2, 3, 63, 64, 65, 1000, 2**16, 235_200, 2_359_296, 2**27 + 1,
+                               2**31 + 1])
 def test_draws_from_the_generator_state_equal_numbas_calls(n):
     """The sampler reads Numba's Mersenne Twister state itself (regeneration and tempering
     included); its draws must be Numba's ``np.random.randint(0, n)`` draws, number for number,
-    across regenerations of the state (runs longer than 624 words)."""
+    across regenerations of the state (runs longer than 624 words), up to 32-bit draws."""
     counts = np.minimum(np.array([1, 700, 5, 1300, 2000]), n // 2)
-    for seed in (0, 1, 2**32 - 1):
+    for seed in (0, 1, 2**32 - 1) if n < 2**31 else (7,):
         fast, calls = _stream(seed, n, counts, True), _stream(seed, n, counts, False)
         np.testing.assert_array_equal(fast, calls)
     runs = np.split(fast, np.cumsum(counts + 1))[:-1]
@@ -238,6 +241,27 @@ def test_monte_carlo_count_equals_connectivity_large(name):
         masks = random_masks(arch, density, 3)
         eff, disc, active = count_effective(arch, masks)
         assert (eff.tolist(), disc, active.tolist()) == _exact_counts(arch, masks)
+
+
+@pytest.mark.parametrize("mask_model", ["bernoulli", "exact"])
+def test_dense_samples_in_one_block_are_recountable(mask_model):
+    """At density 0.8 every layer draws its pruned positions and keeps the rest; one thread's
+    samples share one bitmap, which each sample must leave clear for the next."""
+    from connsim.montecarlo import count_effective, sample_seeds, sampled_masks
+
+    arch = get_arch("lenet-5")
+    q = quota(arch, "uniform", 0.8)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        mc = monte_carlo(arch, q, samples=5, mask_model=mask_model, rng=3)
+    finally:
+        numba.set_num_threads(before)
+    for s, seed in enumerate(sample_seeds(5, 3)):
+        masks = sampled_masks(arch, q, seed, mask_model)
+        eff, disc, active = count_effective(arch, masks)
+        assert mc.effective[s].tolist() == eff.tolist() and mc.disconnected[s] == disc
+        assert mc.active[s].tolist() == active.tolist()
 
 
 @pytest.mark.parametrize("mask_model", ["bernoulli", "exact"])

@@ -11,8 +11,8 @@ serial: a second Numba thread would fight BLAS's for the cores.
   array update reads and writes them about eight times). Scalars arrive in the arrays' dtype and
   no fastmath is used, so every operation rounds as NumPy's does: bit-identical.
 - Pooling does NumPy's operations in NumPy's order and dtype: bit-identical, except that the
-  sign of a zero maximum may differ (NumPy's vectorised maximum leaves it open). So does the
-  sum of a conv layer's window gradients, plane by plane.
+  sign of a zero maximum may differ (NumPy's vectorised maximum leaves it open). The sum of a
+  conv layer's window gradients, plane by plane, is bit-identical to the array version's.
 - BatchNorm's sums (mean, variance, the gradients of its scale and shift) and a sparse layer's
   products and weight gradient accumulate in float64 and may be reassociated (``sum_njit``),
   and BatchNorm's input gradient is evaluated in float64 and rounded once: they differ from

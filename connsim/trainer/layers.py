@@ -317,8 +317,9 @@ class Conv2d:
             dcols = _blocked_matmul(xp, self._wg().transpose(0, 2, 1), dy2).reshape(
                 c, kh * kw, n, ho, wo)
         dx = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
-        if fused_kernels(xp) is not None:
-            fused_kernels(xp).window_sum(dcols, kh, kw, sh, sw, dx)
+        fused = fused_kernels(xp)
+        if fused is not None:
+            fused.window_sum(dcols, kh, kw, sh, sw, dx)
         else:
             for k, s in _slices(kh, kw, sh, sw, ho, wo):
                 dx[s] += dcols[:, k]

@@ -621,10 +621,10 @@ def _mt_twist(mt):
 
 
 @njit
-def _tempered(mt, lo, out):
-    """The Mersenne Twister's outputs from state words ``lo`` to 623 (its tempering), into
-    ``out``: one vectorised pass per regeneration instead of one per draw."""
-    for i in range(lo, 624):
+def _tempered(mt, out):
+    """The Mersenne Twister's outputs for its 624 state words (its tempering), into ``out``: one
+    vectorised pass per regeneration instead of one per draw."""
+    for i in range(624):
         y = mt[i]
         y ^= y >> np.uint32(11)
         y ^= (y << np.uint32(7)) & np.uint32(0x9d2c5680)
@@ -657,13 +657,13 @@ def _distinct_draws(n, picked, seen):
     one, u6, u63, u624 = np.uint64(1), np.uint64(6), np.uint64(63), np.uint64(624)
     mask, below, top = np.uint64((1 << bits) - 1), np.uint64(n), np.uint64(n - 1)
     idx = np.uint64(index[0])
-    if idx < u624:
-        _tempered(mt, idx, out)
+    if idx < u624:  # words left from the last regeneration
+        _tempered(mt, out)
     c, m = np.uint64(0), np.uint64(picked.shape[0])
     while c < m:
         if idx >= u624:
             _mt_twist(mt)
-            _tempered(mt, np.uint64(0), out)
+            _tempered(mt, out)
             idx = np.uint64(0)
         r = np.uint64(out[idx]) & mask
         idx += one

@@ -293,7 +293,8 @@ class Conv2d:
         o, _, kh, kw = self.params["weight"].shape
         (sh, sw), (ph, pw) = self.stride, self.padding
         dy2 = dy.transpose(1, 0, 2, 3).reshape(self.groups, o // self.groups, n * ho * wo)
-        kernels = fused_kernels(xp) if self.kept is not None else None
+        fused = fused_kernels(xp)
+        kernels = fused if self.kept is not None else None
         if kernels is not None:
             dy2, cols = dy2.reshape(o, -1), self.cols.reshape(-1, n * ho * wo)
             wf = self.params["weight"].ravel()
@@ -317,7 +318,6 @@ class Conv2d:
             dcols = _blocked_matmul(xp, self._wg().transpose(0, 2, 1), dy2).reshape(
                 c, kh * kw, n, ho, wo)
         dx = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
-        fused = fused_kernels(xp)
         if fused is not None:
             fused.window_sum(dcols, kh, kw, sh, sw, dx)
         else:

@@ -121,6 +121,9 @@ def _any_and(a, b):
 PARALLEL_BYTES = 1 << 20  # masks from this size run on all of Numba's threads (docs/performance.md)
 
 
+NONE_REACHED = np.empty(0, np.uint8)  # ``fwd_x`` of :func:`mask_pull` when no source is reached
+
+
 def mask_push(mask, b, fwd_x, fwd_dst):
     """Forward step straight from a mask: ``fwd_dst[o] |= any(mask[o] & fwd_x[row slice of o])``.
 
@@ -135,7 +138,9 @@ def mask_pull(mask, b, fwd_x, bwd_dst, bwd_x, eff):
     """Backward step and effective mask in one pass over the rows of co-reached outputs ``o``:
     ``eff[o] = mask[o] & fwd_x[slice]`` and ``bwd_x[slice] |= mask[o]``; the rows of outputs that
     are not co-reached are zeroed without reading the mask. Every byte of ``eff`` is written, so it
-    may arrive uninitialised (fresh zeroed pages would cost one more write pass).
+    may arrive uninitialised (fresh zeroed pages would cost one more write pass). An empty
+    ``fwd_x`` stands for no reached source: every row of ``eff`` is zeroed, each after its read
+    (``eff`` may be the mask itself).
 
     Rows are split over the threads when the mask has at least ``PARALLEL_BYTES`` bytes; OR-ing
     is order-free, so the result does not depend on them.
@@ -150,7 +155,7 @@ def mask_or(mask, b, bwd_dst, bwd_x):
     """``bwd_x[slice] |= mask[o]`` for every co-reached output ``o``: the backward step of
     :func:`mask_pull` alone (the position level forms its effective masks after every step).
     An effective mask with no rows tells the kernels to write none."""
-    mask_pull(mask, b, np.empty(0, np.uint8), bwd_dst, bwd_x, np.empty((0, mask.shape[1]), np.uint8))
+    mask_pull(mask, b, NONE_REACHED, bwd_dst, bwd_x, np.empty((0, mask.shape[1]), np.uint8))
 
 
 def mask_count(mask, b, fwd_x, bwd_dst, bwd_x):
@@ -170,6 +175,17 @@ def mask_count(mask, b, fwd_x, bwd_dst, bwd_x):
 
 def _parallel(mask):
     return mask.nbytes >= PARALLEL_BYTES and numba.get_num_threads() > 1
+
+
+@njit
+def group_any(x, k, out):
+    """``out[i] |= any(x[i*k:(i+1)*k])``: weights' states (``uint8``) folded onto their nodes, ``k``
+    weights per node (``out`` is ``uint8`` too)."""
+    for i in range(out.shape[0]):
+        acc = 0
+        for j in range(i * k, i * k + k):
+            acc |= x[j]
+        out[i] |= acc != 0
 
 
 @njit
@@ -213,9 +229,11 @@ def _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, lo, hi):
                 eff[o, :] = 0
             continue
         y = bwd_x[(o // b) * w:(o // b) * w + w]
-        if not write:
+        if not write or fwd_x.shape[0] == 0:
             for j in range(w):
                 y[j] |= row[j] != 0
+            if write:  # after the row's last read: ``eff`` may be the mask
+                eff[o, :] = 0
         else:
             x = fwd_x[(o // b) * w:(o // b) * w + w]
             out = eff[o]

@@ -129,23 +129,19 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
         mask, n_dst = masks[e.layer], topo.sizes[e.dst]
         rows, bwd_dst = _rows(mask, n_dst), bwd[e.dst].view(np.uint8)
         bwd_x = bwd[e.src] if e.k == 1 else np.zeros(topo.sizes[e.src] * e.k, dtype=bool)
+        x = fwd_x.get(e.layer)  # absent: no reached source, so nothing is effective
         if counts is not None:
-            x = fwd_x.get(e.layer)
             x = np.zeros(topo.sizes[e.src] * e.k, np.uint8) if x is None else x
             counts[e.layer] = _kernels.mask_count(rows, e.b, x, bwd_dst, bwd_x.view(np.uint8))
-        elif e.layer in fwd_x:
-            eff = np.empty(mask.shape, dtype=bool) if out is None else out[e.layer]
-            _kernels.mask_pull(rows, e.b, fwd_x[e.layer], bwd_dst, bwd_x.view(np.uint8),
-                               _rows(eff, n_dst))
-        else:  # no reached source: nothing is effective
+        elif x is None and out is None:
             _kernels.mask_or(rows, e.b, bwd_dst, bwd_x.view(np.uint8))
-            if out is None:
-                eff = np.zeros(mask.shape, dtype=bool)  # fresh zero pages, never written
-            else:  # after the mask's last read: it may be the same array
-                eff = out[e.layer]
-                eff[...] = False
+            eff = np.zeros(mask.shape, dtype=bool)  # fresh zero pages, never written
+        else:  # each row is read before it is written: ``out`` may be the masks
+            eff = np.empty(mask.shape, dtype=bool) if out is None else out[e.layer]
+            _kernels.mask_pull(rows, e.b, _kernels.NONE_REACHED if x is None else x, bwd_dst,
+                               bwd_x.view(np.uint8), _rows(eff, n_dst))
         if e.k > 1:
-            bwd[e.src] |= bwd_x.reshape(-1, e.k).any(axis=1)
+            _kernels.group_any(bwd_x.view(np.uint8), e.k, bwd[e.src].view(np.uint8))
             if arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads
                 units[e.src] = bwd_x
         if counts is None:

@@ -272,16 +272,22 @@ def summarize(conn: Connectivity) -> Measurement:
 def _summary(conn: Connectivity, counts: dict) -> Measurement:
     """:func:`summarize` with each layer's ``(kept, effective)`` counts given."""
     arch = conn.arch
+    units = {}  # node name: (units, active units), each node counted once
+
+    def active(name):
+        if name not in units:
+            act = conn.active(name)
+            units[name] = act.size, int(np.count_nonzero(act))
+        return units[name]
+
     layers = []
     for node in arch.layers:
-        src = node.inputs[0]
-        act_in, act_out = conn.active(src), conn.active(node.name)
+        (units_in, active_in), (units_out, active_out) = active(node.inputs[0]), active(node.name)
         kept, effective = counts[node.name]
         layers.append(LayerMeasure(
             name=node.name, kind=node.op, shape=arch.weight_shape(node),
             params=arch.n_params(node), kept=int(kept), effective=int(effective),
-            units_in=act_in.size, units_out=act_out.size,
-            active_in=int(act_in.sum()), active_out=int(act_out.sum()),
+            units_in=units_in, units_out=units_out, active_in=active_in, active_out=active_out,
         ))
     hidden = [m for m in layers if m.name != arch.output.name]
     return Measurement(

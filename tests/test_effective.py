@@ -1,3 +1,4 @@
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -182,6 +183,8 @@ def test_effective_masks_into_given_arrays_and_in_place(arch, d, seed, level):
     got = effective_masks(arch, masks, level=level, out=out)
     assert all(got[name] is out[name] for name in out)
     assert_masks_equal(got, want)
+    assert_same_reach(connectivity(arch, masks, level=level, out=out),
+                      connectivity(arch, masks, level=level))
     own = {name: m.copy() for name, m in masks.items()}
     got = effective_masks(arch, own, level=level, out=own)
     assert all(got[name] is own[name] for name in own)
@@ -242,6 +245,32 @@ def test_in_place_on_masks_large_enough_for_threads():
     got = effective_masks(arch, masks, out=masks)
     assert_masks_equal(got, want)
     assert all(got[name] is masks[name] for name in masks)
+
+
+def test_reach_and_zeros_written_where_no_source_is_reached():
+    """Layers behind a cut (no reached source) still pass co-reachability back, at every thread
+    count, whether their zero effective masks are written into ``out`` or left as fresh zeros."""
+    arch = get_arch("mlp:1100-1100-1100-10")
+    masks = random_masks(arch, 0.01, 3)
+    masks["fc1"][:] = False  # nothing past the input is reached
+    assert masks["fc2"].nbytes >= _kernels.PARALLEL_BYTES
+    want = connectivity(arch, masks)
+    assert want.backward["fc1"].any() and not want.forward["fc1"].any()
+    for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):
+        numba.set_num_threads(threads)
+        try:
+            out = {name: np.ones(m.shape, bool) for name, m in masks.items()}
+            got = connectivity(arch, masks, out=out)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert_same_reach(got, want)
+        assert not any(m.any() for m in got.effective.values())
+
+
+def assert_same_reach(got, want):
+    for name in want.forward:
+        np.testing.assert_array_equal(got.forward[name], want.forward[name], err_msg=name)
+        np.testing.assert_array_equal(got.backward[name], want.backward[name], err_msg=name)
 
 
 def test_boolean_bytes_other_than_one_are_kept_weights():

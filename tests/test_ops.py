@@ -157,6 +157,20 @@ def test_mask_count_equals_the_effective_mask_it_would_write(groups, per_group, 
     np.testing.assert_array_equal(got_x, want_x)
 
 
+@given(st.integers(0, 40), st.integers(1, 12), st.floats(0.0, 0.5), st.integers(0, 2**32 - 1))
+def test_group_any_folds_weights_onto_their_nodes(nodes, k, d, seed):
+    """ORs each node's ``k`` weight states (any nonzero byte) into its state, keeping states
+    already set."""
+    from connsim import _kernels
+
+    rng = np.random.default_rng(seed)
+    x = ((rng.random(nodes * k) < d) * rng.integers(1, 256, nodes * k)).astype(np.uint8)
+    before = (rng.random(nodes) < 0.3).astype(np.uint8)
+    got = before.copy()
+    _kernels.group_any(x, k, got)
+    np.testing.assert_array_equal(got, before | x.reshape(nodes, k).any(axis=1))
+
+
 @settings(max_examples=40)
 @given(modern_archs(), st.floats(0.05, 0.9), st.integers(0, 2**32 - 1))
 def test_monte_carlo_count_equals_connectivity(arch, d, seed):

@@ -139,8 +139,8 @@ def mask_pull(mask, b, fwd_x, bwd_dst, bwd_x, eff):
     ``eff[o] = mask[o] & fwd_x[slice]`` and ``bwd_x[slice] |= mask[o]``; the rows of outputs that
     are not co-reached are zeroed without reading the mask. Every byte of ``eff`` is written, so it
     may arrive uninitialised (fresh zeroed pages would cost one more write pass). An empty
-    ``fwd_x`` stands for no reached source: every row of ``eff`` is zeroed, each after its read
-    (``eff`` may be the mask itself).
+    ``fwd_x`` (``NONE_REACHED``) stands for no reached source: every row of ``eff`` is zeroed,
+    each co-reached row right after it is read (``eff`` may be the mask itself).
 
     Rows are split over the threads when the mask has at least ``PARALLEL_BYTES`` bytes; OR-ing
     is order-free, so the result does not depend on them.
@@ -219,7 +219,8 @@ def _push_parallel(mask, b, fwd_x, fwd_dst):
 
 @njit
 def _pull_rows(mask, b, fwd_x, bwd_dst, bwd_x, eff, lo, hi):
-    """:func:`mask_pull` on rows ``lo:hi`` (with no effective mask when ``eff`` has no rows)."""
+    """:func:`mask_pull` on rows ``lo:hi`` (with no effective mask when ``eff`` has no rows, and
+    zero rows written when ``fwd_x`` is empty)."""
     w = mask.shape[1]
     write = eff.shape[0] > 0
     for o in range(lo, hi):

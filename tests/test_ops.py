@@ -110,16 +110,24 @@ def test_parallel_pull_equals_serial_pull(groups, per_group, width, d, seed):
             _kernels.mask_or(mask, per_group, bwd_dst, got_or)
             got_fwd = bwd_dst.copy()
             _kernels.mask_push(mask, per_group, fwd_x, got_fwd)
+            own, cut_x = mask.copy(), np.zeros_like(want_x)  # no reached source, in place
+            _kernels.mask_pull(own, per_group, _kernels.NONE_REACHED, bwd_dst, cut_x, own)
         np.testing.assert_array_equal(got_eff, want_eff)
         np.testing.assert_array_equal(got_x, want_x)
         np.testing.assert_array_equal(got_or, want_x)
         np.testing.assert_array_equal(got_fwd, want_fwd)
+        np.testing.assert_array_equal(cut_x, want_x)  # each row read before it is zeroed
+        assert not own.any()
     for parts in (1, 2, 3):  # the partition alone, whatever the machine's thread count
         start = (rng.random(want_x.size) < 0.3).astype(np.uint8)  # bits already set stay set
         got_x, got_eff = start.copy(), np.full_like(mask, 7)
         _kernels._pull_parallel(mask, per_group, fwd_x, bwd_dst, got_x, got_eff, parts)
         np.testing.assert_array_equal(got_eff, want_eff)
         np.testing.assert_array_equal(got_x, want_x | start)
+        got_x, own = start.copy(), mask.copy()
+        _kernels._pull_parallel(own, per_group, _kernels.NONE_REACHED, bwd_dst, got_x, own, parts)
+        np.testing.assert_array_equal(got_x, want_x | start)
+        assert not own.any()
         got_x, counts = start.copy(), np.zeros((parts, 2), np.int64)
         _kernels._count_parallel(mask, per_group, fwd_x, bwd_dst, got_x, counts, parts)
         assert counts.sum(axis=0).tolist() == [np.count_nonzero(mask), np.count_nonzero(want_eff)]

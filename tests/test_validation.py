@@ -269,7 +269,7 @@ def test_a_name_registered_twice_is_refused(registries):
 # compile no signature of their own)
 ENTRY_KERNELS = ("graph_reach", "graph_effective", "_push_serial", "_pull_serial", "conv_push",
                  "conv_pull", "conv_effective", "pool_push", "pool_pull", "mc_channel", "mc_count",
-                 "mc_sample", "binomial_mix")
+                 "mc_sample", "binomial_mix", "group_any")
 PARALLEL_KERNELS = ("_push_parallel", "_pull_parallel")  # masks of 1 MiB and up, 2+ threads
 
 

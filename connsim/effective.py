@@ -95,14 +95,21 @@ def _expand(nodes: np.ndarray, k: int) -> np.ndarray:
 
 
 def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None = None,
-                   counts: dict | None = None) -> Connectivity:
+                   counts: dict | None = None, reach: bool = True) -> Connectivity:
     """One forward pass and one fused backward/effective pass straight over the masks, in the
     lowering's order: no sparse matrix is built (``docs/performance.md``).
 
     The effective masks are written into ``out`` (checked by :func:`_check_out`) when given, else
     into fresh arrays. With ``counts`` (a dict), nothing is written: each layer's
     ``(kept, effective)`` counts go into it, and the result's ``effective`` is empty. A layer's
-    mask is read for the last time in its own backward step, so ``out`` may be the masks."""
+    mask is read for the last time in its own backward step, so ``out`` may be the masks.
+
+    ``reach=False`` is for callers that report no co-reachability (effective masks and counts
+    only): a layer with no reached input then passes none back, and its rows are not read except
+    to count their weights. What it would pass back marks only units that no input reaches, and
+    so does all that those marks pass back in turn (an unreached unit's kept in-weights all come
+    from unreached units, and a deleted unit passes nothing back), so no effective weight and no
+    active unit changes."""
     topo = lower(arch)
     keep = {topo.names.index(name): k for name, k in keep.items()}
     fwd = [np.zeros(n, dtype=bool) for n in topo.sizes]
@@ -130,11 +137,14 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
         rows, bwd_dst = _rows(mask, n_dst), bwd[e.dst].view(np.uint8)
         bwd_x = bwd[e.src] if e.k == 1 else np.zeros(topo.sizes[e.src] * e.k, dtype=bool)
         x = fwd_x.get(e.layer)  # absent: no reached source, so nothing is effective
+        if x is None and not reach:  # nothing to pass back (see the docstring)
+            bwd_dst = np.zeros(n_dst, np.uint8)  # rows are then counted, or zeroed, unread
         if counts is not None:
             x = np.zeros(topo.sizes[e.src] * e.k, np.uint8) if x is None else x
             counts[e.layer] = _kernels.mask_count(rows, e.b, x, bwd_dst, bwd_x.view(np.uint8))
         elif x is None and out is None:
-            _kernels.mask_or(rows, e.b, bwd_dst, bwd_x.view(np.uint8))
+            if reach:
+                _kernels.mask_or(rows, e.b, bwd_dst, bwd_x.view(np.uint8))
             eff = np.zeros(mask.shape, dtype=bool)  # fresh zero pages, never written
         else:  # each row is read before it is written: ``out`` may be the masks
             eff = np.empty(mask.shape, dtype=bool) if out is None else out[e.layer]
@@ -302,11 +312,13 @@ def connectivity(
 
 
 def _connectivity(arch, given, level, layout, units, out, in_place):
+    """``in_place``: for :func:`effective_masks`, whose ``out`` may be the masks and whose
+    caller sees no co-reachability."""
     masks, keep = _prepare(arch, given, level, layout, units)
     if out is not None:
         out = _check_out(arch, out, masks, given, in_place)
     if level == "channel":
-        return _channel_level(arch, masks, keep, out)
+        return _channel_level(arch, masks, keep, out, reach=not in_place)
     return _position_level(arch, masks, keep, out)
 
 

@@ -351,4 +351,4 @@ def measure(
         return summarize(connectivity(arch, masks, level=level, layout=layout, units=units))
     masks, keep = _prepare(arch, masks, level, layout, units)
     counts = {}  # counted in the backward pass: no effective mask is written
-    return _summary(_channel_level(arch, masks, keep, counts=counts), counts)
+    return _summary(_channel_level(arch, masks, keep, counts=counts, reach=False), counts)

@@ -173,6 +173,26 @@ def test_measure_counts_what_the_effective_masks_hold(arch, d, seed, with_units)
     assert measure(arch, masks, units=units) == summarize(connectivity(arch, masks, units=units))
 
 
+@settings(max_examples=40)
+@given(st.one_of(modern_archs(), conv_archs()), densities, seeds, st.integers(0, 10**6),
+       st.booleans())
+def test_layers_behind_a_cut_change_no_count_and_no_effective_weight(arch, d, seed, cut,
+                                                                     with_units):
+    """``measure`` and ``effective_masks`` leave out the co-reachability that a layer with no
+    reached input would pass back (``connectivity`` reports it): with one layer's mask emptied
+    (a cut), their counts and masks still equal those of ``connectivity``, with and without
+    deleted units."""
+    masks = random_masks(arch, d, seed)
+    masks[arch.layer_names[cut % len(arch.layer_names)]][...] = False
+    units = unit_masks(arch, masks, "channel", "output") if with_units else None
+    conn = connectivity(arch, masks, units=units)
+    assert measure(arch, masks, units=units) == summarize(conn)
+    if units is None:
+        assert_masks_equal(effective_masks(arch, masks), conn.effective)
+        own = {name: m.copy() for name, m in masks.items()}
+        assert_masks_equal(effective_masks(arch, own, out=own), conn.effective)
+
+
 @settings(max_examples=30)
 @given(st.one_of(modern_archs(), conv_archs()), densities, seeds, st.sampled_from(["channel",
                                                                                    "position"]))

@@ -105,11 +105,12 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
     mask is read for the last time in its own backward step, so ``out`` may be the masks.
 
     ``reach=False`` is for callers that report no co-reachability (effective masks and counts
-    only): a layer with no reached input then passes none back, and its rows are not read except
-    to count their weights. What it would pass back marks only units that no input reaches, and
-    so does all that those marks pass back in turn (an unreached unit's kept in-weights all come
-    from unreached units, and a deleted unit passes nothing back), so no effective weight and no
-    active unit changes."""
+    only): a layer whose source node has no reached unit then passes none back, and its rows are
+    not read except to count their weights. What it would pass back marks only units that no
+    input reaches, and so does all that those marks pass back in turn: an unreached unit's kept
+    in-weights all come from unreached units, an identity edge (add, concat, pool, flatten)
+    joins unreached units only to unreached units, and a deleted unit passes nothing back. So no
+    effective weight and no active unit changes."""
     topo = lower(arch)
     keep = {topo.names.index(name): k for name, k in keep.items()}
     fwd = [np.zeros(n, dtype=bool) for n in topo.sizes]
@@ -153,7 +154,7 @@ def _channel_level(arch: Architecture, masks: dict, keep: dict, out: dict | None
         if e.k > 1:
             _kernels.group_any(bwd_x.view(np.uint8), e.k, bwd[e.src].view(np.uint8))
             if arch.nodes[e.src].op == "flatten":  # the units a co-reached unit reads
-                units[e.src] = bwd_x
+                units[e.src] = units[e.src] | bwd_x if e.src in units else bwd_x  # every reader
         if counts is None:
             effective[e.layer] = eff
     forward, backward = {}, {}
@@ -308,17 +309,16 @@ def connectivity(
     >>> c.disconnected, int(c.effective["fc1"].sum())
     (True, 0)
     """
-    return _connectivity(arch, masks, level, layout, units, out, in_place=False)
+    return _connectivity(arch, masks, level, layout, units, out, in_place=False, reach=True)
 
 
-def _connectivity(arch, given, level, layout, units, out, in_place):
-    """``in_place``: for :func:`effective_masks`, whose ``out`` may be the masks and whose
-    caller sees no co-reachability."""
+def _connectivity(arch, given, level, layout, units, out, in_place, reach):
+    """``in_place``: ``out`` may be the masks; ``reach``: see :func:`_channel_level`."""
     masks, keep = _prepare(arch, given, level, layout, units)
     if out is not None:
         out = _check_out(arch, out, masks, given, in_place)
     if level == "channel":
-        return _channel_level(arch, masks, keep, out, reach=not in_place)
+        return _channel_level(arch, masks, keep, out, reach=reach)
     return _position_level(arch, masks, keep, out)
 
 
@@ -371,4 +371,5 @@ def effective_masks(arch: Architecture, masks: Mapping, *, level="channel", layo
     >>> eff["fc1"] is m["fc1"], m["fc1"].astype(int).tolist()
     (True, [[1, 1], [0, 0]])
     """
-    return _connectivity(arch, masks, level, layout, None, out, in_place=True).effective
+    return _connectivity(arch, masks, level, layout, None, out, in_place=True,
+                         reach=False).effective

@@ -316,6 +316,11 @@ class UnitMasks:
             if name not in nodes:
                 raise InvalidArgument("units", "masks keyed by node names of " + arch.name,
                                       name, "key unit masks by conv, dense or add node names")
+            if arch[name].op == "flatten":
+                raise InvalidArgument("units", "masks keyed by nodes with units of their own",
+                                      fix="mask the channels of the node it flattens "
+                                      f"({arch[name].inputs[0]!r}) instead",
+                                      got=f"flatten node {name!r}")
             k = np.asarray(k)
             check_shape(k.shape, (arch[name].channels,), f"unit mask of {name!r}",
                         "one 0/1 entry per channel/unit of the node")

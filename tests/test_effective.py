@@ -189,6 +189,8 @@ def test_layers_behind_a_cut_change_no_count_and_no_effective_weight(arch, d, se
     assert measure(arch, masks, units=units) == summarize(conn)
     if units is None:
         assert_masks_equal(effective_masks(arch, masks), conn.effective)
+        out = {name: np.ones(m.shape, bool) for name, m in masks.items()}
+        assert_masks_equal(effective_masks(arch, masks, out=out), conn.effective)
         own = {name: m.copy() for name, m in masks.items()}
         assert_masks_equal(effective_masks(arch, own, out=own), conn.effective)
 
@@ -285,6 +287,31 @@ def test_reach_and_zeros_written_where_no_source_is_reached():
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         assert_same_reach(got, want)
         assert not any(m.any() for m in got.effective.values())
+
+
+def two_readers_of_a_flatten():
+    b = ArchBuilder("two-readers", (2, 2, 2))
+    b.conv(2, 1, name="c")
+    flat = b.flatten(name="f")
+    b.dense(3, name="d1", src=flat)
+    b.dense(3, name="d2", src=flat)
+    b.concat(["d1", "d2"])
+    b.dense(2, name="out")
+    return b.build()
+
+
+@pytest.mark.parametrize("empty", ["d1", "d2"])
+def test_a_flatten_read_by_two_layers_reports_what_either_reads(empty):
+    """The units of a flatten are co-reached when any layer that reads it uses them: one reader
+    with an empty mask leaves them to the other, as at the position level."""
+    arch = two_readers_of_a_flatten()
+    masks = {n.name: np.ones(arch.weight_shape(n), bool) for n in arch.layers}
+    masks[empty][:] = False
+    channel, position = connectivity(arch, masks), connectivity(arch, masks, level="position")
+    assert channel.backward["f"].all()
+    np.testing.assert_array_equal(channel.backward["f"], position.backward["f"])
+    assert summarize(channel) == measure(arch, masks)
+    assert [m.active_in for m in summarize(channel).layers] == [2, 8, 8, 3]
 
 
 def assert_same_reach(got, want):

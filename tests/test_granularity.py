@@ -109,6 +109,15 @@ def test_classes_are_never_pruned(granularity, seed):
         assert all(masks[n].all() for n in ("stem", "b.conv1", "b.conv2", "b.shortcut"))
 
 
+def test_unit_masks_on_a_flatten_name_its_input_instead():
+    arch = get_arch("lenet-5")
+    flat = next(n for n in arch.nodes if n.op == "flatten")
+    units = UnitMasks({flat.name: np.ones(flat.channels, bool)})
+    with pytest.raises(ValueError, match=f"flatten node '{flat.name}'; mask the channels of "
+                                         f"the node it flattens \\('{flat.inputs[0]}'\\)"):
+        connectivity(arch, ones_masks(arch), units=units)
+
+
 def test_activation_spec_round_trip_and_errors():
     arch = get_arch("dbsn-mlp")
     assert arch.total_params == 11_965_000

@@ -335,9 +335,9 @@ def measure(
     -----
     At the channel level the counts are taken during the backward pass, and no effective mask
     is written: a forward step that stops in each row at its first kept weight from a reached
-    input, then one read of every mask (a layer whose input node no input reaches only has its
-    weights counted; ``docs/performance.md``). The result equals ``summarize(connectivity(...))``,
-    which writes the effective masks and counts them.
+    input, then one read of every mask (a layer whose source node has no reached unit only has
+    its weights counted; ``docs/performance.md``). The result equals
+    ``summarize(connectivity(...))``, which writes the effective masks and counts them.
 
     Examples
     --------
